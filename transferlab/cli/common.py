@@ -1,0 +1,53 @@
+"""What every CLI command shares: JSON output, the store option, quiet progress."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from transferlab.core import progress
+from transferlab.core.paths import default_store
+
+StoreOpt = typer.Option(None, "--store", help="Run store folder (default: $TRANSFERLAB_HOME or ./runs).")
+JsonOpt = typer.Option(False, "--json", help="Print a machine-readable JSON summary on stdout.")
+SetOpt = typer.Option(None, "--set", help="Override a config key: --set key=value (repeatable).")
+
+
+def store_path(store: Optional[Path]) -> Path:
+    return Path(store) if store is not None else default_store()
+
+
+def begin(json_out: bool) -> None:
+    """Machine-read output gets no progress bars mixed into the terminal."""
+    progress.set_quiet(json_out or not sys.stderr.isatty())
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
+        return None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
+        try:
+            return _clean(x.item())
+        except (ValueError, AttributeError):
+            pass
+    return x
+
+
+def emit_json(obj: Any) -> None:
+    """Strict JSON on stdout (NaN/Inf become null)."""
+    typer.echo(json.dumps(_clean(obj), indent=2, sort_keys=False))
+
+
+def say(text: str) -> None:
+    progress.console.print(text)
