@@ -141,14 +141,20 @@ class Run:
         self._set_index(status, summary)
 
     # ---- checkpoints --------------------------------------------------------
-    def save_checkpoint(self, step: int, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
-        """Write step-N/ fully, then point latest.json at it atomically, then drop older ones."""
+    def save_checkpoint(
+        self, step: int, tensors: dict[str, torch.Tensor], state: dict[str, Any], keep: int = 2
+    ) -> None:
+        """Write step-N/ fully, then point latest.json at it atomically; keep the newest ``keep``.
+
+        Two are kept so that the members of an ensemble, written one after another, always share
+        a step that every one of them has, even when a kill lands between two members' writes.
+        """
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         name = f"step-{step:09d}"
         tmp = self.ckpt_dir / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        contiguous = {k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}
         save_file(contiguous, str(tmp / WEIGHTS))
         state = {**state, "step": step, "metrics_bytes": self.metrics_bytes()}
         write_json(tmp / STATE, state)
@@ -156,26 +162,35 @@ class Run:
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         write_json(self.ckpt_dir / LATEST, {"name": name})
-        for old in self.ckpt_dir.glob("step-*"):
-            if old.name != name:
-                shutil.rmtree(old, ignore_errors=True)
+        for old in sorted(self.ckpt_dir.glob("step-*"))[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
 
     def has_checkpoint(self) -> bool:
         return (self.ckpt_dir / LATEST).exists()
 
-    def load_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-        latest = self.ckpt_dir / LATEST
-        if not latest.exists():
-            return None
+    def checkpoint_steps(self) -> list[int]:
+        """Steps of the complete checkpoints on disk (a folder is complete once renamed)."""
+        if not self.ckpt_dir.exists():
+            return []
+        return sorted(int(p.name.split("-")[1]) for p in self.ckpt_dir.glob("step-*") if p.is_dir())
+
+    def load_checkpoint(self, step: int | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        """Tensors and JSON state of the checkpoint at ``step`` (default: the newest)."""
+        if step is None:
+            steps = self.checkpoint_steps()
+            if not steps:
+                return None
+            step = steps[-1]
+        folder = self.ckpt_dir / f"step-{step:09d}"
         try:
-            name = json.loads(latest.read_text())["name"]
-            folder = self.ckpt_dir / name
             tensors = load_file(str(folder / WEIGHTS))
             state = json.loads((folder / STATE).read_text())
+            if int(state["step"]) != step:
+                raise ValueError(f"state.json says step {state['step']}")
         except (SafetensorError, json.JSONDecodeError, KeyError, OSError, ValueError) as err:
             raise StoreError(
-                f"checkpoint in {self.ckpt_dir} is corrupt or unreadable ({type(err).__name__}: {err})",
-                where=str(self.path),
+                f"checkpoint {folder.name} is corrupt or unreadable ({type(err).__name__}: {err})",
+                where=str(self.ckpt_dir),
                 fix=f"delete {self.ckpt_dir} to restart the run from step 0",
             ) from None
         return tensors, state

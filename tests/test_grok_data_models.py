@@ -1,0 +1,77 @@
+"""Algorithmic data and models: the math they must get right."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from transferlab.core.errors import ConfigError
+from transferlab.data.algorithmic import make_dataset
+from transferlab.models.mlp import OneHotMLP
+from transferlab.models.transformer import AlgorithmicTransformer
+
+
+def test_modular_labels_and_division():
+    d = make_dataset("x/y", 7, 0.5, 0)
+    x, y, c = d.inputs[:, 0], d.inputs[:, 1], d.labels
+    assert (y != 0).all() and len(c) == 7 * 6
+    assert ((c * y) % 7 == x).all()  # c = x / y  <=>  c*y = x (mod 7)
+    d2 = make_dataset("x^2+xy+y^2", 11, 0.5, 0)
+    a, b = d2.inputs[:, 0], d2.inputs[:, 1]
+    assert torch.equal(d2.labels, (a * a + a * b + b * b) % 11)
+
+
+def test_s5_composition_is_a_group_table():
+    d = make_dataset("s5:x*y", 2, 0.5, 0)
+    table = d.labels.view(120, 120)
+    # every row and column of a group's Cayley table is a permutation of the group
+    assert all(len(set(r.tolist())) == 120 for r in table)
+    assert all(len(set(col.tolist())) == 120 for col in table.T)
+
+
+def test_split_depends_on_split_seed_only_and_is_disjoint():
+    a = make_dataset("x+y", 13, 0.3, split_seed=1)
+    b = make_dataset("x+y", 13, 0.3, split_seed=1)
+    c = make_dataset("x+y", 13, 0.3, split_seed=2)
+    assert torch.equal(a.train_idx, b.train_idx)
+    assert not torch.equal(a.train_idx, c.train_idx)
+    assert len(set(a.train_idx.tolist()) & set(a.val_idx.tolist())) == 0
+    assert len(a.train_idx) + len(a.val_idx) == 169
+    assert len(a.train_idx) == round(0.3 * 169)
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.0, -0.1, 1.5])
+def test_train_fraction_outside_unit_interval_is_refused(bad):
+    with pytest.raises(ConfigError, match="train_fraction"):
+        make_dataset("x+y", 13, bad, 0)
+
+
+def test_division_needs_prime_modulus():
+    with pytest.raises(ConfigError, match="not prime"):
+        make_dataset("x/y", 12, 0.5, 0)
+
+
+def test_onehot_mlp_equals_linear_on_concatenated_onehots():
+    torch.manual_seed(0)
+    m = OneHotMLP(11, 11, width=16, activation="relu")
+    tokens = torch.randint(0, 11, (50, 2))
+    onehot = torch.cat([torch.nn.functional.one_hot(tokens[:, i], 11) for i in range(2)], 1).float()
+    W = torch.cat([m.embed[0], m.embed[1]], 0)  # [2p, width]
+    ref = torch.relu(onehot @ W) @ m.readout.weight.T
+    assert torch.allclose(m(tokens), ref, atol=1e-5)
+
+
+def _full_causal_reference(model: AlgorithmicTransformer, tokens: torch.Tensor) -> torch.Tensor:
+    eq = torch.full_like(tokens[:, :1], model.eq_token)
+    x = model.embed[torch.cat([tokens, eq], 1)] + model.pos[:3]
+    for block in model.blocks:
+        x = block(x, last_only=False)
+    return model.ln_f(x[:, -1, :]) @ model.unembed
+
+
+@pytest.mark.parametrize("layers,ln", [(1, False), (2, True)])
+def test_transformer_last_position_shortcut_is_exact(layers, ln):
+    torch.manual_seed(0)
+    m = AlgorithmicTransformer(13, 13, d_model=32, n_heads=4, d_mlp=64, n_layers=layers, layer_norm=ln)
+    tokens = torch.randint(0, 13, (40, 2))
+    assert torch.allclose(m(tokens), _full_causal_reference(m, tokens), atol=1e-5)

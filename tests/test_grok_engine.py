@@ -1,0 +1,104 @@
+"""The engine: ensembles equal single runs, kill -9 resumes exactly, NaN stops cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from transferlab.core.errors import TrainingDiverged
+from transferlab.store import Store
+from transferlab.studies.grokking import GrokConfig, run, run_members
+
+TINY = dict(p=23, train_fraction=0.5, width=32, steps=40, eval_every=10, checkpoint_every=20)
+
+
+def test_ensemble_members_match_individual_runs(tmp_path):
+    cfgs = [GrokConfig(**TINY, seed=s, lr=lr, weight_decay=wd)
+            for s, lr, wd in ((0, 1e-3, 1.0), (1, 3e-3, 0.3), (2, 1e-2, 0.0))]
+    together = run_members(cfgs, Store(tmp_path / "a"))
+    alone = [run_members([c], Store(tmp_path / f"b{i}"))[0] for i, c in enumerate(cfgs)]
+    assert [m.summary["ensemble_size"] for m in together] == [3, 3, 3]
+    for t, a in zip(together, alone):
+        assert t.run_id == a.run_id  # same config, same run id
+        for rt, ra in zip(t.records, a.records):
+            assert rt["step"] == ra["step"]
+            assert abs(rt["train_loss"] - ra["train_loss"]) < 1e-4 * max(1.0, abs(ra["train_loss"]))
+            assert abs(rt["weight_norm_sq"] - ra["weight_norm_sq"]) < 1e-3
+
+
+def test_finished_run_is_reused_not_retrained(tmp_path):
+    st = Store(tmp_path)
+    cfg = GrokConfig(**TINY)
+    first = run_members([cfg], st)[0]
+    mtime = (st.run_dir("grokking", first.run_id) / "metrics.jsonl").stat().st_mtime_ns
+    again = run_members([cfg], st)[0]
+    assert again.summary == first.summary
+    assert (st.run_dir("grokking", first.run_id) / "metrics.jsonl").stat().st_mtime_ns == mtime
+
+
+def _cli(store, *sets):
+    args = [sys.executable, "-m", "transferlab.cli.main", "grok", "--store", str(store), "--json"]
+    for s in sets:
+        args += ["--set", s]
+    return args
+
+
+RESUME_SETS = ("p=29", "train_fraction=0.5", "width=64", "steps=600", "eval_every=10", "checkpoint_every=25",
+               "stop_after_generalized=-1")
+
+
+@pytest.mark.parametrize("kill_after_checkpoints", [2, 7])
+def test_kill9_then_resume_gives_identical_metrics(tmp_path, kill_after_checkpoints):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ref = subprocess.run(_cli(tmp_path / "ref", *RESUME_SETS), capture_output=True, text=True, env=env)
+    assert ref.returncode == 0, ref.stderr
+    run_id = json.loads(ref.stdout)["run_id"]
+    proc = subprocess.Popen(_cli(tmp_path / "killed", *RESUME_SETS), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+    ckpt = tmp_path / "killed" / "grokking" / run_id / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        steps = [p for p in ckpt.glob("step-*")] if ckpt.exists() else []
+        if steps and max(int(p.name.split("-")[1]) for p in steps) >= 25 * kill_after_checkpoints:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+    time.sleep(0.05 * kill_after_checkpoints)  # land somewhere between checkpoints
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = (tmp_path / "killed" / "grokking" / run_id / "metrics.jsonl").read_text()
+    resumed = subprocess.run(_cli(tmp_path / "killed", *RESUME_SETS), capture_output=True, text=True, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    a = (tmp_path / "ref" / "grokking" / run_id / "metrics.jsonl").read_text()
+    b = (tmp_path / "killed" / "grokking" / run_id / "metrics.jsonl").read_text()
+    assert len(partial) < len(a)  # it really was interrupted
+    steps = [json.loads(line)["step"] for line in b.splitlines()]
+    assert steps == sorted(set(steps))  # no duplicated or missing steps
+    assert a == b  # bit-for-bit the same metrics as the uninterrupted run
+
+
+def test_nan_stops_cleanly_and_keeps_last_good_checkpoint(tmp_path):
+    st = Store(tmp_path)
+    cfg = GrokConfig(**{**TINY, "steps": 200, "checkpoint_every": 10}, lr=1e30, weight_decay=0.0,
+                     warmup_steps=0)
+    with pytest.raises(TrainingDiverged, match="NaN/Inf at step"):
+        run(cfg, st)
+    r = st.find(cfg.config_hash())
+    s = r.summary()
+    assert s["status"] == "diverged" and "last good checkpoint" in s["error"]
+    steps = r.checkpoint_steps()
+    assert steps and all(torch.isfinite(t).all() for t in r.load_checkpoint(steps[-1])[0].values())
+
+
+def test_diverged_member_does_not_stop_the_others(tmp_path):
+    cfgs = [GrokConfig(**TINY, seed=0, lr=1e-3, warmup_steps=0), GrokConfig(**TINY, seed=1, lr=1e30, warmup_steps=0)]
+    out = run_members(cfgs, Store(tmp_path))
+    assert out[0].summary["status"] == "done" and out[0].summary["last_step"] == TINY["steps"]
+    assert out[1].summary["status"] == "diverged"

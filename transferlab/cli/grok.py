@@ -1,0 +1,67 @@
+"""`transferlab grok`: the grokking study."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, emit_json, say, store_path
+from transferlab.core.config import resolve
+from transferlab.store import Store
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("grok")
+    def grok(
+        preset: Optional[str] = typer.Option(None, "--preset", help="Named preset (see --list-presets)."),
+        config: Optional[Path] = typer.Option(None, "--config", help="YAML file of config keys."),
+        set_: Optional[List[str]] = SetOpt,
+        seeds: int = typer.Option(1, "--seeds", help="Train K members (seeds seed..seed+K-1) as one ensemble."),
+        store: Optional[Path] = StoreOpt,
+        json_out: bool = JsonOpt,
+        print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
+        list_presets: bool = typer.Option(False, "--list-presets", help="List the presets and exit."),
+    ) -> None:
+        """Train a grokking setup: memorization first, generalization much later."""
+        from transferlab.studies.grokking import PRESETS, GrokConfig
+        from transferlab.studies.grokking.run import run
+
+        begin(json_out)
+        if list_presets:
+            if json_out:
+                emit_json({n: PRESETS.doc(n) for n in PRESETS.names()})
+            else:
+                for n in PRESETS.names():
+                    typer.echo(f"{n:24s} {PRESETS.doc(n)}")
+            return
+        name = preset if preset is not None or config is not None or set_ else "default"
+        cfg = resolve(GrokConfig, presets=PRESETS, preset=name, config_file=config, overrides=set_)
+        if print_config:
+            typer.echo(cfg.to_yaml())
+            return
+        result = run(cfg, Store(store_path(store)), seeds=seeds)
+        if json_out:
+            emit_json(_contract(result, seeds))
+        else:
+            agg = result["aggregate"]
+            say(f"memorized at step {agg['steps_to_memorize']['mean']}, generalized (99% val) at step "
+                f"{agg['steps_to_generalize']['mean']}, final val acc {agg['final_val_acc']['mean']}")
+            typer.echo(result["report"])
+
+
+def _contract(result: dict, seeds: int) -> dict:
+    members = result["members"]
+    if seeds == 1:
+        m = members[0]
+        return {"steps_to_memorize": m["steps_to_memorize"], "steps_to_generalize": m["steps_to_generalize"],
+                "final_val_acc": m["final_val_acc"], "wall_seconds": result["wall_seconds"],
+                "report": result["report"], "run_id": m["run_id"], "steps_to_95": m["steps_to_95"],
+                "grok_onset": m["grok_onset"], "steps_to_val_loss_001": m["steps_to_val_loss_001"]}
+    agg = result["aggregate"]
+    return {"members": members,
+            "mean": {k: agg[k]["mean"] for k in ("steps_to_memorize", "steps_to_generalize", "final_val_acc")},
+            "ci95": {k: agg[k]["ci"] for k in ("steps_to_memorize", "steps_to_generalize", "final_val_acc")},
+            "missing": {k: agg[k]["missing"] for k in ("steps_to_memorize", "steps_to_generalize")},
+            "wall_seconds": result["wall_seconds"], "report": result["report"]}

@@ -1,0 +1,74 @@
+"""`transferlab runs ls | show ID | report ID`: what is in the store."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from transferlab.cli.common import JsonOpt, StoreOpt, begin, emit_json, store_path
+from transferlab.store import Store
+
+runs_app = typer.Typer(help="List, inspect and report runs in the store.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(runs_app, name="runs")
+
+
+@runs_app.command("ls")
+def ls(
+    study: Optional[str] = typer.Option(None, "--study"),
+    sweep: Optional[str] = typer.Option(None, "--sweep"),
+    store: Optional[Path] = StoreOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """One line per run: id, study, status, sweep, updated."""
+    begin(json_out)
+    rows = Store(store_path(store)).index.rows(study=study, sweep=sweep)
+    if json_out:
+        emit_json([{k: r[k] for k in ("id", "study", "sweep", "status", "created", "updated", "path")}
+                   for r in rows])
+        return
+    for r in rows:
+        when = dt.datetime.fromtimestamp(r["updated"]).strftime("%Y-%m-%d %H:%M")
+        typer.echo(f"{r['id']}  {r['study']:10s} {r['status']:9s} {when}  {r['sweep'] or ''}")
+
+
+@runs_app.command("show")
+def show(run_id: str, store: Optional[Path] = StoreOpt, json_out: bool = JsonOpt) -> None:
+    """The run's config and summary."""
+    begin(json_out)
+    run = Store(store_path(store)).find(run_id)
+    out = {"id": run.id, "study": run.study, "path": str(run.path), "status": run.status,
+           "config": run.config(), "summary": run.summary()}
+    if json_out:
+        emit_json(out)
+    else:
+        typer.echo(json.dumps(out, indent=2, default=str))
+
+
+@runs_app.command("report")
+def report(run_id: str, store: Optional[Path] = StoreOpt, json_out: bool = JsonOpt) -> None:
+    """(Re)write the run's HTML report and print its path."""
+    begin(json_out)
+    st = Store(store_path(store))
+    run = st.find(run_id)
+    if run.study != "grokking":
+        from transferlab.core.errors import StoreError
+
+        raise StoreError(f"run {run.id} belongs to study '{run.study}', which writes its report when it runs",
+                         fix=f"open {run.path}")
+    from transferlab.studies.grokking.config import GrokConfig
+    from transferlab.studies.grokking.report import write_group_report
+    from transferlab.studies.grokking.run import MemberResult
+
+    cfg = GrokConfig(**run.config())
+    path = write_group_report(cfg, [MemberResult(run.id, cfg.to_dict(), run.summary() or {}, run.metrics())], st)
+    if json_out:
+        emit_json({"report": str(path)})
+    else:
+        typer.echo(str(path))

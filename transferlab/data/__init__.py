@@ -1,0 +1,1 @@
+"""Layer 2: algorithmic tasks, corpora, tokenizers, classification tasks."""

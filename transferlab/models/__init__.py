@@ -1,0 +1,1 @@
+"""Layer 2: models (MLP, small transformers, Hugging Face adapters)."""

@@ -1,0 +1,1 @@
+"""Layer 4: one folder per phenomenon (config, run, analysis, report)."""

@@ -1,0 +1,197 @@
+"""Build data and models, drive the engine, write to the store."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from transferlab.core.errors import ConfigError, TrainingDiverged
+from transferlab.data.algorithmic import AlgorithmicData, make_dataset
+from transferlab.models.mlp import OneHotMLP
+from transferlab.models.transformer import AlgorithmicTransformer
+from transferlab.store import Store
+from transferlab.studies.grokking import analysis
+from transferlab.studies.grokking.config import GrokConfig
+from transferlab.train import transforms as T
+from transferlab.train.engine import Engine, Schedule, TrainData, evaluate_classification
+from transferlab.train.ensemble import StackedForward, build_members
+from transferlab.train.losses import make_loss
+
+STUDY = "grokking"
+
+
+def model_factory(cfg: GrokConfig, n_tokens: int, n_classes: int) -> Callable[[], nn.Module]:
+    if cfg.model == "mlp":
+        return lambda: OneHotMLP(n_tokens, n_classes, width=cfg.width, depth=cfg.depth,
+                                 activation=cfg.activation, bias=cfg.bias)
+    return lambda: AlgorithmicTransformer(n_tokens, n_classes, d_model=cfg.d_model, n_heads=cfg.n_heads,
+                                          d_mlp=cfg.d_mlp, n_layers=cfg.n_layers, layer_norm=cfg.layer_norm)
+
+
+def make_chain(cfg: GrokConfig, lr: torch.Tensor, wd: torch.Tensor) -> tuple[T.Chain, T.ScaleByLR]:
+    """Gradient filters -> (coupled L2) -> Adam -> (decoupled weight decay) -> learning rate."""
+    parts: list[Any] = []
+    if cfg.grokfast == "ema":
+        parts.append(T.GrokfastEMA(cfg.grokfast_alpha, cfg.grokfast_lamb))
+    elif cfg.grokfast == "ma":
+        parts.append(T.GrokfastMA(cfg.grokfast_window, cfg.grokfast_lamb))
+    if cfg.weight_decay_style == "coupled":
+        parts.append(T.AddL2(wd))
+    if cfg.orthograd:
+        parts.append(T.OrthoGrad())
+    parts.append(T.ScaleByAdam(cfg.beta1, cfg.beta2, cfg.eps))
+    if cfg.weight_decay_style == "decoupled":
+        parts.append(T.AddDecayedWeights(wd))
+    scale = T.ScaleByLR(lr, T.make_schedule(cfg.lr_schedule, cfg.warmup_steps, cfg.steps))
+    parts.append(scale)
+    return T.chain(*parts), scale
+
+
+class StopAfterGeneralized:
+    """Stop ``margin`` steps after every live member first reached 99% validation accuracy."""
+
+    def __init__(self, margin: int):
+        self.margin = margin
+        self.first_all: int | None = None
+
+    def on_resume(self, records: list[list[dict[str, Any]]]) -> None:
+        for step_records in zip(*records):
+            self.on_eval(int(step_records[0]["step"]), list(step_records), [True] * len(step_records))
+
+    def on_eval(self, step: int, records: list[dict[str, Any]], alive: list[bool]) -> bool:
+        if self.margin < 0:
+            return False
+        live = [r for r, a in zip(records, alive) if a]
+        if self.first_all is None and live and all(r["val_acc"] >= 0.99 for r in live):
+            self.first_all = step
+        return self.first_all is not None and step >= self.first_all + self.margin
+
+
+def _progress_extra(cfg: GrokConfig, data: AlgorithmicData, every: int) -> Callable | None:
+    if not (cfg.progress_measures and cfg.operation == "x+y"):
+        return None
+
+    def extra(params: dict[str, torch.Tensor], forward: StackedForward, step: int) -> list[dict[str, Any]]:
+        k = next(iter(params.values())).shape[0]
+        if step != cfg.steps and (step // cfg.eval_every) % every:  # a pure function of the step: resumable
+            return [{} for _ in range(k)]
+        logits = forward(params, data.inputs)
+        out = []
+        for i in range(k):
+            emb = params["embed"][i]
+            emb = emb[0] if cfg.model == "mlp" else emb[: cfg.p]
+            freqs = analysis.key_frequencies(emb)
+            m = analysis.progress_measures(logits[i], data.labels, data.train_idx, data.val_idx, cfg.p, freqs)
+            out.append({**m, "key_freqs": freqs})
+        return out
+
+    return extra
+
+
+@dataclass
+class MemberResult:
+    run_id: str
+    config: dict[str, Any]
+    summary: dict[str, Any]
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_members(configs: list[GrokConfig], store: Store, sweep: str | None = None,
+                description: str = "grok") -> list[MemberResult]:
+    """Train configs that differ only in seed, lr and weight decay as one ensemble; reuse finished runs."""
+    if not configs:
+        return []
+    keys = {c.ensemble_key() for c in configs}
+    if len(keys) != 1:
+        raise ConfigError("members of one ensemble may differ only in seed, lr and weight_decay",
+                          fix="group configs with GrokConfig.ensemble_key() first")
+    cfg0 = configs[0]
+    data = make_dataset(cfg0.operation, cfg0.p, cfg0.train_fraction, cfg0.split_seed)
+    runs = [store.open_run(STUDY, c, sweep=sweep) for c in configs]
+    todo = [i for i, r in enumerate(runs) if r.status not in ("done", "diverged")]
+    if todo:
+        _train(cfg0, [configs[i] for i in todo], [runs[i] for i in todo], data, description)
+    return [MemberResult(r.id, c.to_dict(), r.summary() or {}, r.metrics()) for c, r in zip(configs, runs)]
+
+
+def _train(cfg0: GrokConfig, cfgs: list[GrokConfig], runs: list, data: AlgorithmicData, description: str) -> None:
+    t0 = time.perf_counter()
+    base, params = build_members(model_factory(cfg0, data.n_tokens, data.n_classes), [c.seed for c in cfgs])
+    lr = torch.tensor([c.lr for c in cfgs])
+    wd = torch.tensor([c.weight_decay for c in cfgs])
+    chain, scale = make_chain(cfg0, lr, wd)
+    loss_fn = make_loss(cfg0.loss, cfg0.loss_dtype)
+    tdata = TrainData(data.x_train, data.y_train, data.x_val, data.y_val)
+    evaluator = evaluate_classification(tdata, loss_fn, scale.current_lr, wd,
+                                        extra=_progress_extra(cfg0, data, every=5))
+    schedule = Schedule(steps=cfg0.steps, batch_size=cfg0.batch_size, eval_every=cfg0.eval_every,
+                        log_spaced_evals=cfg0.log_spaced_evals, checkpoint_every=cfg0.checkpoint_every,
+                        order_seed=cfg0.order_seed)
+    stopper = StopAfterGeneralized(cfg0.stop_after_generalized)
+    for r in runs:
+        r.start()
+    engine = Engine(StackedForward(base), params, loss_fn, chain, tdata, schedule, evaluator, runs=runs,
+                    callbacks=[stopper], description=description)
+    result = engine.run()
+    wall = time.perf_counter() - t0
+    for k, (cfg, run) in enumerate(zip(cfgs, runs)):
+        records = run.metrics()
+        phases = analysis.detect_phases(records) if records else None
+        last = records[-1] if records else {}
+        summary: dict[str, Any] = {
+            **(phases.as_dict() if phases else {}),
+            "final_val_loss": last.get("val_loss"), "final_train_loss": last.get("train_loss"),
+            "final_weight_norm_sq": last.get("weight_norm_sq"), "last_step": last.get("step"),
+            "wall_seconds": wall, "train_seconds": result.train_seconds, "steps_run": result.steps_run,
+            "ensemble_size": len(cfgs), "lr": cfg.lr, "weight_decay": cfg.weight_decay, "seed": cfg.seed,
+        }
+        if result.diverged[k] is not None:
+            summary["error"] = result.diverged[k]
+            run.finish(summary, status="diverged")
+        else:
+            run.finish(summary)
+
+
+def members_for(cfg: GrokConfig, seeds: int) -> list[GrokConfig]:
+    return [cfg.model_copy(update={"seed": cfg.seed + i}) for i in range(seeds)]
+
+
+def aggregate(members: list[MemberResult]) -> dict[str, Any]:
+    keys = ("steps_to_memorize", "steps_to_generalize", "steps_to_95", "grok_onset", "steps_to_val_loss_001",
+            "final_val_acc")
+    return {k: analysis.mean_ci([m.summary.get(k) for m in members]) for k in keys}
+
+
+def run(cfg: GrokConfig, store: Store, seeds: int = 1, report: bool = True,
+        raise_on_divergence: bool = True) -> dict[str, Any]:
+    """The study: train ``seeds`` members, detect phases, aggregate, write the report."""
+    from transferlab.studies.grokking.report import write_group_report
+
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}", fix="e.g. --seeds 4")
+    t0 = time.perf_counter()
+    members = run_members(members_for(cfg, seeds), store, description=f"grok {cfg.operation} p={cfg.p}")
+    out: dict[str, Any] = {"members": [_member_json(m) for m in members], "aggregate": aggregate(members),
+                           "wall_seconds": time.perf_counter() - t0}
+    if report:
+        out["report"] = str(write_group_report(cfg, members, store))
+    diverged = [m for m in members if m.summary.get("status") == "diverged"]
+    if diverged and raise_on_divergence:
+        raise TrainingDiverged(diverged[0].summary["error"],
+                               fix="lower lr, or use loss_dtype=float64 / stablemax; the report is at "
+                                   + out.get("report", "(none)"))
+    return out
+
+
+def _member_json(m: MemberResult) -> dict[str, Any]:
+    s = m.summary
+    return {"run_id": m.run_id, "seed": m.config["seed"], "lr": m.config["lr"],
+            "weight_decay": m.config["weight_decay"], "status": s.get("status"),
+            "steps_to_memorize": s.get("steps_to_memorize"), "steps_to_generalize": s.get("steps_to_generalize"),
+            "steps_to_95": s.get("steps_to_95"), "grok_onset": s.get("grok_onset"),
+            "steps_to_val_loss_001": s.get("steps_to_val_loss_001"), "final_val_acc": s.get("final_val_acc"),
+            "wall_seconds": s.get("wall_seconds")}

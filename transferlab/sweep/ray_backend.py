@@ -1,0 +1,45 @@
+"""Ray backend: each ensemble group is one Ray task (one CPU). Local Ray by default, or --address."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from transferlab.core.errors import ConfigError
+
+
+def run_on_ray(store_root: str, groups: list[list[dict[str, Any]]], sweep: str, address: str | None) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("the Ray backend needs ray installed", fix="pip install 'transferlab[ray]'") from None
+    from transferlab.sweep.runner import execute_group
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                  "configure_logging": False}
+        if address:
+            kwargs["address"] = address
+        else:
+            kwargs["num_cpus"] = int(os.environ.get("TRANSFERLAB_RAY_CPUS", os.cpu_count() or 1))
+        ray.init(**kwargs)
+    try:
+        task = ray.remote(num_cpus=1)(_execute_in_worker)
+        refs = [task.remote(store_root, g, sweep) for g in groups]
+        ray.get(refs)
+    finally:
+        if started_here:
+            ray.shutdown()
+    _ = execute_group  # imported so a missing module fails here, before tasks are sent
+
+
+def _execute_in_worker(store_root: str, group: list[dict[str, Any]], sweep: str) -> list[str]:
+    import torch
+
+    from transferlab.core import progress
+    from transferlab.sweep.runner import execute_group
+
+    torch.set_num_threads(1)
+    progress.set_quiet(True)
+    return execute_group(store_root, group, sweep)

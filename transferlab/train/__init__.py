@@ -1,0 +1,1 @@
+"""Layer 3: the one training engine, gradient transforms, ensembles, checkpoints, monitors."""

@@ -1,0 +1,315 @@
+"""The training engine: one loop for single runs and ensembles.
+
+Parameters are stacked ``{name: [K, ...]}`` (K=1 for one run). Each step computes the per-member
+losses, one backward pass for the sum (members are independent, so each gets its own gradient),
+runs the gradient-transform chain, and adds the update. Evaluation runs without autograd on a
+fixed or log-spaced schedule. A non-finite loss stops that member within the step; its last good
+checkpoint is kept. Checkpoints hold everything needed to continue bit-for-bit (parameters,
+transform state, step); the minibatch order is a pure function of (order_seed, epoch), so it needs
+no RNG state.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from transferlab.core.progress import progress_bar
+from transferlab.store.run import Run
+from transferlab.train.ensemble import StackedForward
+from transferlab.train.transforms import Chain
+
+Tensors = dict[str, torch.Tensor]
+
+
+@dataclass
+class Schedule:
+    steps: int
+    batch_size: int = 0  # 0 = full batch
+    eval_every: int = 10
+    log_spaced_evals: int = 0  # extra evaluations at log-spaced steps (0 = none)
+    checkpoint_every: int = 500
+    order_seed: int = 0
+
+    def eval_steps(self) -> set[int]:
+        s = set(range(0, self.steps + 1, max(1, self.eval_every))) | {self.steps}
+        if self.log_spaced_evals > 0:
+            s |= {int(round(x)) for x in torch.logspace(0, math.log10(max(self.steps, 1)),
+                                                           self.log_spaced_evals).tolist()}
+        return {x for x in s if 0 <= x <= self.steps}
+
+
+@dataclass
+class TrainData:
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+
+
+class Evaluator(Protocol):
+    def __call__(self, params: Tensors, forward: StackedForward, step: int) -> list[dict[str, Any]]: ...
+
+
+class Callback(Protocol):
+    def on_eval(self, step: int, records: list[dict[str, Any]], alive: list[bool]) -> bool:
+        """Return True to stop training after this evaluation."""
+        ...
+
+
+@dataclass
+class TrainResult:
+    params: Tensors
+    step: int
+    diverged: list[str | None]  # per member: None, or the message of why it stopped
+    wall_seconds: float
+    train_seconds: float
+    steps_run: int
+    stopped_early: bool = False
+    records: list[list[dict[str, Any]]] = field(default_factory=list)
+
+
+class Engine:
+    def __init__(
+        self,
+        forward: StackedForward,
+        params: Tensors,
+        loss_fn: torch.nn.Module,
+        chain: Chain,
+        data: TrainData,
+        schedule: Schedule,
+        evaluator: Evaluator,
+        runs: list[Run] | None = None,
+        callbacks: list[Callback] | None = None,
+        description: str = "train",
+    ):
+        self.forward = forward
+        self.params = {k: v.clone() for k, v in params.items()}
+        self.k = next(iter(params.values())).shape[0]
+        self.loss_fn = loss_fn
+        self.chain = chain
+        self.states = chain.init(self.params)
+        self.data = data
+        self.schedule = schedule
+        self.evaluator = evaluator
+        self.runs = runs
+        self.callbacks = callbacks or []
+        self.description = description
+        if runs is not None and len(runs) != self.k:
+            raise ValueError(f"{len(runs)} runs for {self.k} members")
+
+    # ---- batches --------------------------------------------------------------
+    def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.data.x_train.shape[0]
+        bs = self.schedule.batch_size
+        if bs <= 0 or bs >= n:
+            return self.data.x_train, self.data.y_train
+        per_epoch = n // bs
+        epoch, i = divmod(step, per_epoch)
+        if i == 0 or not hasattr(self, "_perm") or self._perm_epoch != epoch:
+            g = torch.Generator().manual_seed(self.schedule.order_seed * 1_000_003 + epoch)
+            self._perm = torch.randperm(n, generator=g)
+            self._perm_epoch = epoch
+        idx = self._perm[i * bs:(i + 1) * bs]
+        return self.data.x_train[idx], self.data.y_train[idx]
+
+    # ---- checkpoints ----------------------------------------------------------
+    def _save(self, step: int, alive: list[bool]) -> None:
+        if self.runs is None:
+            return
+        flat = self.chain.flat_state(self.states)
+        for k, run in enumerate(self.runs):
+            if not alive[k]:
+                continue
+            tensors = {f"param.{n}": v[k] for n, v in self.params.items()}
+            tensors.update({f"state.{n}": v[k] for n, v in flat.items()})
+            run.save_checkpoint(step, tensors, {"member": k})
+
+    def _resume(self) -> int:
+        """Load the newest step every member has and return it (0 if none).
+
+        A checkpoint at step s is taken after evaluating step s and before training step s, so the
+        loop resumes at s without evaluating (or logging) it again.
+        """
+        if self.runs is None:
+            return 0
+        available = [set(r.checkpoint_steps()) for r in self.runs]
+        common = set.intersection(*available) if available else set()
+        if not common:
+            for r in self.runs:
+                r.truncate_metrics(0)
+            return 0
+        step = max(common)
+        flat = self.chain.flat_state(self.states)
+        for k, run in enumerate(self.runs):
+            loaded = run.load_checkpoint(step)
+            assert loaded is not None
+            tensors, state = loaded
+            for n, v in self.params.items():
+                v[k].copy_(tensors[f"param.{n}"])
+            for n, v in flat.items():
+                v[k].copy_(tensors[f"state.{n}"])
+            run.truncate_metrics(int(state["metrics_bytes"]))
+        self._resumed = True
+        return step
+
+    # ---- the loop -------------------------------------------------------------
+    def run(self) -> TrainResult:
+        t_start = time.perf_counter()
+        sched = self.schedule
+        start = self._resume()
+        if start > 0 and self.runs is not None:
+            previous = [r.metrics() for r in self.runs]
+            for cb in self.callbacks:
+                if hasattr(cb, "on_resume"):
+                    cb.on_resume(previous)
+        eval_at = sched.eval_steps()
+        alive = [True] * self.k
+        diverged: list[str | None] = [None] * self.k
+        last_good = [start if start > 0 else -1] * self.k
+        for p in self.params.values():
+            p.requires_grad_(True)
+        stopped_early = False
+        train_time = 0.0
+        steps_run = 0
+        step = start
+        all_records: list[list[dict[str, Any]]] = []
+        with progress_bar(self.description, total=sched.steps) as bar:
+            bar.update(completed=start)
+            while step <= sched.steps:
+                if step in eval_at and not (step == start and getattr(self, "_resumed", False)):
+                    records = self._evaluate(step)
+                    all_records.append(records)
+                    self._log(records, alive)
+                    info = _progress_info(records, alive)
+                    bar.update(completed=step, **info)
+                    stop = any(cb.on_eval(step, records, alive) for cb in self.callbacks)
+                    if step % sched.checkpoint_every == 0 or step == sched.steps or stop:
+                        # also the point where a resumed run continues (see _resume)
+                        self._save(step, alive)
+                        last_good = [step if a else lg for a, lg in zip(alive, last_good)]
+                    if stop:
+                        stopped_early = True
+                        break
+                if step == sched.steps:
+                    break
+                t0 = time.perf_counter()
+                bad = self._train_step(step, alive)
+                train_time += time.perf_counter() - t0
+                steps_run += 1
+                for k in bad:
+                    alive[k] = False
+                    where = "" if self.runs is None else f" in {self.runs[k].path}"
+                    diverged[k] = (
+                        f"loss became NaN/Inf at step {step}; last good checkpoint at step {last_good[k]}"
+                        f" kept{where}"
+                    )
+                if not any(alive):
+                    break
+                step += 1
+        for p in self.params.values():
+            p.requires_grad_(False)
+        return TrainResult(
+            params={k: v.detach() for k, v in self.params.items()}, step=step, diverged=diverged,
+            wall_seconds=time.perf_counter() - t_start, train_seconds=train_time, steps_run=steps_run,
+            stopped_early=stopped_early, records=all_records,
+        )
+
+    def _train_step(self, step: int, alive: list[bool]) -> list[int]:
+        x, y = self._batch(step)
+        logits = self.forward(self.params, x)
+        per_member = self.loss_fn(logits, y).mean(-1)  # [K]
+        finite = torch.isfinite(per_member)
+        alive_t = torch.tensor(alive)
+        ok = finite & alive_t
+        newly_bad = [k for k in range(self.k) if alive[k] and not bool(finite[k])]
+        total = torch.where(ok, per_member, torch.zeros_like(per_member)).sum()
+        grads = torch.autograd.grad(total, list(self.params.values()))
+        with torch.no_grad():
+            gdict = dict(zip(self.params.keys(), grads))
+            updates = self.chain.update(gdict, self.states, self.params, step)
+            if bool(ok.all()):
+                for n, p in self.params.items():
+                    p.add_(updates[n])
+            else:
+                for n, p in self.params.items():
+                    mask = ok.view(-1, *([1] * (p.dim() - 1)))
+                    p.add_(torch.where(mask, updates[n], torch.zeros_like(updates[n])))
+                # a non-finite update must not leak into the transform state of live members
+                for n, p in self.params.items():
+                    bad_p = ~torch.isfinite(p.flatten(1)).all(1)
+                    for k in range(self.k):
+                        if alive[k] and bool(bad_p[k]) and k not in newly_bad:
+                            newly_bad.append(k)
+        return newly_bad
+
+    def _evaluate(self, step: int) -> list[dict[str, Any]]:
+        with torch.no_grad():
+            return self.evaluator({k: v.detach() for k, v in self.params.items()}, self.forward, step)
+
+    def _log(self, records: list[dict[str, Any]], alive: list[bool]) -> None:
+        if self.runs is None:
+            return
+        for k, run in enumerate(self.runs):
+            if alive[k]:
+                run.log(records[k])
+
+
+def _progress_info(records: list[dict[str, Any]], alive: list[bool]) -> dict[str, float]:
+    live = [r for r, a in zip(records, alive) if a] or records
+    out: dict[str, float] = {}
+    for key, short in (("train_loss", "loss"), ("val_loss", "val_loss"), ("val_acc", "val_acc")):
+        vals = [r[key] for r in live if key in r and r[key] is not None]
+        if vals:
+            out[short] = float(sum(vals) / len(vals))
+    return out
+
+
+def evaluate_classification(
+    data: TrainData,
+    loss_fn: torch.nn.Module,
+    lr_of_step: Callable[[int], torch.Tensor],
+    weight_decay: torch.Tensor,
+    extra: Callable[[Tensors, StackedForward, int], list[dict[str, Any]]] | None = None,
+) -> Evaluator:
+    """The standard evaluator: loss/accuracy on both splits, weight norms, collapse fractions."""
+    from transferlab.train.losses import softmax_collapse_fraction
+
+    def evaluate(params: Tensors, forward: StackedForward, step: int) -> list[dict[str, Any]]:
+        k = next(iter(params.values())).shape[0]
+        out: list[dict[str, Any]] = [{"step": step} for _ in range(k)]
+        for split, x, y in (("train", data.x_train, data.y_train), ("val", data.x_val, data.y_val)):
+            logits = forward(params, x)
+            losses = loss_fn(logits, y)
+            acc = (logits.argmax(-1) == y).float().mean(-1)
+            loss = losses.mean(-1)
+            zero = (losses == 0).float().mean(-1)
+            collapse = softmax_collapse_fraction(logits)
+            for i in range(k):
+                out[i][f"{split}_loss"] = float(loss[i])
+                out[i][f"{split}_acc"] = float(acc[i])
+                if split == "train":
+                    out[i]["zero_loss_frac"] = float(zero[i])
+                    out[i]["collapse_frac"] = float(collapse[i])
+        total = torch.zeros(k)
+        for name, p in params.items():
+            sq = p.flatten(1).pow(2).sum(1)
+            total += sq
+            for i in range(k):
+                out[i][f"norm_sq.{name}"] = float(sq[i])
+        lr = lr_of_step(step)
+        for i in range(k):
+            out[i]["weight_norm_sq"] = float(total[i])
+            out[i]["lr"] = float(lr[i])
+            out[i]["contraction"] = float(lr[i] * weight_decay[i])
+        if extra is not None:
+            for i, rec in enumerate(extra(params, forward, step)):
+                out[i].update(rec)
+        return out
+
+    return evaluate
