@@ -1,0 +1,86 @@
+"""Config (pydantic, YAML, overrides, presets) and the store (atomic files, index, checkpoints)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from transferlab.core.config import parse_override, resolve
+from transferlab.core.errors import ConfigError, StoreError
+from transferlab.store import Store
+from transferlab.studies.grokking import PRESETS, GrokConfig
+
+
+def test_overrides_are_typed():
+    assert parse_override("lr=1e-3") == ("lr", 1e-3)
+    assert parse_override("operation=x+y") == ("operation", "x+y")
+    assert parse_override("orthograd=true") == ("orthograd", True)
+    assert parse_override("p=113") == ("p", 113)
+
+
+def test_resolution_order_preset_file_overrides(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("p: 59\nlr: 0.01\n")
+    cfg = resolve(GrokConfig, presets=PRESETS, preset="nanda2023", config_file=f, overrides=["lr=0.02"])
+    assert cfg.model == "transformer" and cfg.p == 59 and cfg.lr == 0.02
+
+
+def test_nanda_preset_has_the_papers_defaults():
+    cfg = resolve(GrokConfig, presets=PRESETS, preset="nanda2023")
+    assert (cfg.p, cfg.train_fraction, cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.d_mlp) == (113, 0.3, 1, 128, 4, 512)
+    assert (cfg.lr, cfg.weight_decay, cfg.beta1, cfg.beta2, cfg.batch_size, cfg.layer_norm) == \
+        (1e-3, 1.0, 0.9, 0.98, 0, False)
+
+
+@pytest.mark.parametrize("override,field", [("learning_rate=1", "learning_rate"), ("lr=-1", "lr"),
+                                            ("train_fraction=1.5", "train_fraction"), ("p=abc", "p")])
+def test_bad_keys_and_values_name_the_field(override, field):
+    with pytest.raises(ConfigError) as e:
+        resolve(GrokConfig, overrides=[override])
+    assert field in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="nanda2023"):
+        resolve(GrokConfig, presets=PRESETS, preset="nanda")
+
+
+def test_config_hash_ignores_nothing_that_matters():
+    a, b = GrokConfig(), GrokConfig(lr=1e-2)
+    assert a.config_hash() == GrokConfig().config_hash() != b.config_hash()
+    assert a.ensemble_key() == b.ensemble_key() != GrokConfig(p=59).ensemble_key()
+
+
+def test_store_path_that_is_a_file_is_refused(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(StoreError, match="is a file"):
+        Store(f)
+
+
+def test_checkpoints_keep_two_and_corrupt_ones_are_reported(tmp_path):
+    st = Store(tmp_path)
+    run = st.open_run("grokking", GrokConfig())
+    for step in (10, 20, 30):
+        run.log({"step": step})
+        run.save_checkpoint(step, {"w": torch.full((2,), float(step))}, {"note": "x"})
+    assert run.checkpoint_steps() == [20, 30]
+    tensors, state = run.load_checkpoint()
+    assert state["step"] == 30 and tensors["w"].tolist() == [30.0, 30.0]
+    assert state["metrics_bytes"] == run.metrics_bytes()
+    (run.ckpt_dir / "step-000000030" / "tensors.safetensors").write_bytes(b"garbage")
+    with pytest.raises(StoreError, match="corrupt"):
+        run.load_checkpoint(30)
+
+
+def test_summary_is_atomic_and_indexed(tmp_path):
+    st = Store(tmp_path)
+    run = st.open_run("grokking", GrokConfig(), sweep="s1")
+    run.finish({"final_val_acc": 0.5})
+    assert json.loads(run.summary_path.read_text())["status"] == "done"
+    assert not list(run.path.glob(".*.tmp"))
+    rows = st.index.rows(sweep="s1")
+    assert [r["id"] for r in rows] == [run.id] and rows[0]["summary"]["final_val_acc"] == 0.5
+    assert st.find(run.id[:6]).id == run.id

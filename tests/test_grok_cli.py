@@ -1,0 +1,105 @@
+"""`transferlab grok`, `runs` and the contract scripts rely on; bad input gets one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.browser import render
+
+SMALL = ["--set", "p=31", "--set", "train_fraction=0.5", "--set", "width=128", "--set", "steps=2500",
+         "--set", "stop_after_generalized=100"]
+TINY = ["--set", "p=23", "--set", "width=16", "--set", "steps=30", "--set", "eval_every=10"]
+
+
+def test_grok_memorizes_first_generalizes_later_and_reports(cli, tmp_path):
+    code, out, err = cli(["grok", *SMALL, "--store", str(tmp_path), "--json"])
+    assert code == 0, err
+    res = json.loads(out)
+    for key in ("steps_to_memorize", "steps_to_generalize", "final_val_acc", "wall_seconds", "report"):
+        assert key in res
+    assert res["final_val_acc"] >= 0.99
+    assert res["steps_to_memorize"] < res["steps_to_generalize"]
+    assert res["steps_to_generalize"] >= 3 * res["steps_to_memorize"]  # clearly later, not together
+    page = render(Path(res["report"]))
+    assert page["figures"] >= 4 and page["rendered"] == page["figures"] and page["errors"] == ""
+    assert Path(res["report"]).with_name("report_phases.png").stat().st_size > 10_000
+    # runs ls / show / report see the same run
+    code, out, _ = cli(["runs", "ls", "--store", str(tmp_path), "--json"])
+    assert code == 0 and [r["id"] for r in json.loads(out)] == [res["run_id"]]
+    code, out, _ = cli(["runs", "show", res["run_id"][:8], "--store", str(tmp_path), "--json"])
+    shown = json.loads(out)
+    assert shown["summary"]["steps_to_generalize"] == res["steps_to_generalize"]
+    assert shown["config"]["p"] == 31
+    code, out, _ = cli(["runs", "report", res["run_id"], "--store", str(tmp_path), "--json"])
+    assert code == 0 and Path(json.loads(out)["report"]).exists()
+
+
+def test_seeds_contract_lists_members_with_mean_and_interval(cli, tmp_path):
+    code, out, err = cli(["grok", *TINY, "--seeds", "3", "--store", str(tmp_path), "--json"])
+    assert code == 0, err
+    res = json.loads(out)
+    assert [m["seed"] for m in res["members"]] == [0, 1, 2]
+    assert len({m["run_id"] for m in res["members"]}) == 3
+    for k in ("steps_to_memorize", "steps_to_generalize", "final_val_acc"):
+        assert k in res["mean"] and len(res["ci95"][k]) == 2
+    accs = [m["final_val_acc"] for m in res["members"]]
+    assert res["mean"]["final_val_acc"] == pytest.approx(sum(accs) / 3)
+    assert res["ci95"]["final_val_acc"][0] <= res["mean"]["final_val_acc"] <= res["ci95"]["final_val_acc"][1]
+
+
+def test_list_presets_and_print_config(cli):
+    code, out, _ = cli(["grok", "--list-presets"])
+    assert code == 0
+    for name in ("default", "power2022", "nanda2023", "gromov2023", "grokfast2024", "prieto2025"):
+        assert name in out
+    code, out, _ = cli(["grok", "--preset", "nanda2023", "--set", "lr=0.002", "--print-config"])
+    assert code == 0 and "p: 113" in out and "lr: 0.002" in out
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--preset", "nope"], "unknown preset 'nope'"),
+    (["--set", "colour=red"], "unknown config key 'colour'"),
+    (["--set", "operation=x/y", "--set", "p=12"], "not prime"),
+    (["--set", "train_fraction=1.5"], "train_fraction"),
+    (["--set", "train_fraction=0"], "train_fraction"),
+    (["--set", "lr"], "no '='"),
+])
+def test_bad_input_gets_one_line_and_exit_2_and_writes_nothing(cli, tmp_path, args, needle):
+    store = tmp_path / "store"
+    code, out, err = cli(["grok", *args, "--store", str(store)])
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], err
+    assert "Traceback" not in err
+    assert not (store / "grokking").exists()
+
+
+def test_store_path_that_is_a_file(cli, tmp_path):
+    f = tmp_path / "f"
+    f.write_text("")
+    code, _, err = cli(["grok", *TINY, "--store", str(f)])
+    assert code == 2 and "is a file" in err and len(err.strip().splitlines()) == 1
+
+
+def test_corrupt_checkpoint_is_reported_not_crashed(cli, tmp_path):
+    from transferlab.store import Store
+
+    code, out, _ = cli(["grok", *TINY, "--set", "checkpoint_every=10", "--store", str(tmp_path), "--json"])
+    run_id = json.loads(out)["run_id"]
+    run = Store(tmp_path).find(run_id)
+    run.summary_path.unlink()  # pretend it was interrupted
+    for f in run.ckpt_dir.glob("step-*/tensors.safetensors"):
+        f.write_bytes(b"\x00" * 10)
+    before = run.metrics_path.read_text()
+    code, _, err = cli(["grok", *TINY, "--set", "checkpoint_every=10", "--store", str(tmp_path)])
+    assert code == 2 and "corrupt" in err and "delete" in err and len(err.strip().splitlines()) == 1
+    assert run.metrics_path.read_text() == before  # nothing already written is lost
+
+
+def test_nan_loss_is_a_clean_stop_with_exit_2(cli, tmp_path):
+    code, _, err = cli(["grok", *TINY, "--set", "lr=1e30", "--set", "warmup_steps=0", "--store", str(tmp_path)])
+    assert code == 2
+    assert "NaN/Inf" in err and "last good checkpoint" in err and len(err.strip().splitlines()) == 1

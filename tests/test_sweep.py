@@ -1,0 +1,66 @@
+"""Sweeps: local and a real local Ray instance; failures are recorded; reruns redo only what is missing."""
+
+from __future__ import annotations
+
+import json
+
+from transferlab.store import Store
+from transferlab.studies.grokking import GrokConfig
+from transferlab.sweep import run_sweep
+
+BASE = dict(p=23, width=16, steps=30, eval_every=10, train_fraction=0.5)
+
+
+def test_local_sweep_reuses_and_redoes_only_missing(tmp_path):
+    st = Store(tmp_path)
+    base = GrokConfig(**BASE)
+    grid = {"lr": [1e-3, 3e-3], "weight_decay": [0.3, 1.0]}
+    first = run_sweep(base, grid, st)
+    assert len(first["trials"]) == 4 and len(first["trained"]) == 4
+    assert all(t["status"] == "done" for t in first["trials"])
+    # every trial of this grid differs only in lr/wd, so they trained as one ensemble of 4
+    assert {Store(tmp_path).find(t["run_id"]).summary()["ensemble_size"] for t in first["trials"]} == {4}
+    again = run_sweep(base, grid, st)
+    assert again["trained"] == []
+    victim = first["trials"][2]["run_id"]
+    st.find(victim).summary_path.unlink()
+    third = run_sweep(base, grid, st)
+    assert third["trained"] == [victim]
+    assert {r["id"] for r in st.index.rows(sweep=first["sweep"])} == {t["run_id"] for t in first["trials"]}
+
+
+def test_a_failing_trial_is_recorded_and_does_not_stop_the_others(tmp_path, monkeypatch):
+    import importlib
+
+    grok_run = importlib.import_module("transferlab.studies.grokking.run")
+
+    real = grok_run._train
+
+    def flaky(cfg0, cfgs, runs, data, description):
+        if any(c.lr == 3e-3 for c in cfgs):
+            raise RuntimeError("simulated worker crash")
+        return real(cfg0, cfgs, runs, data, description)
+
+    monkeypatch.setattr(grok_run, "_train", flaky)
+    out = run_sweep(GrokConfig(**BASE), {"lr": [1e-3, 3e-3]}, Store(tmp_path))
+    status = {t["lr"]: t["status"] for t in out["trials"]}
+    assert status == {1e-3: "done", 3e-3: "failed"}
+    failed = [t for t in out["trials"] if t["status"] == "failed"][0]
+    assert "simulated worker crash" in failed["error"]
+    monkeypatch.setattr(grok_run, "_train", real)
+    redo = run_sweep(GrokConfig(**BASE), {"lr": [1e-3, 3e-3]}, Store(tmp_path))
+    assert redo["trained"] == [failed["run_id"]]
+    assert all(t["status"] == "done" for t in redo["trials"])
+
+
+def test_real_two_trial_sweep_on_local_ray(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRANSFERLAB_RAY_CPUS", "2")
+    code, out, err = cli(["sweep", "grok", "--grid", "p=23,29", "--set", "width=16", "--set", "steps=30",
+                          "--set", "eval_every=10", "--backend", "ray", "--store", str(tmp_path), "--json"])
+    assert code == 0, err
+    res = json.loads(out)
+    assert sorted(t["p"] for t in res["trials"]) == [23, 29]
+    assert all(t["status"] == "done" for t in res["trials"])
+    for t in res["trials"]:  # each trial really trained: its metrics are on disk
+        run = Store(tmp_path).find(t["run_id"])
+        assert run.metrics()[-1]["step"] == 30
