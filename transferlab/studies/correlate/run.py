@@ -1,0 +1,61 @@
+"""Drive the correlate study: read -> analyse -> report, recorded as a run in the store.
+
+Everything is recomputed on every call (the analysis takes seconds); the run folder keyed by the
+config hash holds the latest summary.json and report.html for that input path and settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from transferlab.store import Store
+from transferlab.studies.correlate import analysis, harness, report
+from transferlab.studies.correlate.config import CorrelateConfig
+
+STUDY = "correlate"
+
+
+def load(cfg: CorrelateConfig) -> harness.CrossStageData:
+    return harness.load(cfg.path, stages=cfg.stages(), metric=cfg.metric, tasks=cfg.tasks,
+                        min_models=cfg.min_models)
+
+
+def analyze(cfg: CorrelateConfig, data: harness.CrossStageData) -> dict[str, Any]:
+    result = analysis.analyze(data.table, cfg.stages(), data.samples, categories=cfg.categories,
+                              n_boot=cfg.n_boot, ci=cfg.ci, seed=cfg.seed, threshold=cfg.reliable_threshold,
+                              min_models=cfg.min_models, ece_bins=cfg.ece_bins)
+    result["notes"] = data.notes + result["notes"]
+    result["source"] = data.source
+    return result
+
+
+def run(cfg: CorrelateConfig, store: Store | str | Path | None = None, out: str | Path | None = None
+        ) -> dict[str, Any]:
+    """Validate and read ``cfg.path``, analyse, write the report; returns the findings with ``report``.
+
+    The report goes to ``out`` when given, else into the store's run folder (when a store is given),
+    else next to the input as ``<input>.correlate.html``. Bad input raises DataError before anything
+    is written.
+    """
+    data = load(cfg)
+    result = analyze(cfg, data)
+    matrices = {s: analysis.benchmark_correlation_matrix(data.table, s) for s in cfg.stages()}
+    run_ = None
+    if store is not None:
+        st = store if isinstance(store, Store) else Store(store)
+        run_ = st.open_run(STUDY, cfg)
+        run_.start()
+    if out is not None:
+        path = Path(out)
+    elif run_ is not None:
+        path = run_.report_path
+    else:
+        src = Path(cfg.path)
+        path = (src / "correlate_report.html") if src.is_dir() else src.with_suffix(".correlate.html")
+    report.write(result, path, source=data.source, matrices=matrices)
+    result["report"] = str(path)
+    if run_ is not None:
+        result["run_id"] = run_.id
+        run_.finish(result)
+    return result
