@@ -7,7 +7,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: demo test venv dev lint bench clean
+.PHONY: demo test venv dev lint clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,14 +28,18 @@ dev: $(VENV)/.installed-dev
 demo: $(VENV)/.installed
 	$(BIN)/transferlab grok
 
-test: $(VENV)/.installed-dev
+# The report tests open pages in headless Chromium (Debian package `chromium`).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  (echo "installing chromium for the report tests"; \
+	   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	   echo "warning: could not install chromium; the report tests will fail until it is installed")
+
+test: $(VENV)/.installed-dev browser
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest tests
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check transferlab tests bench
-
-bench: $(VENV)/.installed-dev
-	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

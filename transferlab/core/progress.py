@@ -65,6 +65,6 @@ def progress_bar(description: str, total: float | None) -> Iterator[ProgressHand
         TextColumn("eta"),
         TimeRemainingColumn(),
     ]
-    with Progress(*columns, console=console, transient=False) as prog:
+    with Progress(*columns, console=console, transient=False, refresh_per_second=4) as prog:
         task = prog.add_task(description, total=total, info="")
         yield ProgressHandle(prog, task)

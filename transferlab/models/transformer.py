@@ -3,7 +3,8 @@
 Input is the sequence ``[a, b, =]``; the answer is read out at the last position. Because only
 that position is read, the final layer computes queries, the attention output and the MLP for
 the last position alone (keys and values still see every position). This is exact, and makes
-the 1-layer model of Nanda et al. about twice as cheap per step.
+the 1-layer model of Nanda et al. about twice as cheap per step. Without a LayerNorm before the first
+attention, its query/key/value projections are also taken on the vocabulary table instead of per sample.
 """
 
 from __future__ import annotations
@@ -36,12 +37,17 @@ class Block(nn.Module):
         n, t, _ = x.shape
         return x.view(n, t, self.n_heads, self.d_head).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, last_only: bool) -> torch.Tensor:
-        h = self.ln1(x)
-        k = self._heads(h @ self.W_K)
-        v = self._heads(h @ self.W_V)
-        q_in = h[:, -1:, :] if last_only else h
-        q = self._heads(q_in @ self.W_Q)
+    def forward(self, x: torch.Tensor, last_only: bool,
+                projected: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``projected`` = (x W_Q, x W_K, x W_V) when the caller computed them more cheaply."""
+        if projected is None:
+            h = self.ln1(x)
+            xq, xk, xv = (h[:, -1:, :] if last_only else h) @ self.W_Q, h @ self.W_K, h @ self.W_V
+        else:
+            xq, xk, xv = projected
+            xq = xq[:, -1:, :] if last_only else xq
+        k, v, q = self._heads(xk), self._heads(xv), self._heads(xq)
+        q_in = xq
         att = (q @ k.transpose(-1, -2)) / math.sqrt(self.d_head)
         if not last_only:
             t = x.shape[1]
@@ -77,8 +83,14 @@ class AlgorithmicTransformer(nn.Module):
         """tokens: [n, 2] operand ids -> logits [n, n_classes] at the '=' position."""
         eq = torch.full_like(tokens[:, :1], self.eq_token)
         seq = torch.cat([tokens, eq], dim=1)
-        x = self.embed[seq] + self.pos[: seq.shape[1]]
+        pos = self.pos[: seq.shape[1]]
+        x = self.embed[seq] + pos
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            x = block(x, last_only=(i == last))
+            projected = None
+            if i == 0 and isinstance(block.ln1, nn.Identity):
+                # (E[t] + P_j) W = (E W)[t] + (P W)_j: project the vocabulary table once instead of every
+                # position of every sample (exact; needs no LayerNorm before the projection).
+                projected = tuple((self.embed @ W)[seq] + pos @ W for W in (block.W_Q, block.W_K, block.W_V))
+            x = block(x, last_only=(i == last), projected=projected)
         return self.ln_f(x[:, -1, :]) @ self.unembed
