@@ -1,0 +1,173 @@
+"""`transferlab fit chinchilla FILE.csv` and `transferlab fit transfer FILE.csv`: laws on your runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, emit_json, say, store_path
+from transferlab.core.config import resolve
+from transferlab.core.errors import ConfigError
+
+BootOpt = typer.Option(
+    None, "--bootstrap", help="Bootstrap refits for the 95% intervals (default 1000; 0: none)."
+)
+SeedOpt = typer.Option(None, "--seed", help="Seed of the bootstrap resamples (default 0).")
+ReportOpt = typer.Option(None, "--report", help="Where to write the HTML report (default: the run folder).")
+ConfigOpt = typer.Option(None, "--config", help="YAML file of config keys.")
+
+
+def _fmt_ci(ci: list) -> str:
+    if not ci or ci[0] is None or ci[0] != ci[0]:
+        return ""
+    return f"  [{ci[0]:.4g}, {ci[1]:.4g}]"
+
+
+def _pairs(items: list[str], flag: str) -> dict[str, float]:
+    out = {}
+    for item in items:
+        key, sep, val = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[key.strip()] = float(val)
+        except ValueError:
+            raise ConfigError(
+                f"{flag} '{item}' is not NAME=NUMBER", fix=f"write it as {flag} E=1.7"
+            ) from None
+    return out
+
+
+def _plans(items: list[str]) -> list[tuple[float, float]]:
+    out = []
+    for item in items:
+        loss, sep, n = item.partition("@")
+        try:
+            if not sep:
+                raise ValueError
+            out.append((float(loss), float(n)))
+        except ValueError:
+            raise ConfigError(f"--plan '{item}' is not LOSS@N", fix="write it as --plan 2.5@1e7") from None
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    fit_app = typer.Typer(help="Fit scaling laws to your own runs (a CSV file).", no_args_is_help=True)
+
+    @fit_app.command("chinchilla")
+    def chinchilla(
+        file: Path = typer.Argument(..., help="CSV with columns N, D (or C = training FLOPs) and loss."),
+        bootstrap: int | None = BootOpt,
+        seed: int | None = SeedOpt,
+        drop_highest_loss: int | None = typer.Option(
+            None,
+            "--drop-highest-loss",
+            help="Leave out the K highest-loss points (Epoch AI: 5 on their data).",
+        ),
+        max_iter: int | None = typer.Option(None, "--max-iter", help="L-BFGS iterations per start (1000)."),
+        budget: list[float] | None = typer.Option(
+            None, "--budget", help="Training FLOPs for the compute-optimal table (repeatable)."
+        ),
+        target_loss: float | None = typer.Option(
+            None, "--target-loss", help="Loss target of the over-training table."
+        ),
+        inference_tokens: list[float] | None = typer.Option(
+            None, "--inference-tokens", help="Inference tokens for the over-training table (repeatable)."
+        ),
+        report: Path | None = ReportOpt,
+        config: Path | None = ConfigOpt,
+        set_: list[str] | None = SetOpt,
+        store: Path | None = StoreOpt,
+        json_out: bool = JsonOpt,
+    ) -> None:
+        """Fit L(N, D) = E + A/N^alpha + B/D^beta (Epoch's Huber fit), compute-optimal sizes, over-training.
+        """
+        begin(json_out)
+        from transferlab.studies.transfer import ChinchillaFitConfig, fit_chinchilla_csv
+
+        extra: dict = {"file": str(file)}
+        for key, val in (
+            ("bootstrap", bootstrap),
+            ("seed", seed),
+            ("drop_highest_loss", drop_highest_loss),
+            ("max_iter", max_iter),
+            ("target_loss", target_loss),
+        ):
+            if val is not None:
+                extra[key] = val
+        if budget:
+            extra["budgets"] = list(budget)
+        if inference_tokens:
+            extra["inference_tokens"] = list(inference_tokens)
+        cfg = resolve(ChinchillaFitConfig, config_file=config, overrides=set_, extra=extra)
+        out = fit_chinchilla_csv(cfg, store=store_path(store), out=report)
+        if json_out:
+            emit_json(out)
+            return
+        say(f"[bold]L(N, D) = E + A/N^alpha + B/D^beta[/bold] on {out['n_points']} points")
+        for k in ("E", "A", "B", "alpha", "beta"):
+            say(f"  {k:<6} {out[k]:.4g}{_fmt_ci(out[k + '_ci'])}")
+        co = out["compute_optimal"]
+        say(f"  N_opt ∝ C^{co['N_opt_exponent']:.3f}, D_opt ∝ C^{co['D_opt_exponent']:.3f}")
+        for w in out["warnings"]:
+            say(f"[red]warning:[/red] {w}")
+        typer.echo(f"report: {out['report']}")
+
+    @fit_app.command("transfer")
+    def transfer(
+        file: Path = typer.Argument(..., help="CSV with columns kind (scratch|finetune), N, D and loss."),
+        bootstrap: int | None = BootOpt,
+        seed: int | None = SeedOpt,
+        fix: list[str] | None = typer.Option(
+            None,
+            "--fix",
+            help="Hold a scratch-law parameter fixed, e.g. --fix E=1.7 (repeatable; E, A, B, alpha, beta).",
+        ),
+        fix_beta: float | None = typer.Option(
+            None,
+            "--fix-beta",
+            help="Hold the N exponent beta fixed (needed when all fine-tuning runs have one size).",
+        ),
+        plan: list[str] | None = typer.Option(
+            None, "--plan", help="Planner question LOSS@N, e.g. --plan 2.5@1e7 (repeatable)."
+        ),
+        report: Path | None = ReportOpt,
+        config: Path | None = ConfigOpt,
+        set_: list[str] | None = SetOpt,
+        store: Path | None = StoreOpt,
+        json_out: bool = JsonOpt,
+    ) -> None:
+        """Effective data transferred: D_T = k D_F^alpha N^beta (Hernandez et al. 2021), with a planner."""
+        begin(json_out)
+        from transferlab.studies.transfer import TransferFitConfig, fit_transfer_csv
+
+        extra: dict = {"file": str(file)}
+        for key, val in (("bootstrap", bootstrap), ("seed", seed), ("fix_beta", fix_beta)):
+            if val is not None:
+                extra[key] = val
+        if fix:
+            extra["fix"] = _pairs(fix, "--fix")
+        if plan:
+            extra["plan"] = _plans(plan)
+        cfg = resolve(TransferFitConfig, config_file=config, overrides=set_, extra=extra)
+        out = fit_transfer_csv(cfg, store=store_path(store), out=report)
+        if json_out:
+            emit_json(out)
+            return
+        say(
+            f"[bold]D_T = k D_F^alpha N^beta[/bold] on {out['n_used']} of {out['n_finetune']} "
+            "fine-tuning runs "
+            "(alpha: D_F exponent, beta: N exponent; the textbook swaps the names)"
+        )
+        for label, t in (("least squares", out["ols"]), ("Huber", out["robust"])):
+            say(
+                f"  {label:<14} k {t['k']:.4g}{_fmt_ci(t['k_ci'])}  "
+                f"alpha {t['alpha']:.3f}{_fmt_ci(t['alpha_ci'])}"
+                f"  beta {t['beta']:.3f}{_fmt_ci(t['beta_ci'])}"
+            )
+        for w in out["warnings"]:
+            say(f"[red]warning:[/red] {w}")
+        typer.echo(f"report: {out['report']}")
+
+    app.add_typer(fit_app, name="fit")

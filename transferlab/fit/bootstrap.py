@@ -1,0 +1,193 @@
+"""Bootstrap confidence intervals for the Chinchilla fit, vectorized over resamples and starts.
+
+A bootstrap resample draws the n points with replacement. It is represented by a count per
+point (multinomial(n, 1/n)), and the resample's objective is the count-weighted sum of Huber
+terms, which equals the objective of the resampled data set exactly. All resamples and all of
+their starts are then one batch for :func:`transferlab.fit.lbfgs.minimize_batched`.
+
+Starts per resample (``K = 1 + n_basins + n_grid``), a documented shortcut for the full grid:
+
+- the fit on the original data (warm start);
+- up to ``n_basins`` other distinct local optima that the full grid found on the original data;
+- ``n_grid`` starts drawn from Epoch's grid (seeded), for diversity.
+
+The best of the K is the resample's fit. ``bench/chinchilla_fit.py`` checks this shortcut
+against the full 4,500-start grid on the original data and on a sample of resamples (both must
+reach the same optimum); the figures are in ``docs/results/fit.md``.
+
+Intervals are percentile intervals (2.5th and 97.5th percentiles for 95%) over the resamples
+whose fit converged. Resamples that cannot identify the free parameters (too few distinct
+points, sizes or data amounts, which happens with small data sets) are counted as failed and
+left out; their number is reported.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from transferlab.core.errors import FitError
+from transferlab.fit.chinchilla import (
+    DELTA,
+    NAMES,
+    ChinchillaFit,
+    ChinchillaLaw,
+    epoch_grid,
+    make_objective,
+    prepare_starts,
+)
+from transferlab.fit.lbfgs import MAX_ITER, default_threads, minimize_batched, threaded
+
+
+def resample_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, n) counts: how many times each point is drawn in each resample."""
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot)
+
+
+def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the finite samples (NaN, NaN when there are none)."""
+    v = np.asarray(samples, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return (float("nan"), float("nan"))
+    lo, hi = np.percentile(v, [50 * (1 - level), 50 * (1 + level)])
+    return (float(lo), float(hi))
+
+
+@dataclass
+class ChinchillaBootstrap:
+    """Per-resample fits: ``thetas`` (B, 5) rows (a, b, e, alpha, beta), NaN where a resample failed."""
+
+    thetas: np.ndarray
+    objective: np.ndarray
+    counts: np.ndarray = field(repr=False)
+    n_starts: int = 0
+    n_failed: int = 0
+    n_not_converged: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> np.ndarray:
+        return np.isfinite(self.thetas).all(1)
+
+    def samples(self, name: str) -> np.ndarray:
+        """Samples of a natural parameter (E, A, B, alpha, beta) over the successful resamples."""
+        th = self.thetas[self.ok]
+        i = NAMES.index(name)
+        return np.exp(th[:, i]) if name in ("A", "B", "E") else th[:, i]
+
+    def laws(self) -> list[ChinchillaLaw]:
+        return [ChinchillaLaw.from_theta(t) for t in self.thetas[self.ok]]
+
+    def interval(self, name: str, level: float = 0.95) -> tuple[float, float]:
+        return percentile_interval(self.samples(name), level)
+
+    def intervals(self, level: float = 0.95) -> dict[str, tuple[float, float]]:
+        return {k: self.interval(k, level) for k in NAMES}
+
+
+def bootstrap_starts(
+    fit: ChinchillaFit,
+    n_basins: int,
+    n_grid: int,
+    rng: np.random.Generator,
+    fixed: Mapping[str, float] | None = None,
+) -> np.ndarray:
+    """The K warm starts used for every resample (see the module docstring)."""
+    rows = [fit.law.theta]
+    basins = fit.basins(1 + n_basins)
+    rows.extend(basins[1:])
+    grid, _ = prepare_starts(epoch_grid(), fixed)
+    if n_grid > 0:
+        pick = rng.choice(len(grid), size=min(n_grid, len(grid)), replace=False)
+        rows.extend(grid[pick])
+    starts = np.array(rows, dtype=float)
+    for i, keep in enumerate(fit.free):
+        if not keep:
+            starts[:, i] = fit.law.theta[i]
+    return starts
+
+
+def _identifiable(counts: np.ndarray, N: np.ndarray, D: np.ndarray, free: tuple[bool, ...]) -> np.ndarray:
+    """Per resample: enough distinct points, sizes and data amounts for the free parameters."""
+    fa, fb, fe, falpha, fbeta = free
+    n_free = sum(free)
+    need_N = max(int(fa) + int(falpha) + int(fe), 2 if (fa or falpha) else 1)
+    need_D = max(int(fb) + int(fbeta) + int(fe), 2 if (fb or fbeta) else 1)
+    present = counts > 0
+    out = present.sum(1) >= n_free + 1
+    for vals, need in ((N, need_N), (D, need_D)):
+        _, inv = np.unique(vals, return_inverse=True)
+        k = inv.max() + 1
+        per = np.zeros((len(counts), k), dtype=bool)
+        for j in range(k):
+            per[:, j] = present[:, inv == j].any(1)
+        out &= per.sum(1) >= need
+    return out
+
+
+def bootstrap_chinchilla(
+    fit: ChinchillaFit,
+    N: np.ndarray,
+    D: np.ndarray,
+    loss: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    n_basins: int = 3,
+    n_grid: int = 4,
+    fixed: Mapping[str, float] | None = None,
+    delta: float = DELTA,
+    max_iter: int = 1000,
+    ftol: float = 1e-10,
+    threads: int | None = None,
+    counts: np.ndarray | None = None,
+) -> ChinchillaBootstrap:
+    """Refit the law on ``n_boot`` resamples (or on the given ``counts``), all in one batch."""
+    N = np.asarray(N, dtype=float).ravel()
+    D = np.asarray(D, dtype=float).ravel()
+    L = np.asarray(loss, dtype=float).ravel()
+    if n_boot < 1 and counts is None:
+        raise FitError(f"the number of bootstrap resamples must be >= 1, got {n_boot}")
+    rng = np.random.default_rng(seed)
+    if counts is None:
+        counts = resample_counts(len(N), n_boot, rng)
+    counts = np.asarray(counts)
+    B = len(counts)
+    starts = bootstrap_starts(fit, n_basins, n_grid, rng, fixed)
+    K = len(starts)
+    usable = _identifiable(counts, N, D, fit.free)
+    rows = np.flatnonzero(usable)
+    thetas = np.full((B, 5), np.nan)
+    obj = np.full(B, np.nan)
+    n_not_conv = 0
+    t0 = time.perf_counter()
+    if rows.size:
+        x0 = np.tile(starts, (rows.size, 1))
+        group = np.repeat(np.arange(rows.size), K)
+        fun = make_objective(np.log(N), np.log(D), np.log(L), delta, counts[rows].astype(float), group)
+        fun, close = threaded(fun, default_threads() if threads is None else threads)
+        try:
+            res = minimize_batched(fun, x0, max_iter=max_iter, ftol=ftol, free=np.array(fit.free))
+        finally:
+            close()
+        f = np.where(np.isfinite(res.f), res.f, np.inf).reshape(rows.size, K)
+        best = f.argmin(1)
+        flat = np.arange(rows.size) * K + best
+        good = np.isfinite(f[np.arange(rows.size), best]) & (res.status[flat] != MAX_ITER)
+        n_not_conv = int((~good).sum())
+        thetas[rows[good]] = res.x[flat[good]]
+        obj[rows[good]] = f[np.arange(rows.size), best][good]
+    seconds = time.perf_counter() - t0
+    return ChinchillaBootstrap(
+        thetas=thetas,
+        objective=obj,
+        counts=counts,
+        n_starts=K,
+        n_failed=int(B - usable.sum()) + n_not_conv,
+        n_not_converged=n_not_conv,
+        seconds=seconds,
+    )
