@@ -1,0 +1,137 @@
+"""HF classifier (attention-mask pooling, LoRA) and the fine-tuning backend, on tiny models built here."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.test_w2s_text import WORDS, tiny_bert
+from transferlab.core.errors import ConfigError
+from transferlab.models.hf_classifier import HFClassifier
+from transferlab.studies.w2s.run import make_config, run
+
+
+def tiny_llama(path):
+    from transformers import BertTokenizerFast, LlamaConfig, LlamaModel
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, padding_side="left")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=0,
+    )
+    LlamaModel(cfg).save_pretrained(str(path))
+    tok.save_pretrained(str(path))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["bert", "llama"])
+def test_classifier_output_does_not_depend_on_padding(tmp_path, kind):
+    path = tiny_bert(tmp_path / "m") if kind == "bert" else tiny_llama(tmp_path / "m")
+    model, tok = HFClassifier.from_pretrained(str(path), num_labels=3)
+    model.eval()
+    texts = ["return the value", "a class of object with a very long name and data for the file list"]
+    batch = tok(texts, padding=True, return_tensors="pt")
+    assert (batch["attention_mask"] == 0).any()  # the short text is padded
+    with torch.no_grad():
+        together = model(batch["input_ids"], batch["attention_mask"])
+        alone = model(
+            **{
+                k: v
+                for k, v in tok(texts[:1], return_tensors="pt").items()
+                if k in ("input_ids", "attention_mask")
+            }
+        )
+    assert torch.allclose(together[0], alone[0], atol=1e-5)
+
+
+def test_lora_trains_only_adapters_and_the_head(tmp_path):
+    path = tiny_bert(tmp_path / "m")
+    model, _ = HFClassifier.from_pretrained(str(path), num_labels=2, lora_r=4)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n or n.startswith("head.") for n in names)
+    full, _ = HFClassifier.from_pretrained(str(path), num_labels=2)
+    assert sum(p.numel() for p in model.trainable_parameters()) < 0.5 * sum(
+        p.numel() for p in full.parameters()
+    )
+
+
+def test_finetune_backend_runs_the_protocol(tmp_path, store):
+    strong = tiny_bert(tmp_path / "strong", layers=2)
+    # the weak model's vocabulary has no informative word: it is close to chance, so there is a gap
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    weak = tmp_path / "weak"
+    weak.mkdir()
+    weak_vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the"]
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(weak_vocab)}).save_pretrained(str(weak))
+    BertModel(
+        BertConfig(
+            vocab_size=6,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=64,
+        )
+    ).save_pretrained(str(weak))
+    # a text task the strong model can learn fast: label 1 iff the text contains "raise"
+    import json
+    import random
+
+    rnd = random.Random(0)
+    rows = []
+    for i in range(400):
+        words = rnd.sample([w for w in WORDS if w != "raise"], 5)
+        if i % 2:
+            words[rnd.randrange(5)] = "raise"
+        rows.append(json.dumps({"text": " ".join(words), "label": i % 2}))
+    data = tmp_path / "raise.jsonl"
+    data.write_text("\n".join(rows) + "\n")
+    cfg = make_config(
+        task=str(data),
+        backend="finetune",
+        weak_model=str(weak),
+        strong_model=str(strong),
+        losses=["xent", "logconf"],
+        seeds=2,
+        n_weak_train=100,
+        n_transfer=120,
+        n_val=40,
+        n_test=100,
+        max_length=16,
+        ft_steps=40,
+        ft_lr=1e-2,
+        eval_every=10,
+        num_threads=1,
+    )
+    s = run(cfg, store, write_report=False)
+    d = s["losses"]["xent"]
+    assert d["ceiling_acc"]["value"] > d["weak_acc"]["value"] + 0.05
+    assert set(s["losses"]) == {"xent", "logconf"}
+    assert len(d["curve"]["step"]) == 4  # gold accuracy recorded every 10 of 40 steps
+    assert all(r["best_step"] in (10, 20, 30, 40) for r in d["per_seed"])
+    assert store.index.rows(study="w2s-baseline")[0]["status"] == "done"
+
+
+def test_finetune_backend_refuses_missing_models_and_feature_methods(tmp_path):
+    with pytest.raises(ConfigError, match="needs a weak and a strong model"):
+        run(make_config(task="stdlib-kind", backend="finetune"))
+    with pytest.raises(ConfigError, match="need cached features"):
+        run(
+            make_config(
+                task="stdlib-kind",
+                backend="finetune",
+                weak_model="x",
+                strong_model="y",
+                losses=["xent", "knn-refine"],
+            )
+        )

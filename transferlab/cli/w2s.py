@@ -1,0 +1,106 @@
+"""`transferlab w2s`: weak-to-strong generalization (thin: parse -> config -> study.run -> report)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, emit_json, say, store_path
+
+CONTRACT_KEYS = ("weak_acc", "ceiling_acc", "student_acc", "pgr")
+
+
+def _interval(d: dict) -> dict:
+    return {"value": d["value"], "lo": d["lo"], "hi": d["hi"], "level": 0.95}
+
+
+def json_view(summary: dict) -> dict:
+    """The contract: for each loss, weak_acc, ceiling_acc, student_acc and pgr, each with a 95% interval."""
+    losses = {}
+    for m, d in summary["losses"].items():
+        row = {k: _interval(d[k]) for k in CONTRACT_KEYS}
+        row["pgr"]["guarded"] = d["pgr"].get("guarded", False)
+        for k in ("agreement", "misfit", "ece", "auroc"):
+            if k in d:
+                row[k] = _interval(d[k])
+        losses[m] = row
+    return {
+        "task": summary["task"],
+        "seeds": summary["seeds"],
+        "losses": losses,
+        "paired_tests": summary.get("paired_tests", []),
+        "run_dir": summary.get("run_dir"),
+        "report": str(Path(summary["run_dir"]) / "report.html") if summary.get("run_dir") else None,
+        "reused": summary.get("reused", False),
+    }
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("w2s")
+    def w2s(
+        task: str | None = typer.Option(
+            None,
+            "--task",
+            help="Task name (see --list-tasks) or a .csv/.jsonl path (default synthetic-noisy).",
+        ),
+        losses: str | None = typer.Option(
+            None,
+            "--losses",
+            help="Comma-separated: xent,confidence,logconf,product,window,adaptconf,knn-refine,bootstrap.",
+        ),
+        seeds: int | None = typer.Option(
+            None, "--seeds", help="Number of seeds (splits, weak and student inits)."
+        ),
+        list_tasks: bool = typer.Option(False, "--list-tasks", help="List the tasks and exit."),
+        preset: str | None = typer.Option(None, "--preset", help="quick | paper | refine"),
+        config: Path | None = typer.Option(None, "--config", help="YAML config file."),
+        overrides: list[str] | None = SetOpt,
+        store: Path | None = StoreOpt,
+        json_out: bool = JsonOpt,
+    ) -> None:
+        """Weak-to-strong: floor (weak on gold), ceiling (strong on gold), students on weak labels."""
+        begin(json_out)
+        if list_tasks:
+            from transferlab.data.classification import list_tasks as _list
+
+            tasks = _list()
+            if json_out:
+                emit_json({"tasks": tasks})
+            else:
+                for t in tasks:
+                    typer.echo(f"{t['name']:<24} {t['kind']:<10} {t['description']}")
+                typer.echo("(or a .csv/.jsonl file with a label column and text or features)")
+            return
+        from transferlab.core.config import resolve
+        from transferlab.store import Store
+        from transferlab.studies.w2s.config import PRESETS, W2SConfig, refuse_gold
+        from transferlab.studies.w2s.run import run
+
+        def hook(values: dict) -> dict:
+            refuse_gold(values)
+            return values
+
+        extra = {k: v for k, v in {"task": task, "losses": losses, "seeds": seeds}.items() if v is not None}
+        cfg = resolve(
+            W2SConfig,
+            presets=PRESETS,
+            preset=preset,
+            config_file=config,
+            overrides=overrides,
+            extra=extra,
+            hook=hook,
+        )
+        summary = run(cfg, Store(store_path(store)))
+        if json_out:
+            emit_json(json_view(summary))
+            return
+        say(f"[bold]w2s[/bold] {summary['task']} · {summary['seeds']} seeds")
+        for m, d in summary["losses"].items():
+            p = d["pgr"]
+            say(
+                f"  {m:<11} weak {d['weak_acc']['value']:.3f}  student {d['student_acc']['value']:.3f}  "
+                f"ceiling {d['ceiling_acc']['value']:.3f}  "
+                f"PGR {p['value']:.3f} [{p['lo']:.3f}, {p['hi']:.3f}]"
+            )
+        say(f"report: {Path(summary['run_dir']) / 'report.html'}")

@@ -1,0 +1,99 @@
+"""Pure functions from per-seed results to findings: CIs, PGR, paired tests, mean curves. No I/O."""
+
+from __future__ import annotations
+
+import math
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from transferlab.metrics import mean_ci, pgr
+
+
+def _ci(values, lo: float = 0.0, hi: float = 1.0) -> dict[str, float]:
+    """Mean with a 95% t-interval, clipped to the metric's range."""
+    c = mean_ci(values)
+    clip = (lambda v: v) if c.lo != c.lo else (lambda v: min(hi, max(lo, v)))
+    return {"value": c.value, "lo": clip(c.lo), "hi": clip(c.hi)}
+
+
+def summarize_method(
+    weak: list[float],
+    ceiling: list[float],
+    rows: list[dict[str, Any]],
+    *,
+    min_gap: float,
+    n_boot: int,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """rows: one dict per seed with student_acc, agreement, misfit, ece, auroc."""
+    s = [r["student_acc"] for r in rows]
+    p = pgr(s, weak, ceiling, n_boot=n_boot, min_gap=min_gap, seed=seed)
+    out = {
+        "weak_acc": _ci(weak),
+        "ceiling_acc": _ci(ceiling),
+        "student_acc": _ci(s),
+        "pgr": {"value": p.value, "lo": p.lo, "hi": p.hi, "guarded": p.guarded, "note": p.note},
+        "pgr_per_seed": [
+            (si - wi) / (ci - wi) if ci - wi >= min_gap else math.nan for si, wi, ci in zip(s, weak, ceiling)
+        ],
+    }
+    for key in ("agreement", "misfit", "ece", "auroc"):
+        vals = [r[key] for r in rows if r.get(key) is not None and r[key] == r[key]]
+        if vals:
+            out[key] = _ci(vals, 0.0, 2.0 if key == "misfit" else 1.0)
+    return out
+
+
+def paired_tests(student_acc: dict[str, list[float]]) -> list[dict[str, Any]]:
+    """Every pair of methods, paired across seeds (and tasks): paired t-test and Wilcoxon signed-rank."""
+    out = []
+    for a, b in combinations(list(student_acc), 2):
+        x, y = np.asarray(student_acc[a], float), np.asarray(student_acc[b], float)
+        if x.size != y.size:
+            continue
+        d = x - y
+        row: dict[str, Any] = {"a": a, "b": b, "n": int(d.size), "mean_diff": float(d.mean())}
+        if d.size < 2 or np.allclose(d, 0):
+            row.update(
+                t_stat=math.nan,
+                t_p=1.0 if d.size >= 2 else math.nan,
+                wilcoxon_p=1.0 if d.size >= 2 else math.nan,
+            )
+        else:
+            if np.allclose(d, d[0]):  # constant nonzero difference: t undefined (zero variance)
+                row.update(t_stat=math.copysign(math.inf, d[0]), t_p=0.0)
+            else:
+                t = stats.ttest_rel(x, y)
+                row.update(t_stat=float(t.statistic), t_p=float(t.pvalue))
+            try:
+                row["wilcoxon_p"] = float(stats.wilcoxon(x, y).pvalue)
+            except ValueError:
+                row["wilcoxon_p"] = math.nan
+        out.append(row)
+    return out
+
+
+def mean_curve(curves: list[list[tuple[int, float]]]) -> dict[str, list[float]]:
+    """Average (step, value) curves sharing their steps: {'step', 'mean', 'min', 'max'} lists."""
+    curves = [c for c in curves if c]
+    if not curves:
+        return {"step": [], "mean": [], "min": [], "max": []}
+    n = min(len(c) for c in curves)
+    steps = [c[i][0] for i, c in zip(range(n), [curves[0]] * n)]
+    vals = np.array([[c[i][1] for i in range(n)] for c in curves])
+    return {
+        "step": steps,
+        "mean": vals.mean(0).tolist(),
+        "min": vals.min(0).tolist(),
+        "max": vals.max(0).tolist(),
+    }
+
+
+def overfit_drop(curve: dict[str, list[float]]) -> float:
+    """Peak minus final mean gold accuracy: how much the student lost by fitting the weak labels longer."""
+    if not curve["mean"]:
+        return math.nan
+    return float(max(curve["mean"]) - curve["mean"][-1])

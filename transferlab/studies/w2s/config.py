@@ -1,0 +1,147 @@
+"""The weak-to-strong study's config and presets.
+
+Protocol (Burns et al. 2023): four disjoint splits per seed -- weak-train (gold, for the weak
+model), transfer (labelled by the weak model, for the student), val (weak-labelled, for the
+student's early stopping) and test. No gold label may reach the student's training or model
+selection: :class:`W2SConfig` refuses any setting that would allow it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from transferlab.core.config import PresetRegistry, StudyConfig
+from transferlab.core.errors import ConfigError
+from transferlab.studies.w2s.losses import LOSSES, known_methods
+
+LOSS_PARAM_NAMES = {
+    "confidence": {"c"},
+    "logconf": {"a_max", "warmup_frac", "buffer_size"},
+    "product": {"a_max", "warmup_frac"},
+    "window": {"width"},
+    "adaptconf": {"tau", "warmup_frac"},
+    "xent": set(),
+}
+
+
+class W2SConfig(StudyConfig):
+    task: str = "synthetic-noisy"
+    classes: list[str] | None = None  # declared class set for a user's file
+    losses: list[str] = Field(default_factory=lambda: ["xent"])
+    seeds: int = Field(3, ge=1, le=100)
+    seed: int = 0  # first seed; run s uses seed + s for its split, weak init and student init
+    task_seed: int = 0  # the data itself (synthetic draw, stdlib sample)
+    n_examples: int | None = Field(None, ge=20)  # synthetic tasks: how many to draw (default 4000)
+    # split sizes: None = fractions (weak_train .2, transfer .4, val .1, test .3) of the task
+    n_weak_train: int | None = Field(None, ge=1)
+    n_transfer: int | None = Field(None, ge=1)
+    n_val: int | None = Field(None, ge=1)
+    n_test: int | None = Field(None, ge=1)
+    backend: Literal["heads", "finetune"] = "heads"
+    # weak supervisor for text tasks: the encoder truncated after this many layers
+    weak_layer: int = Field(1, ge=0)
+    weak_noise: float | None = Field(None, ge=0)  # synthetic/tabular noisy views (task default when None)
+    encoder: str = "minilm"  # text tasks: 'minilm' (bundled, hash-checked) or a local HF model path
+    max_length: int = Field(128, ge=8, le=512)
+    # heads (frozen features)
+    steps: int = Field(300, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-2, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    eval_every: int = Field(15, ge=1)
+    # the student's labels and model selection: weak only
+    student_labels: Literal["weak", "gold"] = "weak"
+    student_early_stop: Literal["weak_val", "last", "gold_val"] = "weak_val"
+    loss_params: dict[str, dict[str, float]] = Field(default_factory=dict)
+    knn_k: int = Field(10, ge=1)
+    # analysis
+    min_gap: float = Field(0.01, ge=0)
+    n_boot: int = Field(2000, ge=100)
+    # finetune backend (Hugging Face)
+    strong_model: str | None = None
+    weak_model: str | None = None
+    lora: bool = False
+    lora_r: int = Field(8, ge=1)
+    ft_steps: int = Field(60, ge=1)
+    ft_lr: float = Field(5e-4, gt=0)
+    ft_batch_size: int = Field(16, ge=1)
+    # speed only (not part of the config hash)
+    device: str = "cpu"
+    num_threads: int | None = None
+    progress: bool = True
+
+    @field_validator("losses", mode="before")
+    @classmethod
+    def _split_losses(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [s.strip() for s in v.split(",") if s.strip()]
+        return v
+
+    @field_validator("losses")
+    @classmethod
+    def _known_losses(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("give at least one loss")
+        for name in v:
+            if name not in known_methods():
+                raise ValueError(f"unknown loss '{name}'; choose from {', '.join(known_methods())}")
+        if len(set(v)) != len(v):
+            raise ValueError("a loss is listed twice")
+        return v
+
+    @model_validator(mode="after")
+    def _no_gold_for_the_student(self) -> W2SConfig:
+        if self.student_labels != "weak":
+            raise ValueError(
+                "student_labels='gold' would train the student on gold labels "
+                "(that is the ceiling run, which is made anyway); use 'weak'"
+            )
+        if self.student_early_stop == "gold_val":
+            raise ValueError(
+                "student_early_stop='gold_val' would select the student with gold labels; "
+                "use 'weak_val' (weak-labelled validation split) or 'last'"
+            )
+        for name, params in self.loss_params.items():
+            if name not in LOSSES:
+                raise ValueError(f"loss_params names unknown loss '{name}'")
+            extra = set(params) - LOSS_PARAM_NAMES.get(name, set())
+            if extra:
+                raise ValueError(
+                    f"loss_params.{name} has unknown keys {sorted(extra)}; "
+                    f"known: {sorted(LOSS_PARAM_NAMES[name])}"
+                )
+        return self
+
+
+def refuse_gold(values: dict[str, Any]) -> None:
+    """One clear line for the two settings that would leak gold labels into the student (before pydantic)."""
+    if values.get("student_labels", "weak") != "weak":
+        raise ConfigError(
+            "student_labels=gold would train the student on gold labels",
+            where="W2SConfig",
+            fix="the ceiling run already trains on gold; keep student_labels=weak",
+        )
+    if values.get("student_early_stop", "weak_val") == "gold_val":
+        raise ConfigError(
+            "student_early_stop=gold_val would select the student with gold labels",
+            where="W2SConfig",
+            fix="use weak_val (the weak-labelled validation split) or last",
+        )
+
+
+PRESETS = PresetRegistry()
+PRESETS.add("quick", "a fast look: 3 seeds, 200 steps", seeds=3, steps=200)
+PRESETS.add(
+    "paper",
+    "Burns et al.-style comparison: 6 losses x 5 seeds",
+    losses=["xent", "confidence", "logconf", "product", "window", "adaptconf"],
+    seeds=5,
+)
+PRESETS.add(
+    "refine",
+    "naive xent vs k-NN label refinement vs bootstrapping",
+    losses=["xent", "knn-refine", "bootstrap"],
+    seeds=5,
+)

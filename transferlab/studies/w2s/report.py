@@ -1,0 +1,192 @@
+"""The weak-to-strong report: PGR per loss with CIs, accuracy against the ceiling, PGR against the size
+gap, agreement, gold accuracy over training, paired tests between losses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+
+from transferlab.report import Page
+
+
+def _err(d: dict[str, float]) -> tuple[float, float, float]:
+    v, lo, hi = d["value"], d["lo"], d["hi"]
+    if lo != lo or hi != hi or v != v:
+        return v, 0.0, 0.0
+    return v, hi - v, v - lo
+
+
+def pgr_figure(summary: dict[str, Any]) -> go.Figure:
+    names = list(summary["losses"])
+    vals = [_err(summary["losses"][m]["pgr"]) for m in names]
+    fig = go.Figure(
+        go.Bar(
+            x=names,
+            y=[v[0] for v in vals],
+            name="PGR",
+            error_y={"type": "data", "array": [v[1] for v in vals], "arrayminus": [v[2] for v in vals]},
+        )
+    )
+    fig.add_hline(y=0, line_dash="dot")
+    fig.add_hline(y=1, line_dash="dot", annotation_text="ceiling")
+    fig.update_layout(
+        title="Performance gap recovered per loss (95% bootstrap CI over seeds)",
+        yaxis_title="PGR",
+        height=400,
+    )
+    return fig
+
+
+def accuracy_figure(summary: dict[str, Any]) -> go.Figure:
+    names = list(summary["losses"])
+    fig = go.Figure()
+    for key, label in (("weak_acc", "weak (floor)"), ("student_acc", "student"), ("ceiling_acc", "ceiling")):
+        vals = [_err(summary["losses"][m][key]) for m in names]
+        fig.add_trace(
+            go.Bar(
+                x=names,
+                y=[v[0] for v in vals],
+                name=label,
+                error_y={"type": "data", "array": [v[1] for v in vals], "arrayminus": [v[2] for v in vals]},
+            )
+        )
+    lo = min(min(summary["weak"]["acc_per_seed"]), 1.0)
+    fig.update_layout(
+        barmode="group",
+        title="Test accuracy: floor, student, ceiling (95% t-interval)",
+        yaxis={"title": "gold test accuracy", "range": [max(0.0, lo - 0.1), 1.0]},
+        height=400,
+    )
+    return fig
+
+
+def agreement_figure(summary: dict[str, Any]) -> go.Figure:
+    names = [m for m in summary["losses"] if "agreement" in summary["losses"][m]]
+    vals = [_err(summary["losses"][m]["agreement"]) for m in names]
+    fig = go.Figure(
+        go.Bar(
+            x=names,
+            y=[v[0] for v in vals],
+            name="agreement",
+            error_y={"type": "data", "array": [v[1] for v in vals], "arrayminus": [v[2] for v in vals]},
+        )
+    )
+    fig.update_layout(
+        title="Student-supervisor agreement on the test split", yaxis_title="agreement", height=380
+    )
+    return fig
+
+
+def curves_figure(summary: dict[str, Any]) -> go.Figure:
+    fig = go.Figure()
+    for m, d in summary["losses"].items():
+        c = d.get("curve", {})
+        if c and c.get("step"):
+            fig.add_trace(go.Scatter(x=c["step"], y=c["mean"], mode="lines", name=m))
+    c = summary["ceiling"].get("curve", {})
+    if c and c.get("step"):
+        fig.add_trace(
+            go.Scatter(x=c["step"], y=c["mean"], mode="lines", name="ceiling", line={"dash": "dash"})
+        )
+    w = summary["weak"]["acc_per_seed"]
+    fig.add_hline(y=sum(w) / len(w), line_dash="dot", annotation_text="weak")
+    fig.update_layout(
+        title="Gold test accuracy over training (mean over seeds; never used for selection)",
+        xaxis_title="step",
+        yaxis_title="gold accuracy",
+        height=420,
+    )
+    return fig
+
+
+def sweep_figure(summary: dict[str, Any]) -> go.Figure | None:
+    sweep = summary.get("sweep") or []
+    if not sweep:
+        return None
+    vals = [_err(r["pgr"]) for r in sweep]
+    fig = go.Figure(
+        go.Scatter(
+            x=[r["size_gap"] for r in sweep],
+            y=[v[0] for v in vals],
+            mode="lines+markers",
+            text=[r["weak_view"] for r in sweep],
+            name="xent",
+            error_y={"type": "data", "array": [v[1] for v in vals], "arrayminus": [v[2] for v in vals]},
+        )
+    )
+    fig.update_layout(
+        title="PGR against the weak-strong size gap (naive xent student)",
+        xaxis_title="size gap (ladder rungs / encoder layers)",
+        yaxis_title="PGR",
+        height=380,
+    )
+    return fig
+
+
+def _fmt(d: dict[str, float]) -> str:
+    v, lo, hi = d["value"], d["lo"], d["hi"]
+    if v != v:
+        return "undefined"
+    if lo != lo:
+        return f"{v:.3f}"
+    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def build_page(summary: dict[str, Any]) -> Page:
+    page = Page(
+        f"Weak-to-strong: {summary['task']}",
+        f"{summary.get('task_description', '')} · {summary['seeds']} seeds · "
+        f"{summary['n_examples']} examples",
+    )
+    page.heading("PGR per loss").figure(pgr_figure(summary), "PGR = (student - weak) / (ceiling - weak)")
+    rows = []
+    for m, d in summary["losses"].items():
+        rows.append(
+            {
+                "loss": m,
+                "weak_acc": _fmt(d["weak_acc"]),
+                "student_acc": _fmt(d["student_acc"]),
+                "ceiling_acc": _fmt(d["ceiling_acc"]),
+                "pgr": _fmt(d["pgr"]),
+                "agreement": _fmt(d["agreement"]) if "agreement" in d else None,
+                "misfit": _fmt(d["misfit"]) if "misfit" in d else None,
+                "ece": _fmt(d["ece"]) if "ece" in d else None,
+                "auroc": _fmt(d["auroc"]) if "auroc" in d else None,
+            }
+        )
+    page.table(rows)
+    page.heading("Accuracy against the ceiling").figure(accuracy_figure(summary))
+    page.heading("Agreement").figure(
+        agreement_figure(summary),
+        "how often the student picks the supervisor's class; misfit in the table above",
+    )
+    page.heading("Gold accuracy over training").figure(curves_figure(summary))
+    fig = sweep_figure(summary)
+    if fig is not None:
+        page.heading("PGR against the size gap").figure(fig)
+    page.heading("Paired tests between losses (across seeds)")
+    page.table(
+        [
+            {k: r[k] for k in ("a", "b", "n", "mean_diff", "t_p", "wilcoxon_p")}
+            for r in summary["paired_tests"]
+        ]
+    )
+    page.text(
+        "Student accuracies are paired by seed (same splits, weak labels and initialization). "
+        "With few seeds the Wilcoxon test cannot reach small p-values (n=5: p >= 0.0625)."
+    )
+    page.heading("Floor and ceiling").key_values(
+        {
+            "weak AUROC": summary["weak"]["auroc"],
+            "weak ECE": summary["weak"]["ece"],
+            "ceiling AUROC": summary["ceiling"]["auroc"],
+            "ceiling ECE": summary["ceiling"]["ece"],
+        }
+    )
+    return page
+
+
+def write_report(summary: dict[str, Any], path: str | Path) -> Path:
+    return build_page(summary).write(path)
