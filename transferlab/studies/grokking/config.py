@@ -52,7 +52,8 @@ class GrokConfig(StudyConfig):
     eval_every: int = Field(20, ge=1)
     log_spaced_evals: int = Field(0, ge=0)
     checkpoint_every: int = Field(500, ge=1)
-    stop_after_generalized: int = -1  # stop this many steps after every member is at >=99% val acc
+    stop_after_generalized: int = -1  # stop this many steps after every member generalized (-1: never)
+    generalized_when: Literal["val_acc_99", "val_loss_001"] = "val_acc_99"  # what "generalized" means for it
     progress_measures: bool = True  # Fourier measures of Nanda et al. (modular addition only)
 
     @model_validator(mode="after")

@@ -52,11 +52,16 @@ def make_chain(cfg: GrokConfig, lr: torch.Tensor, wd: torch.Tensor) -> tuple[T.C
 
 
 class StopAfterGeneralized:
-    """Stop ``margin`` steps after every live member first reached 99% validation accuracy."""
+    """Stop ``margin`` steps after every live member first reached 99% validation accuracy (or, with
+    ``criterion="val_loss_001"``, a validation loss below 0.01, Nanda et al.'s criterion)."""
 
-    def __init__(self, margin: int):
+    def __init__(self, margin: int, criterion: str = "val_acc_99"):
         self.margin = margin
+        self.criterion = criterion
         self.first_all: int | None = None
+
+    def _done(self, r: dict[str, Any]) -> bool:
+        return r["val_loss"] < 0.01 if self.criterion == "val_loss_001" else r["val_acc"] >= 0.99
 
     def on_resume(self, records: list[list[dict[str, Any]]]) -> None:
         for step_records in zip(*records):
@@ -66,7 +71,7 @@ class StopAfterGeneralized:
         if self.margin < 0:
             return False
         live = [r for r, a in zip(records, alive) if a]
-        if self.first_all is None and live and all(r["val_acc"] >= 0.99 for r in live):
+        if self.first_all is None and live and all(self._done(r) for r in live):
             self.first_all = step
         return self.first_all is not None and step >= self.first_all + self.margin
 
@@ -131,7 +136,7 @@ def _train(cfg0: GrokConfig, cfgs: list[GrokConfig], runs: list, data: Algorithm
     schedule = Schedule(steps=cfg0.steps, batch_size=cfg0.batch_size, eval_every=cfg0.eval_every,
                         log_spaced_evals=cfg0.log_spaced_evals, checkpoint_every=cfg0.checkpoint_every,
                         order_seed=cfg0.order_seed)
-    stopper = StopAfterGeneralized(cfg0.stop_after_generalized)
+    stopper = StopAfterGeneralized(cfg0.stop_after_generalized, cfg0.generalized_when)
     for r in runs:
         r.start()
     engine = Engine(StackedForward(base), params, loss_fn, chain, tdata, schedule, evaluator, runs=runs,
