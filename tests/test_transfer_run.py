@@ -1,0 +1,128 @@
+"""`transferlab transfer`: the sweep's runs table, reuse, the analysis wiring and the report."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.browser import render
+from transferlab.core.config import resolve
+from transferlab.models.zoo import FAMILY
+from transferlab.store import Store
+from transferlab.studies.transfer import run as trun
+from transferlab.studies.transfer.zoo_config import PRESETS, TransferRunConfig
+
+
+def test_micro_sweep_writes_runs_table_report_and_reuses(tmp_path, cli):
+    store = tmp_path / "runs"
+    code, out, err = cli(["transfer", "--preset", "micro", "--json", "--store", str(store)])
+    assert code == 0, err
+    s = json.loads(out)
+    df = pd.read_csv(s["runs_csv"])
+    assert list(df.columns[:4]) == ["kind", "N", "D", "loss"]
+    assert (df.kind == "scratch").sum() == 2 * 3 and (df.kind == "finetune").sum() == 2 * 2
+    assert set(df.N) == {FAMILY["xxs"].non_embedding_params(), FAMILY["xs"].non_embedding_params()}
+    w = 16 + 1  # micro seq_len + 1: D counts whole windows
+    assert sorted(set(df.D)) == [170, 510, 1_530] and all(d % w == 0 for d in df.D)
+    assert df.loss.between(0, math.log(400) + 1).all()
+    assert (df.loss <= df.final_loss + 1e-12).all()  # best (early-stopping) val loss
+    ft = df[df.kind == "finetune"]
+    assert all(init.startswith("prose-") for init in ft.init)
+    # observed ossification compares each fine-tuning run with the scratch run at the same (size, D)
+    pairs = trun.observed_ossification(df.to_dict("records"))
+    assert len(pairs) == 4 and len(s["ossified_observed"]) == sum(p["ossified"] for p in pairs)
+    assert (s["analysis_error"] is None) == ("k" in s)
+    page = render(s["report"])
+    assert page["errors"] == "" and page["figures"] >= 3 and page["rendered"] == page["figures"]
+    # run again: every run is reused, the table is the same
+    code, out2, err = cli(["transfer", "--preset", "micro", "--json", "--store", str(store)])
+    assert code == 0, err
+    s2 = json.loads(out2)
+    assert all(m["reused"] for m in s2["zoo_models"])
+    pd.testing.assert_frame_equal(pd.read_csv(s2["runs_csv"]), df)
+    assert s2["wall_seconds"] < s["wall_seconds"]
+    # the CSV is what `transferlab fit transfer` reads: its reader accepts it as is
+    from transferlab.studies.transfer.inputs import read_transfer
+
+    data = read_transfer(s["runs_csv"])
+    assert len(data.scratch_N) == 6 and list(data.D_F) == list(ft.D)
+
+
+def _synthetic_rows(alpha=0.2, beta=0.4, k=30.0):
+    """Runs from a known scratch law and a known transfer law D_T = k D_F^alpha N^beta."""
+    E, A, a, B, b = 1.5, 60.0, 0.35, 400.0, 0.3
+    law = lambda N, D: E + A / N**a + B / D**b  # noqa: E731
+    rng = np.random.default_rng(0)
+    rows = []
+    for size in ("xxs", "s", "m", "l"):
+        N = FAMILY[size].non_embedding_params()
+        for D in (2e3, 8e3, 3.2e4, 1.28e5, 5.12e5):
+            rows.append(
+                {"kind": "scratch", "N": N, "D": D, "loss": law(N, D), "size": size, "run_id": "none"}
+            )
+        for DF in (2e3, 8e3, 3.2e4):
+            DE = DF + k * DF**alpha * N**beta * math.exp(rng.normal(0, 0.02))
+            rows.append(
+                {"kind": "finetune", "N": N, "D": DF, "loss": law(N, DE), "size": size, "run_id": "none"}
+            )
+    return rows
+
+
+def test_analysis_wiring_recovers_a_known_law(tmp_path, monkeypatch):
+    """The sweep's table goes through the fit helper's analysis: a known law comes back out."""
+
+    class FakeZoo:
+        class zoo:
+            root = tmp_path / "zoo"
+
+        entries: list = []
+
+    rows = _synthetic_rows()
+    monkeypatch.setattr(trun, "sweep_rows", lambda cfg, store, zoo_root=None: (rows, FakeZoo))
+    cfg = resolve(TransferRunConfig, presets=PRESETS, preset="quick", overrides=["bootstrap=50"])
+    s = trun.run(cfg, Store(tmp_path / "runs"))
+    assert s["analysis_error"] is None
+    assert s["alpha"] == pytest.approx(0.2, abs=0.05) and s["beta"] == pytest.approx(0.4, abs=0.05)
+    assert s["alpha_ci"][0] < s["alpha"] < s["alpha_ci"][1]
+    assert s["D_T_grows_with_N"] is True
+    dts = [g["geomean_D_T"] for g in s["D_T_by_size"]]
+    assert len(dts) == 4 and dts == sorted(dts)
+    assert s["ossified_observed"] == [] and s["n_runs"] == len(rows)
+    table = pd.read_csv(s["runs_csv"])
+    assert len(table) == len(rows) and set(table.kind) == {"scratch", "finetune"}
+    page = render(s["report"])
+    assert page["errors"] == "" and page["rendered"] == page["figures"] >= 5
+
+
+def test_observed_ossification_flags_worse_finetuning():
+    rows = [
+        {"kind": "scratch", "size": "s", "N": 10, "D": 100, "loss": 3.0},
+        {"kind": "finetune", "size": "s", "N": 10, "D": 100, "loss": 3.2},
+        {"kind": "scratch", "size": "s", "N": 10, "D": 200, "loss": 2.8},
+        {"kind": "finetune", "size": "s", "N": 10, "D": 200, "loss": 2.5},
+        {"kind": "finetune", "size": "s", "N": 10, "D": 400, "loss": 2.0},
+    ]  # no scratch twin: not compared
+    out = trun.observed_ossification(rows)
+    assert [(o["D_F"], o["ossified"], round(o["gain"], 6)) for o in out] == [
+        (100, True, -0.2),
+        (200, False, 0.3),
+    ]
+
+
+def test_steps_and_bad_transfer_inputs(cli, tmp_path):
+    cfg = resolve(TransferRunConfig, presets=PRESETS, preset="quick")
+    assert cfg.steps_for(4_000) == cfg.min_steps and cfg.steps_for(10**9) == cfg.max_steps
+    assert all(cfg.steps_for(d) % cfg.eval_every == 0 for d in (4_000, 16_000, 64_000))
+    code, out, _ = cli(["transfer", "--list-presets", "--json"])
+    assert code == 0 and {"quick", "full", "micro"} <= set(json.loads(out))
+    code, _, err = cli(["transfer", "--preset", "nope", "--store", str(tmp_path)])
+    assert code == 2 and "unknown preset 'nope'" in err
+    code, _, err = cli(["transfer", "--set", "sizes=[xxs,giant]", "--store", str(tmp_path)])
+    assert code == 2 and "unknown model size 'giant'" in err
+    code, _, err = cli(["transfer", "--set", "scratch_D=[0,100]", "--store", str(tmp_path)])
+    assert code == 2 and "scratch_D" in err
+    assert not (tmp_path / "transfer").exists()
