@@ -105,7 +105,8 @@ def naive_seconds_per_step(cfg: GrokConfig, steps: int) -> float:
         opt.step()
         xv, yv = encode(val)
         val_logits = net(xv)  # autograd on: a straightforward script does not think about it
-        _ = (torch.nn.functional.cross_entropy(val_logits, yv).item(), (val_logits.argmax(1) == yv).float().mean().item(),
+        _ = (torch.nn.functional.cross_entropy(val_logits, yv).item(),
+             (val_logits.argmax(1) == yv).float().mean().item(),
              (logits.argmax(1) == y).float().mean().item(), loss.item())
     return (time.perf_counter() - t0) / steps
 
@@ -124,7 +125,7 @@ def main() -> None:
     peak = matmul_peak()
     out["matmul_peak_gflops"] = peak / 1e9
     rows = []
-    for r in range(args.repeats):
+    for _ in range(args.repeats):
         e1, _ = engine_seconds_per_step(default, 1, args.steps)
         nv = naive_seconds_per_step(default, max(20, args.steps // 4))
         e16, flops16 = engine_seconds_per_step(default, 16, max(20, args.steps // 4))

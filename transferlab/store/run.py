@@ -194,3 +194,18 @@ class Run:
                 fix=f"delete {self.ckpt_dir} to restart the run from step 0",
             ) from None
         return tensors, state
+
+
+def report_target(
+    store: Store | str | Path | None, study: str, config: StudyConfig, out: str | Path | None, fallback: Path
+) -> tuple[Run | None, Path]:
+    """Where a one-shot analysis writes its report: ``out`` if given, else the run folder when a store
+    is given (the run is opened and started), else ``fallback``."""
+    run = None
+    if store is not None:
+        st = store if isinstance(store, Store) else Store(store)
+        run = st.open_run(study, config)
+        run.start()
+    if out is not None:
+        return run, Path(out)
+    return run, (run.report_path if run is not None else fallback)

@@ -241,7 +241,7 @@ class Engine:
                     mask = ok.view(-1, *([1] * (p.dim() - 1)))
                     p.add_(torch.where(mask, updates[n], torch.zeros_like(updates[n])))
                 # a non-finite update must not leak into the transform state of live members
-                for n, p in self.params.items():
+                for p in self.params.values():
                     bad_p = ~torch.isfinite(p.flatten(1)).all(1)
                     for k in range(self.k):
                         if alive[k] and bool(bad_p[k]) and k not in newly_bad:

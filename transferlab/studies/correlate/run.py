@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from transferlab.store import Store
+from transferlab.store.run import report_target
 from transferlab.studies.correlate import analysis, harness, report
 from transferlab.studies.correlate.config import CorrelateConfig
 
@@ -41,18 +42,9 @@ def run(cfg: CorrelateConfig, store: Store | str | Path | None = None, out: str 
     data = load(cfg)
     result = analyze(cfg, data)
     matrices = {s: analysis.benchmark_correlation_matrix(data.table, s) for s in cfg.stages()}
-    run_ = None
-    if store is not None:
-        st = store if isinstance(store, Store) else Store(store)
-        run_ = st.open_run(STUDY, cfg)
-        run_.start()
-    if out is not None:
-        path = Path(out)
-    elif run_ is not None:
-        path = run_.report_path
-    else:
-        src = Path(cfg.path)
-        path = (src / "correlate_report.html") if src.is_dir() else src.with_suffix(".correlate.html")
+    src = Path(cfg.path)
+    fallback = (src / "correlate_report.html") if src.is_dir() else src.with_suffix(".correlate.html")
+    run_, path = report_target(store, STUDY, cfg, out, fallback)
     report.write(result, path, source=data.source, matrices=matrices)
     result["report"] = str(path)
     if run_ is not None:

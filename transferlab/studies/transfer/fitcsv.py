@@ -15,6 +15,7 @@ from typing import Any
 
 from transferlab.core.errors import TransferlabError
 from transferlab.store import Store
+from transferlab.store.run import report_target
 from transferlab.studies.transfer import analysis, inputs, report
 from transferlab.studies.transfer.config import ChinchillaFitConfig, TransferFitConfig
 
@@ -36,17 +37,7 @@ def _finish(
     out: str | Path | None,
     kind: str,
 ) -> dict[str, Any]:
-    run_ = None
-    if store is not None:
-        st = store if isinstance(store, Store) else Store(store)
-        run_ = st.open_run(STUDY, cfg)
-        run_.start()
-    if out is not None:
-        path = Path(out)
-    elif run_ is not None:
-        path = run_.report_path
-    else:
-        path = Path(cfg.file).with_suffix(f".{kind}.html")
+    run_, path = report_target(store, STUDY, cfg, out, Path(cfg.file).with_suffix(f".{kind}.html"))
     write(path)
     summary = {**result_summary, "file": cfg.file, "report": str(path)}
     if run_ is not None:
