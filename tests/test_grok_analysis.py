@@ -73,3 +73,18 @@ def test_fourier_measures_on_a_pure_key_frequency_solution():
     emb = torch.stack([torch.cos(2 * math.pi * w * torch.arange(p) / p),
                        torch.sin(2 * math.pi * w * torch.arange(p) / p)], 1)
     assert A.key_frequencies(emb, 1) == [w]
+
+
+def test_early_predictions_leave_one_out():
+    runs = []
+    for i, rate in enumerate((1e-3, 2e-3, 4e-3)):
+        t_mem, drop = 100, math.log(2.0)
+        t_grok = int(t_mem + drop / rate)
+        recs = [{"step": s, "weight_norm_sq": 400 * math.exp(-rate * max(0, s - t_mem))}
+                for s in range(0, t_grok + 1, 10)]
+        runs.append({"run_id": str(i), "steps_to_memorize": t_mem, "steps_to_generalize": t_grok,
+                     "norm_at_memorize": 400.0, "norm_at_generalize": 400 * math.exp(-drop), "records": recs})
+    preds = A.early_predictions(runs)
+    assert len(preds) == 3
+    for p in preds:
+        assert p["seen_until"] < p["actual"] and p["abs_pct_error"] < 0.02

@@ -220,3 +220,26 @@ def progress_measures(logits_all: torch.Tensor, labels_all: torch.Tensor, train_
         "excluded_loss": ce(excluded[train_idx], labels_all[train_idx]),
         "full_val_loss_fp64": ce(logits_all.double()[val_idx], labels_all[val_idx]),
     }
+
+
+def early_predictions(runs: Sequence[dict[str, Any]], fraction: float = 0.5) -> list[dict[str, Any]]:
+    """Predict each grokked run's T_grok from its own norm decay, seen only up to
+    T_mem + ``fraction`` · (T_grok − T_mem), with the norm drop log(V_mem / V_post) taken as the median of
+    the *other* runs (leave-one-out). Each run dict has steps_to_memorize, steps_to_generalize,
+    norm_at_memorize, norm_at_generalize and records (the metrics log)."""
+    usable = [r for r in runs if None not in (r.get("steps_to_memorize"), r.get("steps_to_generalize"),
+                                                r.get("norm_at_memorize"), r.get("norm_at_generalize"))
+              and r["norm_at_generalize"] < r["norm_at_memorize"]]
+    out = []
+    for r in usable:
+        others = [math.log(o["norm_at_memorize"] / o["norm_at_generalize"]) for o in usable if o is not r]
+        if not others:
+            continue
+        t_mem, t_grok = r["steps_to_memorize"], r["steps_to_generalize"]
+        cutoff = t_mem + fraction * (t_grok - t_mem)
+        seen = [(x["step"], x["weight_norm_sq"]) for x in r["records"] if x["step"] <= cutoff]
+        pred = predict_grok_step([s for s, _ in seen], [v for _, v in seen], t_mem, float(np.median(others)))
+        if pred is not None:
+            out.append({"run_id": r.get("run_id"), "seen_until": int(cutoff), "actual": t_grok,
+                        "predicted": round(pred), "abs_pct_error": abs(pred - t_grok) / t_grok})
+    return out

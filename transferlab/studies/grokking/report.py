@@ -193,6 +193,16 @@ def write_sweep_report(result: dict[str, Any], store: Store) -> tuple[Path, anal
                                            "origin (arXiv 2603.13331; κ as in arXiv 2605.18845).")
         page.key_values({"c (steps per unit x)": fit.c, "R²": fit.r2, "κ = 1/(2c)": fit.kappa,
                          "held-out MAPE (leave-one-out)": fit.heldout_mape, "runs": fit.n})
+    from transferlab.store.run import Run
+
+    runs = [{**t, "records": Run(store, "grokking", t["run_id"]).metrics()} for t in done if t["status"] == "done"]
+    preds = analysis.early_predictions(runs)
+    result["early_predictions"] = preds
+    if preds:
+        page.heading("Predicting T_grok early")
+        page.text("Each run's T_grok predicted from its own weight-norm decay seen only halfway from memorization "
+                  "to generalization, with the norm drop taken from the other runs of the sweep.")
+        page.table(preds)
     path = store.root / "grokking" / "reports" / f"{result['sweep']}.html"
     page.write(path)
     return path, fit
