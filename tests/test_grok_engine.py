@@ -102,3 +102,15 @@ def test_diverged_member_does_not_stop_the_others(tmp_path):
     out = run_members(cfgs, Store(tmp_path))
     assert out[0].summary["status"] == "done" and out[0].summary["last_step"] == TINY["steps"]
     assert out[1].summary["status"] == "diverged"
+
+
+def test_chunked_gradient_accumulation_matches_the_full_batch(tmp_path):
+    cfgs = [GrokConfig(**TINY, seed=s, lr=lr) for s, lr in ((0, 1e-3), (1, 3e-3))]
+    chunked = [c.model_copy(update={"chunk_size": 37}) for c in cfgs]
+    a = run_members(cfgs, Store(tmp_path / "a"))
+    b = run_members(chunked, Store(tmp_path / "b"))
+    for ma, mb in zip(a, b):
+        assert ma.run_id != mb.run_id  # chunking is part of the config: its sums round differently
+        for ra, rb in zip(ma.records, mb.records):
+            assert abs(ra["train_loss"] - rb["train_loss"]) < 1e-4 * max(1.0, ra["train_loss"])
+            assert abs(ra["weight_norm_sq"] - rb["weight_norm_sq"]) < 1e-3

@@ -35,6 +35,7 @@ class Schedule:
     log_spaced_evals: int = 0  # extra evaluations at log-spaced steps (0 = none)
     checkpoint_every: int = 500
     order_seed: int = 0
+    chunk_size: int = 0  # >0: accumulate each step's gradient over row chunks of this size (same math)
 
     def eval_steps(self) -> set[int]:
         s = set(range(0, self.steps + 1, max(1, self.eval_every))) | {self.steps}
@@ -222,14 +223,20 @@ class Engine:
 
     def _train_step(self, step: int, alive: list[bool]) -> list[int]:
         x, y = self._batch(step)
-        logits = self.forward(self.params, x)
-        per_member = self.loss_fn(logits, y).mean(-1)  # [K]
-        finite = torch.isfinite(per_member)
         alive_t = torch.tensor(alive)
-        ok = finite & alive_t
+        cs = self.schedule.chunk_size
+        if 0 < cs < x.shape[0]:
+            per_member, grads = self._chunked_loss_and_grads(x, y, alive_t, cs)
+            finite = torch.isfinite(per_member)
+            ok = finite & alive_t
+        else:
+            logits = self.forward(self.params, x)
+            per_member = self.loss_fn(logits, y).mean(-1)  # [K]
+            finite = torch.isfinite(per_member)
+            ok = finite & alive_t
+            total = torch.where(ok, per_member, torch.zeros_like(per_member)).sum()
+            grads = torch.autograd.grad(total, list(self.params.values()))
         newly_bad = [k for k in range(self.k) if alive[k] and not bool(finite[k])]
-        total = torch.where(ok, per_member, torch.zeros_like(per_member)).sum()
-        grads = torch.autograd.grad(total, list(self.params.values()))
         with torch.no_grad():
             gdict = dict(zip(self.params.keys(), grads))
             updates = self.chain.update(gdict, self.states, self.params, step)
@@ -247,6 +254,24 @@ class Engine:
                         if alive[k] and bool(bad_p[k]) and k not in newly_bad:
                             newly_bad.append(k)
         return newly_bad
+
+    def _chunked_loss_and_grads(self, x: torch.Tensor, y: torch.Tensor, alive: torch.Tensor,
+                                chunk: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The same full-batch gradient, accumulated over row chunks so each chunk's activations stay in
+        cache (an ensemble's full-batch activations do not). A member that turns non-finite here gets a
+        non-finite gradient, but its update is masked out and it is stopped, as in the unchunked path."""
+        n = x.shape[0]
+        params = list(self.params.values())
+        per_member = torch.zeros(self.k, dtype=torch.float64)
+        grads: list[torch.Tensor] | None = None
+        for i in range(0, n, chunk):
+            losses = self.loss_fn(self.forward(self.params, x[i:i + chunk]), y[i:i + chunk]).sum(-1) / n
+            total = torch.where(alive, losses, torch.zeros_like(losses)).sum()
+            g = torch.autograd.grad(total, params)
+            grads = list(g) if grads is None else [a.add_(b) for a, b in zip(grads, g)]
+            per_member += losses.detach().double()
+        assert grads is not None
+        return per_member, grads
 
     def _evaluate(self, step: int) -> list[dict[str, Any]]:
         with torch.no_grad():

@@ -135,7 +135,7 @@ def _train(cfg0: GrokConfig, cfgs: list[GrokConfig], runs: list, data: Algorithm
                                         extra=_progress_extra(cfg0, data, every=5))
     schedule = Schedule(steps=cfg0.steps, batch_size=cfg0.batch_size, eval_every=cfg0.eval_every,
                         log_spaced_evals=cfg0.log_spaced_evals, checkpoint_every=cfg0.checkpoint_every,
-                        order_seed=cfg0.order_seed)
+                        order_seed=cfg0.order_seed, chunk_size=cfg0.chunk_size)
     stopper = StopAfterGeneralized(cfg0.stop_after_generalized, cfg0.generalized_when)
     for r in runs:
         r.start()
