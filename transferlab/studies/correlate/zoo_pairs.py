@@ -1,0 +1,259 @@
+"""The zoo's own pretrain -> SFT pairs over data mixtures and scales, scored and correlated end to end.
+
+For every mixture ``p`` (percent prose tokens, the rest code) and every zoo size:
+
+1. **pretrain** a zoo LM on the mixture with the zoo's own driver
+   (:func:`transferlab.studies.transfer.run.pretrain_config` + the zoo's build step, which trains
+   through :func:`transferlab.train.lm.train_lm`). The mixture is a token stream made here: with
+   ``P = min(len(prose.train), len(code.train))`` tokens, the first ``round(p P / 100)`` tokens of
+   the zoo's encoded prose stream followed by the first ``P - round(p P / 100)`` of its code stream
+   (validation likewise); every mixture therefore has the same pool size, and ``train_lm`` cuts
+   and shuffles windows from it. The zoo itself is unchanged; the models are recorded in its manifest
+   with corpus ``mix:prose<p>-code<100-p>``.
+2. **SFT**: fine-tune that model (``kind="finetune"``, ``init`` = the pretraining run) for
+   ``sft_steps`` on the held-out instruction-like set of
+   :func:`~transferlab.studies.correlate.zoo_benchmarks.sft_documents`.
+3. **evaluate** both stages on the multiple-choice benchmarks of
+   :mod:`~transferlab.studies.correlate.zoo_benchmarks` (summed log-likelihood per choice).
+
+The tidy CSV (model, stage, mixture, scale, benchmark, accuracy, confidence) is then analysed by
+:func:`transferlab.studies.correlate.run`. Every LM run is a store run keyed by its config, so a
+second call retrains nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from transferlab.core.progress import console, is_quiet
+from transferlab.models.zoo import TokenData, Zoo, size_spec
+from transferlab.store import Store
+from transferlab.studies.correlate import zoo_benchmarks as zb
+from transferlab.studies.correlate.zoo_config import ZooPairsConfig
+
+STUDY = "correlate_zoo"
+LM_STUDY = "lm"
+STAGES = ("pretrain", "sft")
+CSV_COLUMNS = ["model", "stage", "mixture", "scale", "benchmark", "accuracy", "confidence"]
+
+
+def _say(text: str) -> None:
+    if not is_quiet():
+        console.print(text)
+
+
+def mixture_name(p: int) -> str:
+    return f"prose{p}-code{100 - p}"
+
+
+def _cut(prose: torch.Tensor, code: torch.Tensor, p: int) -> torch.Tensor:
+    pool = min(len(prose), len(code))
+    n_prose = round(p * pool / 100)
+    return torch.cat([prose[:n_prose], code[: pool - n_prose]]).contiguous()
+
+
+def mixture_data(prose: TokenData, code: TokenData, p: int) -> TokenData:
+    """A prose/code token mixture with ``p`` percent prose (see the module docstring)."""
+    if prose.tokenizer != code.tokenizer:
+        raise ValueError("prose and code must be encoded with the same tokenizer")
+    key = hashlib.sha256(json.dumps(["mix-v1", prose.corpus_key, code.corpus_key, p]).encode()).hexdigest()
+    train, val = _cut(prose.train, code.train, p), _cut(prose.val, code.val, p)
+    info = {"corpus": f"mix:{mixture_name(p)}", "prose_percent": p, "train_tokens": int(len(train)),
+            "val_tokens": int(len(val)), "prose_key": prose.corpus_key, "code_key": code.corpus_key}
+    return TokenData(f"mix:{mixture_name(p)}", key[:16], prose.tokenizer, train, val, info)
+
+
+def _zoo_config(cfg: ZooPairsConfig, corpus: str) -> Any:
+    from transferlab.studies.transfer.zoo_config import ZooConfig
+
+    return ZooConfig(sizes=cfg.sizes, tokens=cfg.tokens, corpus=corpus, vocab_size=cfg.vocab_size,
+                     tokenizer_corpora=["prose", "code"], val_percent=cfg.val_percent, max_files=cfg.max_files,
+                     seq_len=cfg.seq_len, batch_size=cfg.batch_size, lr=cfg.lr, eval_every=cfg.eval_every,
+                     checkpoint_every=cfg.eval_every * 4, eval_tokens=cfg.eval_tokens, seed=cfg.seed,
+                     monitor=False, num_threads=cfg.num_threads)
+
+
+def sft_config(cfg: ZooPairsConfig, pre: Any, init: str, data: TokenData) -> Any:
+    """The fine-tuning run of the pretraining run ``pre`` (run id ``init``) on the SFT set."""
+    from transferlab.train.lm import LMRunConfig
+
+    return LMRunConfig(**{
+        **pre.to_dict(), "kind": "finetune", "corpus": "sft:doc-to-code", "corpus_key": data.corpus_key,
+        "train_tokens": 0, "steps": cfg.sft_steps, "lr": cfg.sft_lr, "warmup_steps": min(10, cfg.sft_steps // 10),
+        "eval_every": cfg.sft_eval_every, "checkpoint_every": cfg.sft_eval_every, "init": init, "monitor": False,
+    })
+
+
+def sft_data(cfg: ZooPairsConfig, tok: Any) -> TokenData:
+    """The SFT documents encoded with the zoo tokenizer; one document in ten (by hash) is validation."""
+    from transferlab.data.tokenizer import encode_documents
+
+    docs = zb.sft_documents(cfg.val_percent)
+    is_val = [int(hashlib.sha256(d.encode()).hexdigest(), 16) % 10 == 0 for d in docs]
+    train = encode_documents(tok, [d for d, v in zip(docs, is_val) if not v])
+    val = encode_documents(tok, [d for d, v in zip(docs, is_val) if v])
+    key = hashlib.sha256(b"sft-v1" + train.numpy().tobytes() + val.numpy().tobytes()).hexdigest()[:16]
+    return TokenData("sft:doc-to-code", key, "", train, val, {"docs": len(docs), "train_tokens": len(train)})
+
+
+def _finetune(zoo: Zoo, store: Store, lmcfg: Any, pre_name: str, data: TokenData, tok: Any) -> tuple[str, Any]:
+    """Fine-tune (or reuse) the SFT model of ``pre_name``; returns (zoo name, model)."""
+    from transferlab.studies.transfer.run import _check_finished, _run_stats, _save_pretrained
+    from transferlab.train.lm import train_lm
+
+    run = store.open_run(LM_STUDY, lmcfg)
+    name = f"{pre_name}-sft-{run.id[:8]}"
+    mdir = zoo.model_dir(name)
+    if run.status == "done" and (mdir / "config.json").is_file() and name in zoo.manifest():
+        return name, zoo.load(name)
+    _say(f"sft: {name} ({lmcfg.steps} steps)")
+    model = zoo.load(pre_name).train()
+    res = train_lm(lmcfg, run, data.train, data.val, model, description=f"sft {lmcfg.size}")
+    _check_finished(res, run)
+    tmp = mdir.with_name(f".{name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    _save_pretrained(res.model, tok, tmp)
+    shutil.rmtree(mdir, ignore_errors=True)
+    tmp.rename(mdir)
+    spec = size_spec(lmcfg.size)
+    entry = {"name": name, "path": str(mdir.relative_to(zoo.root)), "size": lmcfg.size, "corpus": lmcfg.corpus,
+             "corpus_key": lmcfg.corpus_key, "tokenizer": lmcfg.tokenizer, "vocab_size": lmcfg.vocab_size,
+             "seq_len": lmcfg.seq_len, "non_embedding_params": spec.non_embedding_params(),
+             "init": pre_name, "run_id": run.id, "created": time.time(), **_run_stats(lmcfg, run, res)}
+    zoo.record(entry)
+    run.finish(entry)
+    return name, res.model.eval()
+
+
+def build_pairs(cfg: ZooPairsConfig, store: Store, zoo_root: str | Path | None = None
+                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """Train/reuse every pair and score it: (tidy rows, model rows, benchmark info)."""
+    from transferlab.data.tokenizer import load_tokenizer
+    from transferlab.models.zoo import corpus_key
+    from transferlab.studies.transfer.run import _ensure_model, pretrain_config
+
+    zoo = Zoo(zoo_root if zoo_root is not None else store.root / "zoo")
+    corpus_key("prose", cfg.val_percent, cfg.max_files)
+    tok_dir, _ = zoo.ensure_tokenizer(cfg.vocab_size, ("prose", "code"), cfg.val_percent, cfg.max_files)
+    tok = load_tokenizer(tok_dir)
+    prose = zoo.ensure_tokens("prose", tok_dir, cfg.val_percent, cfg.max_files)
+    code = zoo.ensure_tokens("code", tok_dir, cfg.val_percent, cfg.max_files)
+    sft = sft_data(cfg, tok)
+    t0 = time.perf_counter()
+    benches = zb.build_benchmarks(tok, n_items=cfg.n_items, max_cont_tokens=cfg.seq_len // 2, seed=cfg.seed,
+                                  val_percent=cfg.val_percent)
+    bench_info = {"benchmarks": {b: {"category": zb.BENCHMARK_CATEGORIES[b], "n_items": len(v),
+                                     "example": {"context": v[0].context, "choices": list(v[0].choices),
+                                                 "gold": v[0].gold}} for b, v in benches.items()},
+                  "build_seconds": time.perf_counter() - t0, "sft_docs": sft.info["docs"],
+                  "sft_train_tokens": sft.info["train_tokens"]}
+    threads = torch.get_num_threads()
+    rows: list[dict[str, Any]] = []
+    models: list[dict[str, Any]] = []
+    try:
+        for p in cfg.mixtures:
+            data = mixture_data(prose, code, p)
+            zcfg = _zoo_config(cfg, data.corpus)
+            for size in cfg.sizes:
+                pre_cfg = pretrain_config(zcfg, size, data, len(tok))
+                run = store.open_run(LM_STUDY, pre_cfg)
+                pre_name = f"mix{p}-{size}-{run.id[:8]}"
+                entry = _ensure_model(zoo, run, pre_cfg, pre_name, data, tok, None)
+                sft_name, sft_model = _finetune(zoo, store, sft_config(cfg, pre_cfg, run.id, sft), pre_name,
+                                                 sft, tok)
+                model_id = f"mix{p}-{size}"
+                torch.set_num_threads(cfg.num_threads or threads)
+                t1 = time.perf_counter()
+                for stage, m in (("pretrain", zoo.load(pre_name)), ("sft", sft_model)):
+                    for b, items in benches.items():
+                        s = zb.score_benchmark(m, tok, items, cfg.seq_len)
+                        rows.append({"model": model_id, "stage": stage, "mixture": mixture_name(p), "scale": size,
+                                     "benchmark": b, "accuracy": s["accuracy"], "confidence": s["confidence"]})
+                torch.set_num_threads(threads)
+                models.append({"model": model_id, "mixture": mixture_name(p), "scale": size,
+                               "non_embedding_params": entry["non_embedding_params"],
+                               "pretrain": pre_name, "sft": sft_name, "pretrain_val_loss": entry.get("val_loss"),
+                               "pretrain_tokens": entry.get("tokens_seen"),
+                               "eval_seconds": time.perf_counter() - t1})
+                _say(f"{model_id}: " + ", ".join(f"{r['stage']}/{r['benchmark']}={r['accuracy']:.2f}"
+                                                 for r in rows[-2 * len(benches):]))
+    finally:
+        torch.set_num_threads(threads)
+    return rows, models, bench_info
+
+
+def write_csv(rows: list[dict[str, Any]], path: str | Path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=CSV_COLUMNS).to_csv(p, index=False)
+    return p
+
+
+def write_report(cfg: ZooPairsConfig, rows: list[dict[str, Any]], models: list[dict[str, Any]],
+                 result: dict[str, Any], path: Path) -> Path:
+    import plotly.graph_objects as go
+
+    from transferlab.report import Page
+
+    df = pd.DataFrame(rows, columns=CSV_COLUMNS)
+    page = Page("Zoo pretrain -> SFT pairs", f"preset {cfg.preset} · {len(models)} models · "
+                f"{df['benchmark'].nunique()} benchmarks")
+    page.text("Each model is pretrained on a prose/code token mixture, fine-tuned on held-out docstring -> "
+              "code documents, and scored on stdlib multiple-choice benchmarks by summed log-likelihood. "
+              f"Cross-stage analysis: {result.get('report')}")
+    wide = df.pivot_table(index=["model", "benchmark"], columns="stage", values="accuracy").reset_index()
+    fig = go.Figure()
+    for b, g in wide.groupby("benchmark"):
+        fig.add_trace(go.Scatter(x=g["pretrain"], y=g["sft"], mode="markers", name=str(b), text=g["model"],
+                                 hovertemplate="%{text}: %{x:.2f} -> %{y:.2f}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"},
+                             name="y = x"))
+    fig.update_layout(title="Accuracy before (pretrain) and after SFT", xaxis_title="pretrain accuracy",
+                      yaxis_title="SFT accuracy", height=460)
+    page.figure(fig, "One point per model and benchmark; chance is 0.25.")
+    page.heading("Cross-stage Spearman per benchmark")
+    page.table([{"benchmark": r["benchmark"], "category": r["category"], "Spearman accuracy": r["spearman"],
+                 "Spearman confidence": result["benchmarks"][r["benchmark"]].get("spearman_confidence"),
+                 "verdict": r["verdict"]} for r in result["ranking_accuracy"]])
+    page.heading("Models")
+    page.table(models)
+    page.heading("Scores")
+    page.table(rows)
+    return page.write(path)
+
+
+def run(cfg: ZooPairsConfig, store: Store | str | Path, zoo_root: str | Path | None = None) -> dict[str, Any]:
+    """Build the pairs, write ``pairs.csv``, run the correlate analysis on it, write the reports."""
+    from transferlab.studies.correlate import CorrelateConfig
+    from transferlab.studies.correlate import run as correlate_run
+
+    t0 = time.perf_counter()
+    st = store if isinstance(store, Store) else Store(store)
+    rows, models, bench_info = build_pairs(cfg, st, zoo_root)
+    zrun = st.open_run(STUDY, cfg)
+    zrun.start()
+    csv = write_csv(rows, zrun.path / "pairs.csv")
+    ccfg = CorrelateConfig(path=str(csv), categories=dict(zb.BENCHMARK_CATEGORIES), n_boot=cfg.n_boot,
+                           seed=cfg.seed)
+    result = correlate_run(ccfg, out=zrun.path / "correlate_report.html")
+    summary: dict[str, Any] = {
+        "preset": cfg.preset,
+        "csv": str(csv),
+        "n_rows": len(rows),
+        "models": models,
+        **bench_info,
+        "correlate": result,
+        "correlate_report": result["report"],
+    }
+    summary["report"] = str(write_report(cfg, rows, models, result, zrun.report_path))
+    summary["wall_seconds"] = time.perf_counter() - t0
+    zrun.finish(summary)
+    return summary
