@@ -33,6 +33,32 @@ def json_view(summary: dict) -> dict:
         "run_dir": summary.get("run_dir"),
         "report": str(Path(summary["run_dir"]) / "report.html") if summary.get("run_dir") else None,
         "reused": summary.get("reused", False),
+        **_model_ladder(summary),
+    }
+
+
+def _model_ladder(summary: dict) -> dict:
+    """Zoo / causal-LM runs: the models used and PGR against the ratio of non-embedding parameters."""
+    if not summary.get("models"):
+        return {}
+    return {
+        "models": {
+            k: {
+                "zoo_name": m.get("zoo_name"),
+                "path": m.get("encoder"),
+                "non_embedding_params": m["non_embedding_params"],
+            }
+            for k, m in summary["models"].items()
+        },
+        "sweep": [
+            {
+                "weak": r["weak_view"],
+                "strong": r["strong_view"],
+                "param_ratio": r["param_ratio"],
+                **{k: _interval(r[k]) for k in CONTRACT_KEYS},
+            }
+            for r in summary.get("sweep", [])
+        ],
     }
 
 
@@ -59,7 +85,12 @@ def register(app: typer.Typer) -> None:
         store: Path | None = StoreOpt,
         json_out: bool = JsonOpt,
     ) -> None:
-        """Weak-to-strong: floor (weak on gold), ceiling (strong on gold), students on weak labels."""
+        """Weak-to-strong: floor (weak on gold), ceiling (strong on gold), students on weak labels.
+
+        Text tasks embed with the bundled MiniLM (weak = its first layers) unless weak and strong models
+        are named: --set weak_model=zoo:xs --set strong_model=zoo:m [--set mid_models=zoo:s] (the
+        model zoo; build it with `transferlab zoo build --sizes xs,s,m`) or local causal-LM folders.
+        """
         begin(json_out)
         if list_tasks:
             from transferlab.data.classification import list_tasks as _list

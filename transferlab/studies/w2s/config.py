@@ -59,9 +59,15 @@ class W2SConfig(StudyConfig):
     # analysis
     min_gap: float = Field(0.01, ge=0)
     n_boot: int = Field(2000, ge=100)
-    # finetune backend (Hugging Face)
+    # weak/strong models: 'zoo:<size>' (or 'zoo:<name>') from the model zoo, or a local HF folder.
+    # heads backend: when set, text features are causal-LM hidden states mean-pooled by the attention
+    # mask (studies.w2s.zoo_features) instead of the encoder's layers; finetune backend: the models tuned.
     strong_model: str | None = None
     weak_model: str | None = None
+    mid_models: list[str] = Field(default_factory=list)  # heads: intermediate rungs (bootstrap, size sweep)
+    zoo_root: str | None = None  # default <store>/zoo
+    zoo_corpus: str | None = None  # zoo:<size> picks among this corpus's models (default: any)
+    resolved_models: dict[str, dict[str, Any]] = Field(default_factory=dict)  # filled by run(): weights ids
     lora: bool = False
     lora_r: int = Field(8, ge=1)
     ft_steps: int = Field(60, ge=1)
@@ -75,6 +81,13 @@ class W2SConfig(StudyConfig):
     @field_validator("losses", mode="before")
     @classmethod
     def _split_losses(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [s.strip() for s in v.split(",") if s.strip()]
+        return v
+
+    @field_validator("mid_models", mode="before")
+    @classmethod
+    def _split_models(cls, v: Any) -> Any:
         if isinstance(v, str):
             v = [s.strip() for s in v.split(",") if s.strip()]
         return v

@@ -105,6 +105,8 @@ def sweep_figure(summary: dict[str, Any]) -> go.Figure | None:
     sweep = summary.get("sweep") or []
     if not sweep:
         return None
+    if "param_ratio" in sweep[0]:
+        return _pair_sweep_figure(sweep)
     vals = [_err(r["pgr"]) for r in sweep]
     fig = go.Figure(
         go.Scatter(
@@ -123,6 +125,48 @@ def sweep_figure(summary: dict[str, Any]) -> go.Figure | None:
         height=380,
     )
     return fig
+
+
+def _pair_sweep_figure(sweep: list[dict[str, Any]]) -> go.Figure:
+    """Model ladders (zoo or local causal LMs): one line per strong model, x = strong / weak parameters."""
+    fig = go.Figure()
+    for strong in dict.fromkeys(r["strong_view"] for r in sweep):
+        rows = sorted((r for r in sweep if r["strong_view"] == strong), key=lambda r: r["param_ratio"])
+        vals = [_err(r["pgr"]) for r in rows]
+        fig.add_trace(
+            go.Scatter(
+                x=[r["param_ratio"] for r in rows],
+                y=[v[0] for v in vals],
+                mode="lines+markers",
+                text=[f"{r['weak_view']} -> {strong}" for r in rows],
+                name=f"strong {strong}",
+                error_y={"type": "data", "array": [v[1] for v in vals], "arrayminus": [v[2] for v in vals]},
+            )
+        )
+    fig.add_hline(y=0, line_dash="dot")
+    fig.update_layout(
+        title="PGR against the weak-strong size gap (naive xent student, every smaller weak / larger strong)",
+        xaxis={"title": "strong / weak non-embedding parameters", "type": "log"},
+        yaxis_title="PGR",
+        height=400,
+    )
+    return fig
+
+
+def _sweep_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "weak": r["weak_view"],
+            "strong": r["strong_view"],
+            "params ratio": f"{r['param_ratio']:.2f}",
+            "weak_acc": _fmt(r["weak_acc"]),
+            "student_acc": _fmt(r["student_acc"]),
+            "ceiling_acc": _fmt(r["ceiling_acc"]),
+            "pgr": _fmt(r["pgr"]),
+        }
+        for r in summary.get("sweep") or []
+        if "param_ratio" in r
+    ]
 
 
 def _fmt(d: dict[str, float]) -> str:
@@ -166,6 +210,15 @@ def build_page(summary: dict[str, Any]) -> Page:
     fig = sweep_figure(summary)
     if fig is not None:
         page.heading("PGR against the size gap").figure(fig)
+        rows = _sweep_rows(summary)
+        if rows:
+            page.table(rows)
+            page.key_values(
+                {
+                    name: f"{m.get('zoo_name') or m.get('encoder')} ({m['non_embedding_params']:,} params)"
+                    for name, m in (summary.get("models") or {}).items()
+                }
+            )
     page.heading("Paired tests between losses (across seeds)")
     page.table(
         [

@@ -25,6 +25,14 @@ from transferlab.studies.w2s.config import W2SConfig, refuse_gold
 from transferlab.studies.w2s.heads import HeadJob, train_heads
 from transferlab.studies.w2s.losses import XentLoss, make_loss
 from transferlab.studies.w2s.tasks import Views, build_data, build_views
+from transferlab.studies.w2s.zoo_features import (
+    ModelViews,
+    build_model_views,
+    pair_sweep,
+    require_texts,
+    uses_models,
+    with_resolved_models,
+)
 
 STUDY = "w2s"
 BASELINE_STUDY = "w2s-baseline"
@@ -51,6 +59,8 @@ BASELINE_FIELDS = (
     "backend",
     "strong_model",
     "weak_model",
+    "mid_models",
+    "resolved_models",
     "lora",
     "lora_r",
     "ft_steps",
@@ -332,10 +342,16 @@ def _run(cfg: W2SConfig, store: Store | None, write_report: bool) -> dict[str, A
     t0 = time.perf_counter()
     if cfg.backend == "finetune":
         from transferlab.studies.w2s.finetune import run_finetune
+        from transferlab.studies.w2s.zoo_features import zoo_refs_to_paths
 
-        return run_finetune(cfg, store, write_report=write_report)
+        return run_finetune(zoo_refs_to_paths(cfg, store), store, write_report=write_report)
+    model_views = uses_models(cfg)
+    if model_views:  # causal-LM features (zoo or local path): the run keys on the models' weights
+        cfg = with_resolved_models(cfg, store)
     data = build_data(cfg)
     sizes = split_sizes(cfg, data.n, data.n_classes)  # validated before anything is written
+    if model_views:
+        require_texts(cfg, data)
     if store is not None:
         existing = store.open_run(STUDY, cfg) if _is_done(store, cfg) else None
         if existing is not None:
@@ -343,7 +359,7 @@ def _run(cfg: W2SConfig, store: Store | None, write_report: bool) -> dict[str, A
             if write_report and not existing.report_path.exists():
                 _write_report(existing, summary)
             return {**summary, "reused": True, "run_dir": str(existing.path)}
-    views = build_views(cfg, store, data)
+    views = build_model_views(cfg, store, data) if model_views else build_views(cfg, store, data)
     t_feat = time.perf_counter()
     splits = [make_splits(data.n, sizes, cfg.seed + s) for s in range(cfg.seeds)]
     with progress.progress_bar("w2s floor+ceiling", total=None):
@@ -362,7 +378,11 @@ def _run(cfg: W2SConfig, store: Store | None, write_report: bool) -> dict[str, A
         students = train_students(views, splits, base, cfg, cfg.losses)
     t_students = time.perf_counter()
     summary = assemble(cfg, views, splits, base, weak_acc, ceil_acc, students)
-    summary["sweep"] = size_sweep(views, splits, base, cfg, ceil_acc)
+    if isinstance(views, ModelViews):
+        summary["sweep"] = pair_sweep(views, splits, base, cfg)
+        summary["models"] = views.models
+    else:
+        summary["sweep"] = size_sweep(views, splits, base, cfg, ceil_acc)
     summary["timing_s"] = {
         "features": t_feat - t0,
         "baseline": t_base - t_feat,
