@@ -68,7 +68,8 @@ def register(app: typer.Typer) -> None:
         task: str | None = typer.Option(
             None,
             "--task",
-            help="Task name (see --list-tasks) or a .csv/.jsonl path (default synthetic-noisy).",
+            help="Task name (see --list-tasks) or a .csv/.jsonl path (default synthetic-noisy); several "
+            "comma-separated tasks add paired tests between losses pooled across tasks and seeds.",
         ),
         losses: str | None = typer.Option(
             None,
@@ -122,6 +123,9 @@ def register(app: typer.Typer) -> None:
             extra=extra,
             hook=hook,
         )
+        if "," in cfg.task:
+            _many(cfg, Store(store_path(store)), json_out)
+            return
         summary = run(cfg, Store(store_path(store)))
         if json_out:
             emit_json(json_view(summary))
@@ -135,3 +139,23 @@ def register(app: typer.Typer) -> None:
                 f"PGR {p['value']:.3f} [{p['lo']:.3f}, {p['hi']:.3f}]"
             )
         say(f"report: {Path(summary['run_dir']) / 'report.html'}")
+
+
+def _many(cfg, store, json_out: bool) -> None:
+    """Several tasks: one run each, plus paired tests between losses pooled across tasks and seeds."""
+    from transferlab.studies.w2s.analysis import pooled_paired_tests
+    from transferlab.studies.w2s.report import write_multi_task_report
+    from transferlab.studies.w2s.run import run
+
+    tasks = [t.strip() for t in cfg.task.split(",") if t.strip()]
+    summaries = [run(cfg.model_copy(update={"task": t}), store) for t in tasks]
+    pooled = pooled_paired_tests(summaries)
+    report = write_multi_task_report(summaries, pooled, store)
+    if json_out:
+        emit_json({"tasks": {s["task"]: json_view(s) for s in summaries}, "pooled_paired_tests": pooled,
+                   "report": str(report)})
+        return
+    for row in pooled:
+        say(f"  {row['a']} vs {row['b']}: mean diff {row['mean_diff']:+.4f} over {row['n']} (task, seed) pairs, "
+            f"t-test p {row['t_p']:.3g}, Wilcoxon p {row['wilcoxon_p']:.3g}")
+    say(f"report: {report}")

@@ -36,6 +36,7 @@ def summarize_method(
         "ceiling_acc": _ci(ceiling),
         "student_acc": _ci(s),
         "pgr": {"value": p.value, "lo": p.lo, "hi": p.hi, "guarded": p.guarded, "note": p.note},
+        "student_acc_per_seed": [float(x) for x in s],
         "pgr_per_seed": [
             (si - wi) / (ci - wi) if ci - wi >= min_gap else math.nan for si, wi, ci in zip(s, weak, ceiling)
         ],
@@ -74,6 +75,16 @@ def paired_tests(student_acc: dict[str, list[float]]) -> list[dict[str, Any]]:
                 row["wilcoxon_p"] = math.nan
         out.append(row)
     return out
+
+
+def pooled_paired_tests(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Paired tests between losses across tasks and seeds: each (task, seed) is one pair. Only losses
+    present in every task are compared."""
+    if not summaries:
+        return []
+    common = [m for m in summaries[0]["losses"] if all(m in s["losses"] for s in summaries)]
+    pooled = {m: [x for s in summaries for x in s["losses"][m]["student_acc_per_seed"]] for m in common}
+    return paired_tests(pooled)
 
 
 def mean_curve(curves: list[list[tuple[int, float]]]) -> dict[str, list[float]]:

@@ -243,3 +243,22 @@ def build_page(summary: dict[str, Any]) -> Page:
 
 def write_report(summary: dict[str, Any], path: str | Path) -> Path:
     return build_page(summary).write(path)
+
+
+def write_multi_task_report(summaries: list[dict], pooled: list[dict], store) -> Path:
+    """PGR per loss for each task, and the paired tests pooled across tasks and seeds."""
+    import hashlib
+
+    tasks = [s["task"] for s in summaries]
+    page = Page("Weak-to-strong across tasks", ", ".join(tasks))
+    fig = go.Figure()
+    for s in summaries:
+        names = list(s["losses"])
+        vals = [s["losses"][m]["pgr"]["value"] for m in names]
+        fig.add_trace(go.Bar(name=s["task"], x=names, y=vals))
+    fig.update_layout(barmode="group", title="PGR per loss and task", yaxis_title="PGR", height=420)
+    page.heading("PGR per loss and task").figure(fig)
+    page.heading("Paired tests between losses, pooled across tasks and seeds")
+    page.table([{k: r[k] for k in ("a", "b", "n", "mean_diff", "t_p", "wilcoxon_p")} for r in pooled])
+    tag = hashlib.sha256(",".join(s.get("run_dir") or s["task"] for s in summaries).encode()).hexdigest()[:12]
+    return page.write(Path(store.root) / "w2s" / "reports" / f"tasks-{tag}.html")
