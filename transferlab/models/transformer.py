@@ -5,6 +5,10 @@ that position is read, the final layer computes queries, the attention output an
 the last position alone (keys and values still see every position). This is exact, and makes
 the 1-layer model of Nanda et al. about twice as cheap per step. Without a LayerNorm before the first
 attention, its query/key/value projections are also taken on the vocabulary table instead of per sample.
+
+Initialization follows Nanda et al.'s model: every matrix ~ N(0, 1/d_model) except the unembedding,
+~ N(0, 1/d_vocab) with d_vocab = p + 1. (The initial weight norm sets how long weight decay needs to
+reach the generalizing solution, so it shifts the grokking step.)
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ class Block(nn.Module):
         self.W_O = nn.Parameter(torch.randn(d_model, d_model) * std)
         self.W_in = nn.Parameter(torch.randn(d_model, d_mlp) * std)
         self.b_in = nn.Parameter(torch.zeros(d_mlp))
-        self.W_out = nn.Parameter(torch.randn(d_mlp, d_model) / math.sqrt(d_mlp))
+        self.W_out = nn.Parameter(torch.randn(d_mlp, d_model) * std)  # 1/sqrt(d_model), as Nanda et al.
         self.b_out = nn.Parameter(torch.zeros(d_model))
         self.ln1 = nn.LayerNorm(d_model) if layer_norm else nn.Identity()
         self.ln2 = nn.LayerNorm(d_model) if layer_norm else nn.Identity()
@@ -77,7 +81,7 @@ class AlgorithmicTransformer(nn.Module):
         self.pos = nn.Parameter(torch.randn(n_ctx, d_model) / math.sqrt(d_model))
         self.blocks = nn.ModuleList(Block(d_model, n_heads, d_mlp, layer_norm) for _ in range(n_layers))
         self.ln_f = nn.LayerNorm(d_model) if layer_norm else nn.Identity()
-        self.unembed = nn.Parameter(torch.randn(d_model, n_classes) / math.sqrt(d_model))
+        self.unembed = nn.Parameter(torch.randn(d_model, n_classes) / math.sqrt(n_classes + 1))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens: [n, 2] operand ids -> logits [n, n_classes] at the '=' position."""
