@@ -28,8 +28,9 @@ def main() -> None:
     ap.add_argument("--store", default="repro-runs")
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--out", default=None, help="append JSON lines here")
+    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     for name in args.presets.split(","):
         cfg = resolve(GrokConfig, presets=PRESETS, preset=name, overrides=args.set)
         t0 = time.time()
