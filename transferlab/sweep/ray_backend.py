@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from typing import Any
 
 from transferlab.core.errors import ConfigError
@@ -16,6 +18,14 @@ def run_on_ray(store_root: str, groups: list[list[dict[str, Any]]], sweep: str, 
     from transferlab.sweep.runner import execute_group
 
     started_here = not ray.is_initialized()
+    # Ray's driver prints worker and raylet messages on stdout; keep stdout for --json.
+    with contextlib.redirect_stdout(sys.stderr):
+        _run(ray, started_here, store_root, groups, sweep, address)
+    _ = execute_group  # imported so a missing module fails here, before tasks are sent
+
+
+def _run(ray: Any, started_here: bool, store_root: str, groups: list[list[dict[str, Any]]], sweep: str,
+         address: str | None) -> None:
     if started_here:
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                   "configure_logging": False}
@@ -23,6 +33,9 @@ def run_on_ray(store_root: str, groups: list[list[dict[str, Any]]], sweep: str, 
             kwargs["address"] = address
         else:
             kwargs["num_cpus"] = int(os.environ.get("TRANSFERLAB_RAY_CPUS", os.cpu_count() or 1))
+            # A local instance leaves out-of-memory handling to the OS instead of killing and retrying
+            # tasks whenever the whole machine is busy.
+            os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
         ray.init(**kwargs)
     try:
         task = ray.remote(num_cpus=1)(_execute_in_worker)
@@ -31,7 +44,6 @@ def run_on_ray(store_root: str, groups: list[list[dict[str, Any]]], sweep: str, 
     finally:
         if started_here:
             ray.shutdown()
-    _ = execute_group  # imported so a missing module fails here, before tasks are sent
 
 
 def _execute_in_worker(store_root: str, group: list[dict[str, Any]], sweep: str) -> list[str]:
