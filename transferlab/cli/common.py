@@ -51,3 +51,36 @@ def emit_json(obj: Any) -> None:
 
 def say(text: str) -> None:
     progress.console.print(text)
+
+
+def config_or_listing(
+    cls: Any,
+    presets: Any,
+    *,
+    preset: Optional[str],
+    config: Optional[Path],
+    overrides: Optional[list[str]],
+    default_preset: str,
+    list_presets: bool,
+    print_config: bool,
+    json_out: bool,
+) -> Any:
+    """The shared front of a study command: answer --list-presets / --print-config, else return the
+    resolved config (``default_preset`` when the user gave no preset, file or override). Returns None when
+    the command has already answered."""
+    from transferlab.core.config import resolve
+
+    if list_presets:
+        docs = {n: presets.doc(n) for n in presets.names()}
+        if json_out:
+            emit_json(docs)
+        else:
+            for n, d in docs.items():
+                typer.echo(f"{n:24s} {d}")
+        return None
+    name = preset if preset is not None or config is not None or overrides else default_preset
+    cfg = resolve(cls, presets=presets, preset=name, config_file=config, overrides=overrides)
+    if print_config:
+        typer.echo(cfg.to_yaml())
+        return None
+    return cfg

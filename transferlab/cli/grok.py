@@ -7,8 +7,16 @@ from typing import List, Optional
 
 import typer
 
-from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, emit_json, say, store_path
-from transferlab.core.config import resolve
+from transferlab.cli.common import (
+    JsonOpt,
+    SetOpt,
+    StoreOpt,
+    begin,
+    config_or_listing,
+    emit_json,
+    say,
+    store_path,
+)
 from transferlab.store import Store
 
 
@@ -29,17 +37,10 @@ def register(app: typer.Typer) -> None:
         from transferlab.studies.grokking.run import run
 
         begin(json_out)
-        if list_presets:
-            if json_out:
-                emit_json({n: PRESETS.doc(n) for n in PRESETS.names()})
-            else:
-                for n in PRESETS.names():
-                    typer.echo(f"{n:24s} {PRESETS.doc(n)}")
-            return
-        name = preset if preset is not None or config is not None or set_ else "default"
-        cfg = resolve(GrokConfig, presets=PRESETS, preset=name, config_file=config, overrides=set_)
-        if print_config:
-            typer.echo(cfg.to_yaml())
+        cfg = config_or_listing(GrokConfig, PRESETS, preset=preset, config=config, overrides=set_,
+                                default_preset="default", list_presets=list_presets, print_config=print_config,
+                                json_out=json_out)
+        if cfg is None:
             return
         result = run(cfg, Store(store_path(store)), seeds=seeds)
         if json_out:

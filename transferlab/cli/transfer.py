@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, emit_json, say, store_path
+from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, config_or_listing, emit_json, say, store_path
 
 
 def register(app: typer.Typer) -> None:
@@ -26,22 +26,13 @@ def register(app: typer.Typer) -> None:
         list_presets: bool = typer.Option(False, "--list-presets", help="List the presets and exit."),
     ) -> None:
         """Pretrain on prose, then train from scratch and fine-tune on code over grids of D; fit D_T."""
-        from transferlab.core.config import resolve
         from transferlab.studies.transfer.zoo_config import PRESETS, TransferRunConfig
 
         begin(json_out)
-        if list_presets:
-            docs = {n: PRESETS.doc(n) for n in PRESETS.names()}
-            if json_out:
-                emit_json(docs)
-            else:
-                for n, d in docs.items():
-                    typer.echo(f"{n:8s} {d}")
-            return
-        name = preset if preset is not None or config is not None or set_ else "quick"
-        cfg = resolve(TransferRunConfig, presets=PRESETS, preset=name, config_file=config, overrides=set_)
-        if print_config:
-            typer.echo(cfg.to_yaml())
+        cfg = config_or_listing(TransferRunConfig, PRESETS, preset=preset, config=config, overrides=set_,
+                                default_preset="quick", list_presets=list_presets, print_config=print_config,
+                                json_out=json_out)
+        if cfg is None:
             return
         from transferlab.store import Store
         from transferlab.studies.transfer.run import run
