@@ -1,4 +1,4 @@
-"""`transferlab eft generate|score`: emulated fine-tuning from local model folders."""
+"""`transferlab eft generate|score|demo`: emulated fine-tuning from local model folders, and the zoo demo."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from transferlab.cli.common import JsonOpt, begin, emit_json, say
+from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, emit_json, say, store_path
 
 BaseOpt = typer.Option(
     ..., "--base", help="The model whose knowledge is kept (e.g. the large pretrained one)."
@@ -127,10 +127,65 @@ def score(
         say(f"report: {out['report']}")
 
 
+def demo(
+    preset: str | None = typer.Option(None, "--preset", help="default | micro (see --list-presets)."),
+    config: Path | None = typer.Option(None, "--config", help="YAML file of config keys."),
+    set_: list[str] | None = SetOpt,
+    zoo: Path | None = typer.Option(None, "--zoo", help="Zoo folder (default: <store>/zoo)."),
+    store: Path | None = StoreOpt,
+    json_out: bool = JsonOpt,
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
+    list_presets: bool = typer.Option(False, "--list-presets", help="List the presets and exit."),
+) -> None:
+    """The zoo demo: small-ft, large-ft, up- and down-scaled EFT on target and source held-out loss."""
+    from transferlab.core.config import resolve
+    from transferlab.eft.demo import PRESETS, EFTDemoConfig
+
+    begin(json_out)
+    if list_presets:
+        docs = {n: PRESETS.doc(n) for n in PRESETS.names()}
+        if json_out:
+            emit_json(docs)
+        else:
+            for n, d in docs.items():
+                typer.echo(f"{n:8s} {d}")
+        return
+    name = preset if preset is not None or config is not None or set_ else "default"
+    cfg = resolve(EFTDemoConfig, presets=PRESETS, preset=name, config_file=config, overrides=set_)
+    if print_config:
+        typer.echo(cfg.to_yaml())
+        return
+    from transferlab.eft.demo import run_zoo_demo
+    from transferlab.store import Store
+
+    summary = run_zoo_demo(cfg, Store(store_path(store)), zoo)
+    if json_out:
+        emit_json(summary)
+        return
+    width = max(len(r["label"]) for r in summary["table"])
+    say(f"{'model':{width}s}  target ({summary['target_corpus']})  source ({summary['source_corpus']})")
+    for r in summary["table"]:
+        say(f"{r['label']:{width}s}  {r['target_loss']:>14.4f}  {r['source_loss']:>14.4f}")
+    g = summary["gap"]["target"]
+    frac = g["up_fraction_closed"]
+    if frac is None:
+        say("large-ft is not better than small-ft on the target: no gap for up-scaling to close")
+    else:
+        ci = g["up_fraction_ci95"]
+        ci_txt = "" if ci is None else f" (95% interval {ci[0]:.3f} to {ci[1]:.3f})"
+        verdict = "met" if summary["target_met"] else "missed"
+        say(
+            f"up-scaling closes {frac:.3f}{ci_txt} of the small-ft -> large-ft gap on the target "
+            f"(target >= {summary['target_fraction']:g}: {verdict})"
+        )
+    typer.echo(summary["report"])
+
+
 def register(app: typer.Typer) -> None:
     sub = typer.Typer(
         name="eft", help="Emulated fine-tuning (Mitchell et al. 2023) at decoding time.", no_args_is_help=True
     )
     sub.command("generate")(generate)
     sub.command("score")(score)
+    sub.command("demo")(demo)
     app.add_typer(sub, name="eft")
