@@ -4,7 +4,7 @@
 
 For every task: one full run (floor, ceiling, 6 losses x seeds) into a fresh store, then the
 student phase re-timed ``--repeats`` times on the cached features and baseline (median reported).
-Prints a markdown table for docs/results/w2s.md.
+Prints a markdown table for docs/RESULTS.md.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     nice -n 10 python repro/correlate_zoo.py [--preset default] [--store runs]
 
-Results are recorded in docs/results/correlate_monitor.md (section "Zoo pretrain -> SFT pairs").
+Results are recorded in docs/RESULTS.md (section "Zoo pretrain -> SFT pairs").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The zoo demo of emulated fine-tuning (issue 5; results in docs/results/eft.md).
+"""The zoo demo of emulated fine-tuning (issue 5; results in docs/RESULTS.md).
 
 Runs ``transferlab eft demo`` through the API in its own store: pretrain a small and a large zoo
 model on prose, fine-tune both on code, and score small-ft, large-ft, up-scaled and down-scaled

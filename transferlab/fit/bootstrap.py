@@ -13,7 +13,7 @@ Starts per resample (``K = 1 + n_basins + n_grid``), a documented shortcut for t
 
 The best of the K is the resample's fit. ``bench/chinchilla_fit.py`` checks this shortcut
 against the full 4,500-start grid on the original data and on a sample of resamples (both must
-reach the same optimum); the figures are in ``docs/results/fit.md``.
+reach the same optimum); the figures are in ``docs/RESULTS.md``.
 
 Intervals are percentile intervals (2.5th and 97.5th percentiles for 95%) over the resamples
 whose fit converged. Resamples that cannot identify the free parameters (too few distinct

@@ -9,7 +9,7 @@ and the fit minimizes the **sum** over points of ``Huber_delta(log L_hat - log L
 ``delta = 1e-3``. The sum matters: Hoffmann et al. used a mean, whose tiny gradients stop L-BFGS
 long before convergence (Epoch's finding); with the sum our L-BFGS converges.
 
-Procedure (choices documented here, measured in ``docs/results/fit.md``):
+Procedure (choices documented here, measured in ``docs/RESULTS.md``):
 
 - Starts: the full Epoch grid, 4,500 points: alpha, beta in {0, 0.5, ..., 2}; e in {-1, -0.5, ..., 1};
   a, b in {0, 5, ..., 25}. Parameters are unbounded, as in Epoch's code.
@@ -28,7 +28,7 @@ Procedure (choices documented here, measured in ``docs/results/fit.md``):
 On Epoch's extracted data this reproduces their published point estimate (A 477.8, B 2143.9,
 E 1.817, alpha 0.3473, beta 0.3672) when, as in their notebook, the five highest-loss points are
 left out (``drop_highest_loss=5`` in the study layer). On all 245 points the same procedure gives a
-different optimum (E 1.89, beta 0.45); see ``docs/results/fit.md``.
+different optimum (E 1.89, beta 0.45); see ``docs/RESULTS.md``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Pure analysis of cross-stage evaluations (no I/O): correlations, bootstrap, calibration.
 
-Conventions (documented in docs/results/correlate_monitor.md):
+Conventions (documented in docs/RESULTS.md):
 
 - A cross-stage correlation of a benchmark is computed across models: x = the models' scores
   before fine-tuning (``pre`` stage), y = the same models' scores after (``post`` stage).

@@ -1,6 +1,6 @@
 """Read cross-stage evaluations: lm-evaluation-harness folders or a tidy CSV.
 
-Folder layout (decided here, documented in docs/results/correlate_monitor.md)::
+Folder layout (decided here, documented in docs/RESULTS.md)::
 
     <root>/<stage>/<model>/**/results_*.json      one folder per stage, one per model inside it
     <root>/<stage>/<model>/**/samples_<task>_*.jsonl   (optional, from lm_eval --log_samples)
