@@ -103,3 +103,11 @@ def test_nan_loss_is_a_clean_stop_with_exit_2(cli, tmp_path):
     code, _, err = cli(["grok", *TINY, "--set", "lr=1e30", "--set", "warmup_steps=0", "--store", str(tmp_path)])
     assert code == 2
     assert "NaN/Inf" in err and "last good checkpoint" in err and len(err.strip().splitlines()) == 1
+
+
+def test_usage_errors_are_one_line_exit_2(cli):
+    code, _, err = cli(["grok", "--no-such-flag"])
+    assert code == 2 and err.strip().startswith("error") and "no-such-flag" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    code, _, err = cli(["grok", "--seeds", "many"])
+    assert code == 2 and "seeds" in err and len(err.strip().splitlines()) == 1

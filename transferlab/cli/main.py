@@ -6,7 +6,6 @@ import importlib
 import pkgutil
 import sys
 
-import click
 import typer
 
 from transferlab.core.errors import TransferlabError
@@ -36,25 +35,34 @@ _register_commands()
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (2 for bad input, with one line on stderr)."""
     cmd = typer.main.get_command(app)
     try:
         cmd.main(args=argv, prog_name="transferlab", standalone_mode=False)
     except TransferlabError as err:
         print(f"error: {err.one_line()}", file=sys.stderr)
-        return (2)
-    except click.exceptions.Abort:
+        return 2
+    except Exception as err:  # click's exceptions (typer may vendor its own copy of click)
+        return _click_exit(err)
+    return 0
+
+
+def _click_exit(err: Exception) -> int:
+    name = type(err).__name__
+    if name == "Abort":
         print("error: aborted", file=sys.stderr)
-        return (130)
-    except click.exceptions.NoArgsIsHelpError as err:
-        print(err.format_message() if hasattr(err, "format_message") else str(err), file=sys.stderr)
-        return (0)
-    except click.ClickException as err:
-        where = f" ({err.ctx.command_path})" if getattr(err, "ctx", None) else ""
-        print(f"error{where}: {err.format_message()} — see --help", file=sys.stderr)
-        return (2)
-    except click.exceptions.Exit as err:
-        return (err.exit_code)
-    return (0)
+        return 130
+    if name == "Exit":
+        return int(getattr(err, "exit_code", 0) or 0)
+    if name == "NoArgsIsHelpError":
+        print(err.format_message(), file=sys.stderr)  # type: ignore[attr-defined]
+        return 0
+    if hasattr(err, "format_message") and hasattr(err, "exit_code"):  # a usage error
+        ctx = getattr(err, "ctx", None)
+        where = f" ({ctx.command_path})" if ctx is not None else ""
+        print(f"error{where}: {err.format_message()} — see --help", file=sys.stderr)  # type: ignore[attr-defined]
+        return 2
+    raise err
 
 
 if __name__ == "__main__":
