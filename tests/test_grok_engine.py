@@ -50,7 +50,7 @@ def _cli(store, *sets):
     return args
 
 
-RESUME_SETS = ("p=29", "train_fraction=0.5", "width=64", "steps=600", "eval_every=10", "checkpoint_every=25",
+RESUME_SETS = ("p=29", "train_fraction=0.5", "width=64", "steps=3000", "eval_every=10", "checkpoint_every=25",
                "stop_after_generalized=-1")
 
 
@@ -70,7 +70,7 @@ def test_kill9_then_resume_gives_identical_metrics(tmp_path, kill_after_checkpoi
             break
         time.sleep(0.01)
     assert proc.poll() is None, "the run finished before it could be killed; make it longer"
-    time.sleep(0.05 * kill_after_checkpoints)  # land somewhere between checkpoints
+    time.sleep(0.003 * kill_after_checkpoints)  # land somewhere between checkpoints
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     partial = (tmp_path / "killed" / "grokking" / run_id / "metrics.jsonl").read_text()

@@ -47,8 +47,12 @@ def register(app: typer.Typer) -> None:
             emit_json(_contract(result, seeds))
         else:
             agg = result["aggregate"]
-            say(f"memorized at step {agg['steps_to_memorize']['mean']}, generalized (99% val) at step "
-                f"{agg['steps_to_generalize']['mean']}, final val acc {agg['final_val_acc']['mean']}")
+            def fmt(key: str) -> str:
+                v = agg[key]["mean"]
+                return "never" if v is None else f"{v:g}"
+
+            say(f"memorized at step {fmt('steps_to_memorize')}, generalized (99% val) at step "
+                f"{fmt('steps_to_generalize')}, final val acc {fmt('final_val_acc')}")
             typer.echo(result["report"])
 
 
