@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, emit_json, say, store_path
+from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, config_or_listing, emit_json, say, store_path
 
 BaseOpt = typer.Option(
     ..., "--base", help="The model whose knowledge is kept (e.g. the large pretrained one)."
@@ -138,22 +138,13 @@ def demo(
     list_presets: bool = typer.Option(False, "--list-presets", help="List the presets and exit."),
 ) -> None:
     """The zoo demo: small-ft, large-ft, up- and down-scaled EFT on target and source held-out loss."""
-    from transferlab.core.config import resolve
     from transferlab.eft.demo import PRESETS, EFTDemoConfig
 
     begin(json_out)
-    if list_presets:
-        docs = {n: PRESETS.doc(n) for n in PRESETS.names()}
-        if json_out:
-            emit_json(docs)
-        else:
-            for n, d in docs.items():
-                typer.echo(f"{n:8s} {d}")
-        return
-    name = preset if preset is not None or config is not None or set_ else "default"
-    cfg = resolve(EFTDemoConfig, presets=PRESETS, preset=name, config_file=config, overrides=set_)
-    if print_config:
-        typer.echo(cfg.to_yaml())
+    cfg = config_or_listing(EFTDemoConfig, PRESETS, preset=preset, config=config, overrides=set_,
+                            default_preset="default", list_presets=list_presets, print_config=print_config,
+                            json_out=json_out)
+    if cfg is None:
         return
     from transferlab.eft.demo import run_zoo_demo
     from transferlab.store import Store
