@@ -73,19 +73,20 @@ class ZooBuild:
         }
 
 
-def pretrain_config(cfg: ZooConfig, size: str, data: TokenData, vocab: int) -> LMRunConfig:
+def _architecture(size: str, vocab: int) -> dict[str, Any]:
+    """The LMRunConfig fields that a zoo size fixes."""
     spec = size_spec(size)
+    return {"size": size, "d_model": spec.d_model, "n_layers": spec.n_layers, "n_heads": spec.n_heads,
+            "d_ff": spec.d_ff, "vocab_size": vocab}
+
+
+def pretrain_config(cfg: ZooConfig, size: str, data: TokenData, vocab: int) -> LMRunConfig:
     return LMRunConfig(
         kind="pretrain",
         corpus=cfg.corpus,
         corpus_key=data.corpus_key,
         tokenizer=data.tokenizer,
-        size=size,
-        d_model=spec.d_model,
-        n_layers=spec.n_layers,
-        n_heads=spec.n_heads,
-        d_ff=spec.d_ff,
-        vocab_size=vocab,
+        **_architecture(size, vocab),
         seq_len=cfg.seq_len,
         train_tokens=0,
         steps=cfg.steps,
@@ -237,19 +238,13 @@ def _save_pretrained(model: Any, tok: Any, path: Path) -> None:
 def target_config(
     cfg: TransferRunConfig, size: str, kind: str, D: int, data: TokenData, vocab: int, init: str = ""
 ) -> LMRunConfig:
-    spec = size_spec(size)
     steps = cfg.steps_for(D)
     return LMRunConfig(
         kind=kind,
         corpus=cfg.target_corpus,
         corpus_key=data.corpus_key,
         tokenizer=data.tokenizer,
-        size=size,
-        d_model=spec.d_model,
-        n_layers=spec.n_layers,
-        n_heads=spec.n_heads,
-        d_ff=spec.d_ff,
-        vocab_size=vocab,
+        **_architecture(size, vocab),
         seq_len=cfg.seq_len,
         train_tokens=D,
         data_seed=cfg.seed,
