@@ -14,12 +14,14 @@ import torch
 from torch import nn
 
 
-class Quadratic(nn.Module):
+class QuadraticActivation(nn.Module):
+    """x -> x^2 (Gromov 2023); named *Activation so monitors find the units."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * x
 
 
-ACTIVATIONS = {"relu": nn.ReLU, "quadratic": Quadratic, "gelu": nn.GELU}
+ACTIVATIONS = {"relu": nn.ReLU, "quadratic": QuadraticActivation, "gelu": nn.GELU}
 
 
 class OneHotMLP(nn.Module):

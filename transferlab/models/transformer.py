@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -36,6 +35,7 @@ class Block(nn.Module):
         self.b_out = nn.Parameter(torch.zeros(d_model))
         self.ln1 = nn.LayerNorm(d_model) if layer_norm else nn.Identity()
         self.ln2 = nn.LayerNorm(d_model) if layer_norm else nn.Identity()
+        self.act = nn.ReLU()  # a module, so that monitors can hook the MLP neurons
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:  # [n, t, d] -> [n, h, t, dh]
         n, t, _ = x.shape
@@ -59,7 +59,7 @@ class Block(nn.Module):
             att = att.masked_fill(mask, float("-inf"))
         z = (att.softmax(-1) @ v).transpose(1, 2).reshape(q_in.shape[0], q_in.shape[1], -1)
         resid = (x[:, -1:, :] if last_only else x) + z @ self.W_O
-        mlp = F.relu(self.ln2(resid) @ self.W_in + self.b_in) @ self.W_out + self.b_out
+        mlp = self.act(self.ln2(resid) @ self.W_in + self.b_in) @ self.W_out + self.b_out
         return resid + mlp
 
 

@@ -56,6 +56,10 @@ class GrokConfig(StudyConfig):
     stop_after_generalized: int = -1  # stop this many steps after every member generalized (-1: never)
     generalized_when: Literal["val_acc_99", "val_loss_001"] = "val_acc_99"  # what "generalized" means for it
     progress_measures: bool = True  # Fourier measures of Nanda et al. (modular addition only)
+    # plasticity monitors (Fisher trace, gradient coherence and noise scale, dormant units, feature
+    # effective rank) every this many evaluations and at the last step; 0 = off
+    monitor_every: int = Field(10, ge=0)
+    monitor_probe: int = Field(256, ge=1)  # training examples the per-sample gradients are taken on
 
     @model_validator(mode="after")
     def _check(self) -> GrokConfig:

@@ -86,6 +86,28 @@ def progress_figure(records: Sequence[dict[str, Any]]) -> go.Figure | None:
     return fig
 
 
+PLASTICITY_PANELS = (("fisher_trace", "Fisher trace", "log"), ("grad_coherence", "gradient coherence α", "log"),
+                     ("grad_noise_scale", "gradient noise scale", "log"), ("dormant_frac", "dormant units", "linear"),
+                     ("feature_erank", "feature effective rank", "linear"))
+
+
+def plasticity_figure(records: Sequence[dict[str, Any]]) -> go.Figure | None:
+    """The engine's plasticity monitors over steps, one panel each, with the validation accuracy."""
+    panels = [p for p in PLASTICITY_PANELS if any(r.get(p[0]) is not None for r in records)]
+    if not panels:
+        return None
+    fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.04,
+                        subplot_titles=[p[1] for p in panels])
+    for row, (key, name, scale) in enumerate(panels, start=1):
+        x, y = _series(records, key)
+        fig.add_trace(go.Scatter(x=x, y=y, name=name, mode="lines+markers"), row=row, col=1)
+        fig.update_yaxes(type=scale, row=row, col=1)
+    fig.update_xaxes(title_text="step", row=len(panels), col=1)
+    fig.update_layout(title="Plasticity and memorization monitors (per-sample gradients on a training probe)",
+                      height=170 * len(panels) + 80, showlegend=False)
+    return fig
+
+
 def delay_law_figure(fit: analysis.DelayLawFit) -> go.Figure:
     fig = go.Figure(go.Scatter(x=fit.x, y=fit.delay, mode="markers", name="runs"))
     xs = sorted(fit.x)
@@ -147,6 +169,14 @@ def build_page(cfg: GrokConfig, members: Sequence[Any]) -> Page:
                               "them (evaluated on the training set). These measures are Nanda et al.'s for their "
                               "1-layer transformer; an x² MLP spreads its solution over many frequencies (Gromov "
                               "2023), so its restricted loss need not fall.")
+        plast = plasticity_figure(rec)
+        if plast is not None:
+            page.heading("Plasticity monitors")
+            page.figure(plast, "Logged by the engine every monitor_every evaluations. Gradient coherence "
+                               "(Chatterjee & Zielinski) is |E g|² / E|g|² over per-sample gradients of the "
+                               "training probe: low while examples pull in unrelated directions (memorization), "
+                               "higher when they share directions. The noise scale is tr Σ / |G|² (McCandlish et "
+                               "al.); dormant units are τ = 0.025 (Sokar et al.).")
     page.heading("Configuration")
     page.key_values(cfg.to_dict())
     return page

@@ -20,6 +20,7 @@ from transferlab.train import transforms as T
 from transferlab.train.engine import Engine, Schedule, TrainData, evaluate_classification
 from transferlab.train.ensemble import StackedForward, build_members
 from transferlab.train.losses import make_loss
+from transferlab.train.plasticity import combine_extras, plasticity_extra
 
 STUDY = "grokking"
 
@@ -97,6 +98,14 @@ def _progress_extra(cfg: GrokConfig, data: AlgorithmicData, every: int) -> Calla
     return extra
 
 
+def _plasticity_extra(cfg: GrokConfig, data: AlgorithmicData, loss_fn: nn.Module) -> Callable | None:
+    if cfg.monitor_every == 0:
+        return None
+    return plasticity_extra(model_factory(cfg, data.n_tokens, data.n_classes), loss_fn, data.x_train, data.y_train,
+                            eval_every=cfg.eval_every, every=cfg.monitor_every, last_step=cfg.steps,
+                            probe_size=cfg.monitor_probe)
+
+
 @dataclass
 class MemberResult:
     run_id: str
@@ -131,8 +140,8 @@ def _train(cfg0: GrokConfig, cfgs: list[GrokConfig], runs: list, data: Algorithm
     chain, scale = make_chain(cfg0, lr, wd)
     loss_fn = make_loss(cfg0.loss, cfg0.loss_dtype)
     tdata = TrainData(data.x_train, data.y_train, data.x_val, data.y_val)
-    evaluator = evaluate_classification(tdata, loss_fn, scale.current_lr, wd,
-                                        extra=_progress_extra(cfg0, data, every=5))
+    extra = combine_extras(_progress_extra(cfg0, data, every=5), _plasticity_extra(cfg0, data, loss_fn))
+    evaluator = evaluate_classification(tdata, loss_fn, scale.current_lr, wd, extra=extra)
     schedule = Schedule(steps=cfg0.steps, batch_size=cfg0.batch_size, eval_every=cfg0.eval_every,
                         log_spaced_evals=cfg0.log_spaced_evals, checkpoint_every=cfg0.checkpoint_every,
                         order_seed=cfg0.order_seed, chunk_size=cfg0.chunk_size)

@@ -1,0 +1,69 @@
+"""The grokking engine logs the plasticity monitors on its schedule, per ensemble member."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from transferlab.data.algorithmic import make_dataset
+from transferlab.store import Store
+from transferlab.studies.grokking import GrokConfig, run_members
+from transferlab.studies.grokking.run import model_factory
+from transferlab.train import monitors
+from transferlab.train.losses import make_loss
+from transferlab.train.plasticity import combine_extras
+
+TINY = dict(p=23, train_fraction=0.5, width=32, steps=60, eval_every=10, checkpoint_every=20, monitor_every=2)
+KEYS = ("fisher_trace", "grad_coherence", "grad_m_coherence", "grad_norm", "grad_noise_scale", "dormant_frac",
+        "feature_erank")
+
+
+@pytest.mark.parametrize("model", ["mlp", "transformer"])
+def test_monitors_logged_every_k_evaluations_and_at_the_end(tmp_path, model):
+    extra = dict(d_model=16, d_mlp=32, n_heads=2) if model == "transformer" else {}
+    cfg = GrokConfig(**TINY, model=model, **extra)
+    rec = run_members([cfg], Store(tmp_path))[0].records
+    logged = [r["step"] for r in rec if "fisher_trace" in r]
+    assert logged == [0, 20, 40, 60]
+    for r in rec:
+        if "fisher_trace" not in r:
+            continue
+        assert set(KEYS) <= set(r)
+        assert r["fisher_trace"] > 0 and r["grad_norm"] > 0
+        assert 0 <= r["grad_coherence"] <= 1 + 1e-9
+        n_probe = min(cfg.monitor_probe, round(cfg.train_fraction * cfg.p * cfg.p))
+        assert math.isclose(r["grad_m_coherence"], n_probe * r["grad_coherence"], rel_tol=1e-9)
+        assert 0 <= r["dormant_frac"] <= 1
+        assert 1 <= r["feature_erank"] <= (cfg.width if model == "mlp" else cfg.d_mlp)
+
+
+def test_each_member_is_measured_with_its_own_parameters(tmp_path):
+    cfgs = [GrokConfig(**{**TINY, "steps": 10}, seed=s, lr=lr) for s, lr in ((0, 1e-3), (1, 1e-2))]
+    members = run_members(cfgs, Store(tmp_path))
+    first = [m.records[0] for m in members]  # step 0: the initial parameters of each seed
+    assert first[0]["fisher_trace"] != first[1]["fisher_trace"]
+    data = make_dataset(cfgs[1].operation, cfgs[1].p, cfgs[1].train_fraction, cfgs[1].split_seed)
+    torch.manual_seed(cfgs[1].seed)
+    module = model_factory(cfgs[1], data.n_tokens, data.n_classes)()
+    loss = make_loss(cfgs[1].loss, cfgs[1].loss_dtype)
+    x, y = data.x_train[: cfgs[1].monitor_probe], data.y_train[: cfgs[1].monitor_probe]
+    ref = monitors.per_sample_gradient_stats(module, lambda o, t: loss(o, t).mean(), x, y, method="loop")
+    assert first[1]["fisher_trace"] == pytest.approx(ref.fisher_trace, rel=1e-4)
+    assert first[1]["grad_coherence"] == pytest.approx(ref.coherence, rel=1e-3)
+    noise = (ref.fisher_trace - ref.mean_grad_sq_norm) / ref.mean_grad_sq_norm
+    assert first[1]["grad_noise_scale"] == pytest.approx(noise, rel=1e-3)
+
+
+def test_monitors_can_be_switched_off(tmp_path):
+    rec = run_members([GrokConfig(**{**TINY, "monitor_every": 0})], Store(tmp_path))[0].records
+    assert not any("fisher_trace" in r for r in rec)
+
+
+def test_combine_extras_merges_records_per_member():
+    a = lambda params, fwd, step: [{"a": step}, {"a": step + 1}]  # noqa: E731
+    b = lambda params, fwd, step: [{"b": 1}, {"b": 2}]  # noqa: E731
+    assert combine_extras(None, None) is None
+    assert combine_extras(a, None) is a
+    assert combine_extras(a, b)({}, None, 5) == [{"a": 5, "b": 1}, {"a": 6, "b": 2}]
