@@ -16,6 +16,7 @@ from transferlab.data.corpora import (
     files_corpus,
     hf_corpus,
     in_val,
+    load_corpus,
     prose_of,
     stdlib_corpus,
     stdlib_files,
@@ -97,6 +98,19 @@ def test_corpora_deterministic_sorted_and_split_by_hash(tmp_path):
     (tmp_path / "aaa_new.py").write_text(SRC.format(name="new"))
     c = stdlib_corpus("prose", root=tmp_path, val_percent=30)
     assert [t for t in c.val if "new" not in t] == a.val
+
+
+def test_mixture_keeps_each_parts_split_and_has_its_own_identity(tmp_path):
+    _fake_stdlib(tmp_path)
+    prose = load_corpus("prose", root=tmp_path, val_percent=30)
+    code = load_corpus("code", root=tmp_path, val_percent=30)
+    mix = load_corpus("prose+code", root=tmp_path, val_percent=30)
+    assert mix.train == prose.train + code.train and mix.val == prose.val + code.val
+    assert mix.fingerprint not in (prose.fingerprint, code.fingerprint)
+    assert load_corpus("code+prose", root=tmp_path, val_percent=30).fingerprint != mix.fingerprint
+    for bad in ("prose+prose", "prose+", "prose+nope"):
+        with pytest.raises(DataError):
+            load_corpus(bad, root=tmp_path)
 
 
 def test_real_stdlib_corpus_is_deterministic():

@@ -285,7 +285,10 @@ def hf_corpus(path: str, column: str = "text", *, val_percent: float = 10.0) -> 
 def load_corpus(
     spec: str, *, val_percent: float = 10.0, max_files: int | None = None, root: Path | None = None
 ) -> Corpus:
-    """``prose`` | ``code`` | ``files:GLOB`` | ``hf:PATH[:COLUMN]``."""
+    """``prose`` | ``code`` | ``files:GLOB`` | ``hf:PATH[:COLUMN]``, or several joined by ``+`` (a mixture)."""
+    if "+" in spec and not spec.startswith(("files:", "hf:")):
+        return mixture([load_corpus(part, val_percent=val_percent, max_files=max_files, root=root)
+                        for part in _mixture_parts(spec)])
     if spec in BUILTIN:
         return stdlib_corpus(spec, val_percent=val_percent, root=root, max_files=max_files)
     if spec.startswith("files:"):
@@ -295,5 +298,29 @@ def load_corpus(
         path, _, column = rest.partition(":") if not Path(rest).exists() else (rest, "", "")
         return hf_corpus(path, column or "text", val_percent=val_percent)
     raise DataError(
-        f"unknown corpus '{spec}'", where="--corpus", fix="use prose, code, files:GLOB or hf:PATH[:COLUMN]"
+        f"unknown corpus '{spec}'", where="--corpus",
+        fix="use prose, code, files:GLOB or hf:PATH[:COLUMN], or a mixture such as prose+code"
+    )
+
+
+def _mixture_parts(spec: str) -> list[str]:
+    parts = spec.split("+")
+    if any(not p for p in parts) or len(set(parts)) != len(parts):
+        raise DataError(f"bad corpus mixture '{spec}'", where="--corpus",
+                        fix="join distinct corpora with '+', e.g. prose+code")
+    return parts
+
+
+def mixture(parts: list[Corpus]) -> Corpus:
+    """All documents of several corpora, in order (training windows are shuffled later); the split of
+    each part is kept, so a file held out of one part is held out of the mixture."""
+    h = hashlib.sha256(b"mixture|v1")
+    for c in parts:
+        h.update(c.fingerprint.encode() + b"\0")
+    return Corpus(
+        "+".join(c.name for c in parts),
+        [d for c in parts for d in c.train],
+        [d for c in parts for d in c.val],
+        h.hexdigest()[:16],
+        {"mixture": [{"name": c.name, "train_chars": c.chars()[0], **c.info} for c in parts]},
     )

@@ -57,6 +57,9 @@ def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float
     return (float(lo), float(hi))
 
 
+MAX_LOG_PARAM = 700.0  # exp(709) is the largest float64
+
+
 @dataclass
 class ChinchillaBootstrap:
     """Per-resample fits: ``thetas`` (B, 5) rows (a, b, e, alpha, beta), NaN where a resample failed."""
@@ -178,6 +181,8 @@ def bootstrap_chinchilla(
         best = f.argmin(1)
         flat = np.arange(rows.size) * K + best
         good = np.isfinite(f[np.arange(rows.size), best]) & (res.status[flat] != MAX_ITER)
+        # a resample that ran off to an unrepresentable A, B or E (exp(log) overflows) did not converge
+        good &= (np.abs(res.x[flat][:, :3]) < MAX_LOG_PARAM).all(1)
         n_not_conv = int((~good).sum())
         thetas[rows[good]] = res.x[flat[good]]
         obj[rows[good]] = f[np.arange(rows.size), best][good]

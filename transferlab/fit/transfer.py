@@ -365,7 +365,10 @@ def fit_transfer(
         for b in range(n_boot):
             if not np.isfinite(thetas[b]).all():
                 continue
-            law_b = ChinchillaLaw.from_theta(thetas[b])
+            try:
+                law_b = ChinchillaLaw.from_theta(thetas[b])
+            except OverflowError:  # a degenerate resample (e.g. log B past float range): counted as failed
+                continue
             for m in fits:
                 try:
                     pf = _transfer_fit(law_b, fN, fD, fL, m, counts_f[b].astype(float), fix_beta)
