@@ -75,3 +75,23 @@ def test_transformer_last_position_shortcut_is_exact(layers, ln):
     m = AlgorithmicTransformer(13, 13, d_model=32, n_heads=4, d_mlp=64, n_layers=layers, layer_norm=ln)
     tokens = torch.randint(0, 13, (40, 2))
     assert torch.allclose(m(tokens), _full_causal_reference(m, tokens), atol=1e-5)
+
+
+def test_python_split_is_the_reference_shuffle():
+    import random
+
+    d = make_dataset("x+y", 113, 0.3, 0, split_style="python")
+    order = list(range(113 * 113))
+    random.seed(0)
+    random.shuffle(order)
+    assert d.train_idx.tolist() == sorted(order[: int(0.3 * 113 * 113)]) and len(d.train_idx) == 3830
+    assert d.val_idx.tolist() == sorted(order[3830:])
+    with pytest.raises(ConfigError, match="split_style"):
+        make_dataset("x+y", 113, 0.3, 0, split_style="numpy")
+
+
+def test_eq_output_adds_one_never_targeted_logit():
+    torch.manual_seed(0)
+    m = AlgorithmicTransformer(23, 23, d_model=16, n_heads=2, d_mlp=32, eq_output=True)
+    assert m(torch.tensor([[1, 2], [3, 4]])).shape == (2, 24)
+    assert m.unembed.std().item() == pytest.approx(1 / 24**0.5, rel=0.2)

@@ -94,3 +94,8 @@ def test_warmup_then_cosine_schedule():
     f = T.make_schedule("cosine", 10, 110)
     assert f(0) == 0.1 and f(9) == 1.0
     assert abs(f(60) - 0.5) < 1e-9 and abs(f(110)) < 1e-9
+
+
+def test_warmup_from_zero_is_lambdalr_min_step_over_w():
+    f = T.make_schedule("constant", 10, 100, warmup_from_zero=True)
+    assert [f(s) for s in (0, 1, 9, 10, 50)] == [0.0, 0.1, 0.9, 1.0, 1.0]

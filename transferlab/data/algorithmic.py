@@ -6,6 +6,8 @@ validation is drawn with ``split_seed`` only, so it is independent of the init s
 
 from __future__ import annotations
 
+import random
+
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -107,7 +109,14 @@ def _s5_table(operation: str) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(pairs, dtype=torch.long), torch.tensor(out, dtype=torch.long)
 
 
-def make_dataset(operation: str, p: int, train_fraction: float, split_seed: int) -> AlgorithmicData:
+def make_dataset(operation: str, p: int, train_fraction: float, split_seed: int,
+                 split_style: str = "torch") -> AlgorithmicData:
+    """All pairs of the task, split into train and validation by ``split_seed``.
+
+    ``split_style="torch"``: a seeded ``torch.randperm``, ``round(fraction * n)`` training examples.
+    ``"python"``: Nanda et al.'s reference procedure, ``random.seed(split_seed)``, ``random.shuffle`` of
+    the row-major pair indices, the first ``int(fraction * n)`` for training (reproduces their split).
+    """
     if not 0.0 < train_fraction < 1.0:
         raise ConfigError(
             f"train_fraction must be strictly between 0 and 1, got {train_fraction}",
@@ -139,14 +148,20 @@ def make_dataset(operation: str, p: int, train_fraction: float, split_seed: int)
             fix=f"choose one of: {', '.join(OPERATIONS)}",
         )
     n = len(labels)
-    n_train = int(round(train_fraction * n))
+    n_train = int(train_fraction * n) if split_style == "python" else int(round(train_fraction * n))
     if n_train < 1 or n_train >= n:
         raise ConfigError(
             f"train_fraction {train_fraction} leaves an empty train or validation set for {n} examples",
             where="train_fraction", fix="choose a fraction further from 0 and 1",
         )
-    g = torch.Generator().manual_seed(int(split_seed))
-    perm = torch.randperm(n, generator=g)
+    if split_style == "python":
+        order = list(range(n))
+        random.Random(int(split_seed)).shuffle(order)
+        perm = torch.tensor(order)
+    elif split_style == "torch":
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(split_seed)))
+    else:
+        raise ConfigError(f"unknown split_style '{split_style}'", where="split_style", fix="use torch or python")
     return AlgorithmicData(
         operation=operation, inputs=inputs, labels=labels,
         train_idx=perm[:n_train].sort().values, val_idx=perm[n_train:].sort().values,

@@ -74,6 +74,7 @@ class AlgorithmicTransformer(nn.Module):
         n_layers: int = 1,
         layer_norm: bool = False,
         n_ctx: int = 3,
+        eq_output: bool = False,
     ):
         super().__init__()
         self.eq_token = n_tokens  # the '=' token
@@ -81,7 +82,9 @@ class AlgorithmicTransformer(nn.Module):
         self.pos = nn.Parameter(torch.randn(n_ctx, d_model) / math.sqrt(d_model))
         self.blocks = nn.ModuleList(Block(d_model, n_heads, d_mlp, layer_norm) for _ in range(n_layers))
         self.ln_f = nn.LayerNorm(d_model) if layer_norm else nn.Identity()
-        self.unembed = nn.Parameter(torch.randn(d_model, n_classes) / math.sqrt(n_classes + 1))
+        # eq_output: the readout also scores the '=' token (never a target), as Nanda et al.'s d_vocab = p + 1
+        n_out = n_classes + 1 if eq_output else n_classes
+        self.unembed = nn.Parameter(torch.randn(d_model, n_out) / math.sqrt(n_classes + 1))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens: [n, 2] operand ids -> logits [n, n_classes] at the '=' position."""

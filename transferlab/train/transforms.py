@@ -202,12 +202,14 @@ def chain(*transforms: GradientTransform) -> Chain:
     return Chain(*transforms)
 
 
-def make_schedule(kind: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """Linear warm-up (step+1)/warmup, then constant, cosine or linear decay to 0."""
+def make_schedule(kind: str, warmup_steps: int, total_steps: int, warmup_from_zero: bool = False
+                  ) -> Callable[[int], float]:
+    """Linear warm-up (step+1)/warmup (or step/warmup from zero, as ``LambdaLR(min(step/w, 1))``: the first
+    step then only fills Adam's moments), then constant, cosine or linear decay to 0."""
 
     def f(step: int) -> float:
         if warmup_steps > 0 and step < warmup_steps:
-            return (step + 1) / warmup_steps
+            return (step if warmup_from_zero else step + 1) / warmup_steps
         if kind == "constant":
             return 1.0
         frac = (step - warmup_steps) / max(1, total_steps - warmup_steps)

@@ -16,6 +16,7 @@ class GrokConfig(StudyConfig):
     p: int = Field(97, ge=2)
     train_fraction: float = Field(0.35, gt=0.0, lt=1.0)
     split_seed: int = 0
+    split_style: Literal["torch", "python"] = "torch"  # python: Nanda et al.'s random.shuffle split
     seed: int = 0
     order_seed: int = 0
     # model
@@ -29,6 +30,7 @@ class GrokConfig(StudyConfig):
     d_mlp: int = Field(512, ge=1)
     n_layers: int = Field(1, ge=1)
     layer_norm: bool = False
+    eq_output: bool = False  # transformer readout also scores the '=' token (Nanda et al.: p + 1 outputs)
     # loss
     loss: Literal["cross_entropy", "stablemax", "mse"] = "cross_entropy"
     loss_dtype: Literal["float32", "float64"] = "float32"
@@ -40,6 +42,7 @@ class GrokConfig(StudyConfig):
     beta2: float = Field(0.98, ge=0.0, lt=1.0)
     eps: float = Field(1e-8, gt=0.0)
     warmup_steps: int = Field(10, ge=0)
+    warmup_from_zero: bool = False  # lr factor step/warmup (first step lr 0) instead of (step+1)/warmup
     lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
     orthograd: bool = False
     grokfast: Literal["none", "ema", "ma"] = "none"

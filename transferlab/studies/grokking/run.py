@@ -30,7 +30,8 @@ def model_factory(cfg: GrokConfig, n_tokens: int, n_classes: int) -> Callable[[]
         return lambda: OneHotMLP(n_tokens, n_classes, width=cfg.width, depth=cfg.depth,
                                  activation=cfg.activation, bias=cfg.bias)
     return lambda: AlgorithmicTransformer(n_tokens, n_classes, d_model=cfg.d_model, n_heads=cfg.n_heads,
-                                          d_mlp=cfg.d_mlp, n_layers=cfg.n_layers, layer_norm=cfg.layer_norm)
+                                          d_mlp=cfg.d_mlp, n_layers=cfg.n_layers, layer_norm=cfg.layer_norm,
+                                          eq_output=cfg.eq_output)
 
 
 def make_chain(cfg: GrokConfig, lr: torch.Tensor, wd: torch.Tensor) -> tuple[T.Chain, T.ScaleByLR]:
@@ -47,7 +48,7 @@ def make_chain(cfg: GrokConfig, lr: torch.Tensor, wd: torch.Tensor) -> tuple[T.C
     parts.append(T.ScaleByAdam(cfg.beta1, cfg.beta2, cfg.eps))
     if cfg.weight_decay_style == "decoupled":
         parts.append(T.AddDecayedWeights(wd))
-    scale = T.ScaleByLR(lr, T.make_schedule(cfg.lr_schedule, cfg.warmup_steps, cfg.steps))
+    scale = T.ScaleByLR(lr, T.make_schedule(cfg.lr_schedule, cfg.warmup_steps, cfg.steps, cfg.warmup_from_zero))
     parts.append(scale)
     return T.chain(*parts), scale
 
@@ -85,7 +86,7 @@ def _progress_extra(cfg: GrokConfig, data: AlgorithmicData, every: int) -> Calla
         k = next(iter(params.values())).shape[0]
         if step != cfg.steps and (step // cfg.eval_every) % every:  # a pure function of the step: resumable
             return [{} for _ in range(k)]
-        logits = forward(params, data.inputs)
+        logits = forward(params, data.inputs)[..., : cfg.p]  # without the '=' output of eq_output
         out = []
         for i in range(k):
             emb = params["embed"][i]
@@ -124,7 +125,7 @@ def run_members(configs: list[GrokConfig], store: Store, sweep: str | None = Non
         raise ConfigError("members of one ensemble may differ only in seed, lr and weight_decay",
                           fix="group configs with GrokConfig.ensemble_key() first")
     cfg0 = configs[0]
-    data = make_dataset(cfg0.operation, cfg0.p, cfg0.train_fraction, cfg0.split_seed)
+    data = make_dataset(cfg0.operation, cfg0.p, cfg0.train_fraction, cfg0.split_seed, cfg0.split_style)
     runs = [store.open_run(STUDY, c, sweep=sweep) for c in configs]
     todo = [i for i, r in enumerate(runs) if r.status not in ("done", "diverged")]
     if todo:
