@@ -1,6 +1,6 @@
 """`transferlab eft demo`: the zoo demo's 2x2 on the micro preset (structure, sanity, reuse, report).
 
-The micro preset pretrains two tiny zoo models (xxs, xs) on a few thousand prose tokens and
+The micro preset pretrains two tiny zoo models (xxs, xs) on a few thousand prose+code tokens and
 fine-tunes both on code; the numbers mean little, but their structure and the facts that must
 hold at any scale are checked here.
 """
@@ -121,7 +121,7 @@ def test_cli_presets_config_and_bad_input(cli):
     assert code == 2 and "huge" in err
     code, _, err = cli(["eft", "demo", "--preset", "nope"])
     assert code == 2 and "unknown preset" in err
-    code, _, err = cli(["eft", "demo", "--preset", "micro", "--set", "target_corpus=prose"])
+    code, _, err = cli(["eft", "demo", "--preset", "micro", "--set", "target_corpus=prose+code"])
     assert code == 2 and "must differ" in err
 
 

@@ -3,7 +3,8 @@
 Mitchell et al. 2023 (arXiv 2310.12962) separate what pretraining and fine-tuning each contribute
 by mixing scales at decoding time. Here, on the local model zoo:
 
-1. pretrain a small and a large zoo model on the source corpus (prose), exactly as
+1. pretrain a small and a large zoo model on the source corpus (by default a mixture of prose and
+   code: like the paper's base models, they have seen the target domain in pretraining), exactly as
    ``transferlab zoo build`` does (:func:`transferlab.studies.transfer.run.build_zoo`);
 2. fine-tune both on the target corpus (code), exactly as ``transferlab transfer`` fine-tunes
    zoo models (:func:`~transferlab.studies.transfer.run.target_config` and its target runs on the
@@ -67,7 +68,9 @@ class EFTDemoConfig(StudyConfig):
     preset: str = "custom"
     small: str = Field("xs", description="zoo size of the small model")
     large: str = Field("m", description="zoo size of the large model")
-    source_corpus: str = Field("prose", description="pretraining corpus (knowledge)")
+    source_corpus: str = Field(
+        "prose+code", description="pretraining corpus (knowledge); the paper's bases have seen the target domain"
+    )
     target_corpus: str = Field("code", description="fine-tuning corpus (behaviour)")
     pretrain_tokens: int = Field(1_000_000, ge=1, description="pretraining tokens per model")
     finetune_tokens: int = Field(200_000, ge=1, description="D_F: size of the fine-tuning pool in tokens")
@@ -164,8 +167,8 @@ class EFTDemoConfig(StudyConfig):
 PRESETS = PresetRegistry()
 PRESETS.add(
     "default",
-    "xs (56k non-embedding params) vs m (332k): 1M prose tokens each, fine-tuned on 200k code tokens, "
-    "scored on the whole validation splits; 7 min measured on 2 shared cores with num_threads=1",
+    "xs (56k non-embedding params) vs m (332k): 1M tokens of a prose+code mixture each, fine-tuned on 200k "
+    "code tokens, scored on the whole validation splits; ~8 min on 2 cores",
 )
 PRESETS.add(
     "micro",

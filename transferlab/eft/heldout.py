@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from transferlab.core.memory import release_freed_memory
 from transferlab.eft.api import EFT
 from transferlab.eft.components import EFTError
 from transferlab.models import hf_causal
@@ -81,6 +82,7 @@ def window_logprobs(
         for b in bs:
             out[f"{k}@{b:g}"] = []
     for i in range(0, len(w_all), batch_size):
+        release_freed_memory()  # the previous batch's [batch, T, vocab] tensors, or RSS climbs (see core.memory)
         w = w_all[i : i + batch_size].to(device)
         target = w[:, 1:, None]
         fw = _Forwards(w[:, :-1])
