@@ -23,7 +23,7 @@ import torch
 from transferlab.core.errors import TransferlabError
 from transferlab.models.zoo import Zoo, parse_sizes
 from transferlab.store import Store
-from transferlab.studies.transfer.run import build_zoo
+from transferlab.studies.transfer.zoo_build import build_zoo
 from transferlab.studies.transfer.zoo_config import ZooConfig
 from transferlab.studies.w2s.run import make_config, run
 

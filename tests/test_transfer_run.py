@@ -115,7 +115,7 @@ def test_observed_ossification_flags_worse_finetuning():
 
 def test_steps_and_bad_transfer_inputs(cli, tmp_path):
     cfg = resolve(TransferRunConfig, presets=PRESETS, preset="quick")
-    assert cfg.steps_for(4_000) == cfg.min_steps and cfg.steps_for(10**9) == cfg.max_steps
+    assert cfg.steps_for(1_000) == cfg.min_steps and cfg.steps_for(10**9) == cfg.max_steps
     assert all(cfg.steps_for(d) % cfg.eval_every == 0 for d in (4_000, 16_000, 64_000))
     code, out, _ = cli(["transfer", "--list-presets", "--json"])
     assert code == 0 and {"quick", "full", "micro"} <= set(json.loads(out))

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from transferlab.models.zoo import FAMILY
 from transferlab.store import Store
-from transferlab.studies.transfer.run import build_zoo
+from transferlab.studies.transfer.zoo_build import build_zoo
 from transferlab.studies.transfer.zoo_config import ZooConfig
 from transferlab.studies.w2s import zoo_features as zf
 from transferlab.studies.w2s.run import make_config

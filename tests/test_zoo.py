@@ -24,7 +24,7 @@ from transferlab.data.corpora import (
 from transferlab.data.tokenizer import encode_documents, load_tokenizer, save_tokenizer, train_tokenizer
 from transferlab.models.zoo import FAMILY, Zoo, count_non_embedding, new_model, parse_sizes
 from transferlab.store import Store
-from transferlab.studies.transfer.run import build_zoo
+from transferlab.studies.transfer.zoo_build import build_zoo
 from transferlab.studies.transfer.zoo_config import ZooConfig
 
 SRC = '''#!/usr/bin/env python

@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         """Train (or reuse, or resume) each size; writes models, manifest.json and report.html."""
         from transferlab.core.config import resolve
         from transferlab.store import Store
-        from transferlab.studies.transfer.run import build_zoo
+        from transferlab.studies.transfer.zoo_build import build_zoo
         from transferlab.studies.transfer.zoo_config import ZooConfig
 
         begin(json_out)

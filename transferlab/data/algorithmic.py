@@ -6,9 +6,8 @@ validation is drawn with ``split_seed`` only, so it is independent of the init s
 
 from __future__ import annotations
 
-import random
-
 import itertools
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 

@@ -5,9 +5,9 @@ by mixing scales at decoding time. Here, on the local model zoo:
 
 1. pretrain a small and a large zoo model on the source corpus (by default a mixture of prose and
    code: like the paper's base models, they have seen the target domain in pretraining), exactly as
-   ``transferlab zoo build`` does (:func:`transferlab.studies.transfer.run.build_zoo`);
+   ``transferlab zoo build`` does (:func:`transferlab.studies.transfer.zoo_build.build_zoo`);
 2. fine-tune both on the target corpus (code), exactly as ``transferlab transfer`` fine-tunes
-   zoo models (:func:`~transferlab.studies.transfer.run.target_config` and its target runs on the
+   zoo models (:func:`~transferlab.studies.transfer.zoo_build.target_config` and its target runs on the
    project's engine): the large fine-tune is the upper bound;
 3. score four models on held-out windows of the target's and the source's validation split,
    with the EFT scoring mode on token windows (:mod:`transferlab.eft.heldout`):
@@ -196,7 +196,7 @@ PRESETS.add(
 # ---- models ------------------------------------------------------------------------------------
 def finetuned_model(store: Store, run_id: str, lmcfg: Any, eos_id: int) -> Any:
     """The fine-tuned Hugging Face model of a finished target run: its newest (= final) checkpoint."""
-    from transferlab.studies.transfer.run import LM_STUDY
+    from transferlab.studies.transfer.zoo_build import LM_STUDY
     from transferlab.train.lm import CausalLMLogits
 
     run = Run(store, LM_STUDY, run_id)
@@ -222,14 +222,14 @@ def finetuned_model(store: Store, run_id: str, lmcfg: Any, eos_id: int) -> Any:
 
 
 def _save(model: Any, tok: Any, path: Path) -> Path:
-    from transferlab.studies.transfer.run import _save_pretrained
+    from transferlab.studies.transfer.zoo_build import save_pretrained
 
     if not (path / "config.json").is_file():
         tmp = path.with_name(f".{path.name}.tmp")
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
-        _save_pretrained(model, tok, tmp)
+        save_pretrained(model, tok, tmp)
         shutil.rmtree(path, ignore_errors=True)
         tmp.rename(path)
     return path
@@ -300,7 +300,7 @@ def run_zoo_demo(
     """
     from transferlab.eft.api import EFT
     from transferlab.eft.heldout import heldout_loss, window_logprobs
-    from transferlab.studies.transfer.run import _target_run, build_zoo, target_config
+    from transferlab.studies.transfer.zoo_build import build_zoo, target_config, target_run
 
     t0 = time.perf_counter()
     demo = store.open_run(STUDY, cfg)
@@ -321,7 +321,7 @@ def run_zoo_demo(
         e = pre[role]
         lmcfg = target_config(tcfg, e["size"], "finetune", cfg.finetune_tokens, target, vocab, init=e["run_id"])
         _say(f"eft demo: fine-tune {role} ({e['size']}) on {cfg.target_corpus}, {lmcfg.steps} steps")
-        row = _target_run(store, zb.zoo, lmcfg, target, tok, e["name"])
+        row = target_run(store, zb.zoo, lmcfg, target, tok, e["name"])
         ft_rows[role] = {**row, "lr": lmcfg.lr, "steps_planned": lmcfg.steps}
         model = finetuned_model(store, row["run_id"], lmcfg, tok.eos_token_id)
         ft_rows[role]["path"] = str(_save(model, tok, demo.path / "models" / f"{role}-ft"))

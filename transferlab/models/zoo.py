@@ -8,7 +8,7 @@ Layout of a zoo root (default ``<store>/zoo``)::
     models/<name>/                   # save_pretrained (safetensors) + the tokenizer: loads with
                                      # AutoModelForCausalLM.from_pretrained / AutoTokenizer.from_pretrained
 
-Models are trained elsewhere (``transferlab.studies.transfer.run.build_zoo`` drives the engine);
+Models are trained elsewhere (``transferlab.studies.transfer.zoo_build.build_zoo`` drives the engine);
 this module only describes the family, prepares and caches data, and reads what was built, so
 every study can load zoo models from here.
 """

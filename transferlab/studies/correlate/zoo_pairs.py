@@ -3,7 +3,7 @@
 For every mixture ``p`` (percent prose tokens, the rest code) and every zoo size:
 
 1. **pretrain** a zoo LM on the mixture with the zoo's own driver
-   (:func:`transferlab.studies.transfer.run.pretrain_config` + the zoo's build step, which trains
+   (:func:`transferlab.studies.transfer.zoo_build.pretrain_config` + the zoo's build step, which trains
    through :func:`transferlab.train.lm.train_lm`). The mixture is a token stream made here: with
    ``P = min(len(prose.train), len(code.train))`` tokens, the first ``round(p P / 100)`` tokens of
    the zoo's encoded prose stream followed by the first ``P - round(p P / 100)`` of its code stream
@@ -106,7 +106,7 @@ def sft_data(cfg: ZooPairsConfig, tok: Any) -> TokenData:
 
 def _finetune(zoo: Zoo, store: Store, lmcfg: Any, pre_name: str, data: TokenData, tok: Any) -> tuple[str, Any]:
     """Fine-tune (or reuse) the SFT model of ``pre_name``; returns (zoo name, model)."""
-    from transferlab.studies.transfer.run import _check_finished, _run_stats, _save_pretrained
+    from transferlab.studies.transfer.zoo_build import check_finished, run_stats, save_pretrained
     from transferlab.train.lm import train_lm
 
     run = store.open_run(LM_STUDY, lmcfg)
@@ -117,17 +117,17 @@ def _finetune(zoo: Zoo, store: Store, lmcfg: Any, pre_name: str, data: TokenData
     _say(f"sft: {name} ({lmcfg.steps} steps)")
     model = zoo.load(pre_name).train()
     res = train_lm(lmcfg, run, data.train, data.val, model, description=f"sft {lmcfg.size}")
-    _check_finished(res, run)
+    check_finished(res, run)
     tmp = mdir.with_name(f".{name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    _save_pretrained(res.model, tok, tmp)
+    save_pretrained(res.model, tok, tmp)
     shutil.rmtree(mdir, ignore_errors=True)
     tmp.rename(mdir)
     spec = size_spec(lmcfg.size)
     entry = {"name": name, "path": str(mdir.relative_to(zoo.root)), "size": lmcfg.size, "corpus": lmcfg.corpus,
              "corpus_key": lmcfg.corpus_key, "tokenizer": lmcfg.tokenizer, "vocab_size": lmcfg.vocab_size,
              "seq_len": lmcfg.seq_len, "non_embedding_params": spec.non_embedding_params(),
-             "init": pre_name, "run_id": run.id, "created": time.time(), **_run_stats(lmcfg, run, res)}
+             "init": pre_name, "run_id": run.id, "created": time.time(), **run_stats(lmcfg, run, res)}
     zoo.record(entry)
     run.finish(entry)
     return name, res.model.eval()
@@ -138,7 +138,7 @@ def build_pairs(cfg: ZooPairsConfig, store: Store, zoo_root: str | Path | None =
     """Train/reuse every pair and score it: (tidy rows, model rows, benchmark info)."""
     from transferlab.data.tokenizer import load_tokenizer
     from transferlab.models.zoo import corpus_key
-    from transferlab.studies.transfer.run import _ensure_model, pretrain_config
+    from transferlab.studies.transfer.zoo_build import ensure_model, pretrain_config
 
     zoo = Zoo(zoo_root if zoo_root is not None else store.root / "zoo")
     corpus_key("prose", cfg.val_percent, cfg.max_files)
@@ -166,7 +166,7 @@ def build_pairs(cfg: ZooPairsConfig, store: Store, zoo_root: str | Path | None =
                 pre_cfg = pretrain_config(zcfg, size, data, len(tok))
                 run = store.open_run(LM_STUDY, pre_cfg)
                 pre_name = f"mix{p}-{size}-{run.id[:8]}"
-                entry = _ensure_model(zoo, run, pre_cfg, pre_name, data, tok, None)
+                entry = ensure_model(zoo, run, pre_cfg, pre_name, data, tok, None)
                 sft_name, sft_model = _finetune(zoo, store, sft_config(cfg, pre_cfg, run.id, sft), pre_name,
                                                  sft, tok)
                 model_id = f"mix{p}-{size}"
