@@ -56,6 +56,16 @@ def test_each_member_is_measured_with_its_own_parameters(tmp_path):
     assert first[1]["grad_noise_scale"] == pytest.approx(noise, rel=1e-3)
 
 
+@pytest.mark.parametrize("loss", ["mse", "stablemax"])
+def test_monitors_work_with_every_loss_through_vmap(tmp_path, loss):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fallback from vmap to the per-sample loop warns
+        rec = run_members([GrokConfig(**{**TINY, "steps": 10}, loss=loss)], Store(tmp_path))[0].records
+    assert rec[0]["fisher_trace"] > 0 and 0 <= rec[0]["grad_coherence"] <= 1
+
+
 def test_monitors_can_be_switched_off(tmp_path):
     rec = run_members([GrokConfig(**{**TINY, "monitor_every": 0})], Store(tmp_path))[0].records
     assert not any("fisher_trace" in r for r in rec)

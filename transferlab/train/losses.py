@@ -7,7 +7,6 @@ code of Nanda et al. casts to float32 instead).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -49,9 +48,9 @@ class MSEOneHot(nn.Module):
         self.dtype = DTYPES[dtype]
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        onehot = F.one_hot(target, logits.shape[-1]).to(self.dtype)
-        if logits.dim() == 3:
-            onehot = onehot.expand(logits.shape[0], -1, -1)
+        # a comparison, not F.one_hot: it broadcasts over ensemble members and works under vmap (no .item())
+        classes = torch.arange(logits.shape[-1], device=logits.device)
+        onehot = (target.unsqueeze(-1) == classes).to(self.dtype)
         return ((logits.to(self.dtype) - onehot) ** 2).mean(-1)
 
 

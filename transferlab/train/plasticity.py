@@ -58,7 +58,8 @@ def plasticity_extra(factory: Callable[[], nn.Module], per_sample_loss: nn.Modul
         out = []
         for i in range(k):
             m = member_module(module, params, i)
-            stats = monitors.per_sample_gradient_stats(m, mean_loss, probe_x, probe_y)
+            with torch.enable_grad():  # the engine evaluates under no_grad; the loop fallback needs autograd
+                stats = monitors.per_sample_gradient_stats(m, mean_loss, probe_x, probe_y)
             trace_sigma = max(stats.fisher_trace - stats.mean_grad_sq_norm, 0.0)
             rec: dict[str, Any] = {
                 "fisher_trace": stats.fisher_trace,
