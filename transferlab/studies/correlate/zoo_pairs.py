@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -106,8 +105,7 @@ def sft_data(cfg: ZooPairsConfig, tok: Any) -> TokenData:
 
 def _finetune(zoo: Zoo, store: Store, lmcfg: Any, pre_name: str, data: TokenData, tok: Any) -> tuple[str, Any]:
     """Fine-tune (or reuse) the SFT model of ``pre_name``; returns (zoo name, model)."""
-    from transferlab.studies.transfer.zoo_build import check_finished, run_stats, save_pretrained
-    from transferlab.train.lm import train_lm
+    from transferlab.studies.transfer.zoo_build import run_stats, train_and_save
 
     run = store.open_run(LM_STUDY, lmcfg)
     name = f"{pre_name}-sft-{run.id[:8]}"
@@ -116,13 +114,7 @@ def _finetune(zoo: Zoo, store: Store, lmcfg: Any, pre_name: str, data: TokenData
         return name, zoo.load(name)
     _say(f"sft: {name} ({lmcfg.steps} steps)")
     model = zoo.load(pre_name).train()
-    res = train_lm(lmcfg, run, data.train, data.val, model, description=f"sft {lmcfg.size}")
-    check_finished(res, run)
-    tmp = mdir.with_name(f".{name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_pretrained(res.model, tok, tmp)
-    shutil.rmtree(mdir, ignore_errors=True)
-    tmp.rename(mdir)
+    res = train_and_save(lmcfg, run, data, model, tok, mdir, description=f"sft {lmcfg.size}")
     spec = size_spec(lmcfg.size)
     entry = {"name": name, "path": str(mdir.relative_to(zoo.root)), "size": lmcfg.size, "corpus": lmcfg.corpus,
              "corpus_key": lmcfg.corpus_key, "tokenizer": lmcfg.tokenizer, "vocab_size": lmcfg.vocab_size,

@@ -166,13 +166,7 @@ def ensure_model(
     say(f"zoo: {name} ({spec.non_embedding_params():,} non-embedding params, {cfg.steps} steps)")
     model = new_model(spec, cfg.vocab_size, cfg.seq_len, tok.eos_token_id, cfg.seed)
     t0 = time.perf_counter()
-    res = train_lm(cfg, run, data.train, data.val, model, callbacks=callbacks, description=f"zoo {cfg.size}")
-    check_finished(res, run)
-    tmp = mdir.with_name(f".{name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_pretrained(res.model, tok, tmp)
-    shutil.rmtree(mdir, ignore_errors=True)
-    tmp.rename(mdir)
+    res = train_and_save(cfg, run, data, model, tok, mdir, callbacks=callbacks, description=f"zoo {cfg.size}")
     stats = run_stats(cfg, run, res)
     fpt = flops_per_token(spec.non_embedding_params(), cfg.vocab_size, cfg.d_model, cfg.n_layers, cfg.seq_len)
     entry = {
@@ -200,6 +194,20 @@ def ensure_model(
     zoo.record(entry)
     run.finish(entry)
     return {**entry, "reused": False}
+
+
+def train_and_save(cfg: LMRunConfig, run: Run, data: TokenData, model: Any, tok: Any, mdir: Path, *,
+                   callbacks: list[Callback] | None = None, description: str) -> LMTrainResult:
+    """Train (or resume) one zoo run, then save the model where the zoo expects it, atomically: a
+    crash while saving leaves the previous folder or none, never half of one."""
+    res = train_lm(cfg, run, data.train, data.val, model, callbacks=callbacks, description=description)
+    check_finished(res, run)
+    tmp = mdir.with_name(f".{mdir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_pretrained(res.model, tok, tmp)
+    shutil.rmtree(mdir, ignore_errors=True)
+    tmp.rename(mdir)
+    return res
 
 
 def save_pretrained(model: Any, tok: Any, path: Path) -> None:

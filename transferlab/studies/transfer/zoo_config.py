@@ -143,10 +143,9 @@ def math_ceil(x: float) -> int:
 
 
 PRESETS = PresetRegistry()
-PRESETS.add(
-    "quick",
-    "3 sizes (xxs, s, m: 25x in non-embedding params), 4 scratch D x 3 D_F; <= 15 min on 2 cores",
-    sizes=["xxs", "s", "m"],
+# quick's grid and protocol: 1M pretraining tokens, scratch and fine-tuning runs of up to 30 passes over D
+# with early stopping (Hernandez et al.), 50-600 steps
+GRID = dict(
     pretrain_tokens=1_000_000,
     scratch_D=[4_000, 16_000, 64_000, 256_000],
     finetune_D=[4_000, 16_000, 64_000],
@@ -155,21 +154,20 @@ PRESETS.add(
     max_epochs=30.0,
     eval_every=25,
     eval_tokens=16384,
+)
+PRESETS.add(
+    "quick",
+    "3 sizes (xxs, s, m: 25x in non-embedding params), 4 scratch D x 3 D_F; <= 15 min on 2 cores",
+    sizes=["xxs", "s", "m"],
     bootstrap=200,
+    **GRID,
 )
 PRESETS.add(
     "full",
     "all 5 sizes (xxs..l: 64x in non-embedding params) on quick's grid: 4 scratch D x 3 D_F; ~20 min on 2 cores",
     sizes=["xxs", "xs", "s", "m", "l"],
-    pretrain_tokens=1_000_000,
-    scratch_D=[4_000, 16_000, 64_000, 256_000],
-    finetune_D=[4_000, 16_000, 64_000],
-    max_steps=600,
-    min_steps=50,
-    max_epochs=30.0,
-    eval_every=25,
-    eval_tokens=16384,
     bootstrap=1000,
+    **GRID,
 )
 PRESETS.add(
     "micro",
