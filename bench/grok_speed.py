@@ -55,7 +55,7 @@ def engine_seconds_per_step(cfg: GrokConfig, k: int, steps: int) -> tuple[float,
     chain, scale = make_chain(cfg, lr, wd)
     loss = make_loss(cfg.loss, cfg.loss_dtype)
     tdata = TrainData(data.x_train, data.y_train, data.x_val, data.y_val)
-    fwd = StackedForward(base)
+    fwd = StackedForward(base, cfg.ensemble_mode)
     ev = evaluate_classification(tdata, loss, scale.current_lr, wd)
     sched = Schedule(steps=steps, eval_every=cfg.eval_every, checkpoint_every=10**9)
     eng = Engine(fwd, params, loss, chain, tdata, sched, ev, runs=None)

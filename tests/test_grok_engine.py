@@ -114,3 +114,22 @@ def test_chunked_gradient_accumulation_matches_the_full_batch(tmp_path):
         for ra, rb in zip(ma.records, mb.records):
             assert abs(ra["train_loss"] - rb["train_loss"]) < 1e-4 * max(1.0, ra["train_loss"])
             assert abs(ra["weight_norm_sq"] - rb["weight_norm_sq"]) < 1e-3
+
+
+def test_ensemble_modes_agree_and_loop_members_equal_single_runs(tmp_path):
+    from transferlab.train.ensemble import LOOP_WORK, StackedForward
+
+    cfgs = {m: [GrokConfig(**TINY, seed=s, lr=lr, ensemble_mode=m) for s, lr in ((0, 1e-3), (1, 3e-3))]
+            for m in ("vmap", "loop")}
+    res = {m: run_members(c, Store(tmp_path / m)) for m, c in cfgs.items()}
+    alone = run_members([cfgs["loop"][1]], Store(tmp_path / "alone"))[0]
+    for rv, rl in zip(res["vmap"][1].records, res["loop"][1].records):
+        assert abs(rv["train_loss"] - rl["train_loss"]) < 1e-4 * max(1.0, abs(rl["train_loss"]))
+    assert [r["train_loss"] for r in res["loop"][1].records] == [r["train_loss"] for r in alone.records]
+    # auto: loop on CPU for big members, vmap for small ones; a pure function of shapes
+    fwd = StackedForward(torch.nn.Linear(100, 100))
+    big = {"w": torch.zeros(2, 100, 100)}
+    assert fwd.loops(big, torch.zeros(LOOP_WORK // 10_000, 100))
+    assert not fwd.loops(big, torch.zeros(10, 100))
+    with pytest.raises(ValueError, match="ensemble mode"):
+        StackedForward(torch.nn.Linear(2, 2), "threads")

@@ -63,6 +63,12 @@ class Block(nn.Module):
         return resid + mlp
 
 
+def _lookup(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``table[ids]`` through ``index_select``: its backward is an ``index_add``, several times faster on
+    CPU than the sorting ``index_put`` that advanced indexing's backward runs."""
+    return table.index_select(0, ids.reshape(-1)).view(*ids.shape, table.shape[-1])
+
+
 class AlgorithmicTransformer(nn.Module):
     def __init__(
         self,
@@ -91,13 +97,13 @@ class AlgorithmicTransformer(nn.Module):
         eq = torch.full_like(tokens[:, :1], self.eq_token)
         seq = torch.cat([tokens, eq], dim=1)
         pos = self.pos[: seq.shape[1]]
-        x = self.embed[seq] + pos
+        x = _lookup(self.embed, seq) + pos
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             projected = None
             if i == 0 and isinstance(block.ln1, nn.Identity):
                 # (E[t] + P_j) W = (E W)[t] + (P W)_j: project the vocabulary table once instead of every
                 # position of every sample (exact; needs no LayerNorm before the projection).
-                projected = tuple((self.embed @ W)[seq] + pos @ W for W in (block.W_Q, block.W_K, block.W_V))
+                projected = tuple(_lookup(self.embed @ W, seq) + pos @ W for W in (block.W_Q, block.W_K, block.W_V))
             x = block(x, last_only=(i == last), projected=projected)
         return self.ln_f(x[:, -1, :]) @ self.unembed

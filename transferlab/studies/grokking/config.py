@@ -52,6 +52,7 @@ class GrokConfig(StudyConfig):
     # schedule
     steps: int = Field(3000, ge=1)
     batch_size: int = Field(0, ge=0)  # 0 = full batch
+    ensemble_mode: Literal["auto", "vmap", "loop"] = "auto"  # how members run together (train/ensemble.py)
     chunk_size: int = Field(0, ge=0)  # >0: gradient accumulated over row chunks (faster for big ensembles on CPU)
     eval_every: int = Field(20, ge=1)
     log_spaced_evals: int = Field(0, ge=0)

@@ -149,8 +149,8 @@ def _train(cfg0: GrokConfig, cfgs: list[GrokConfig], runs: list, data: Algorithm
     stopper = StopAfterGeneralized(cfg0.stop_after_generalized, cfg0.generalized_when)
     for r in runs:
         r.start()
-    engine = Engine(StackedForward(base), params, loss_fn, chain, tdata, schedule, evaluator, runs=runs,
-                    callbacks=[stopper], description=description)
+    engine = Engine(StackedForward(base, cfg0.ensemble_mode), params, loss_fn, chain, tdata, schedule, evaluator,
+                    runs=runs, callbacks=[stopper], description=description)
     result = engine.run()
     wall = time.perf_counter() - t0
     for k, (cfg, run) in enumerate(zip(cfgs, runs)):
