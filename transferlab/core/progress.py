@@ -28,6 +28,12 @@ def is_quiet() -> bool:
     return _quiet
 
 
+def say(text: str) -> None:
+    """A status line on the console, unless output is quiet (``--json``)."""
+    if not _quiet:
+        console.print(text)
+
+
 class _NullTask:
     def update(self, **kwargs) -> None:  # noqa: D401 - mimics the progress handle
         pass

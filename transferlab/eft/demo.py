@@ -39,7 +39,7 @@ from pydantic import Field, field_validator, model_validator
 
 from transferlab.core.config import PresetRegistry, StudyConfig
 from transferlab.core.errors import StoreError
-from transferlab.core.progress import console, is_quiet
+from transferlab.core.progress import say
 from transferlab.models.zoo import FAMILY, new_model, size_spec
 from transferlab.store import Store
 from transferlab.store.run import Run
@@ -55,11 +55,6 @@ LABELS = {
     "eft-up": "up-scaled EFT",
     "eft-down": "down-scaled EFT",
 }
-
-
-def _say(text: str) -> None:
-    if not is_quiet():
-        console.print(text)
 
 
 class EFTDemoConfig(StudyConfig):
@@ -320,7 +315,7 @@ def run_zoo_demo(
     for role in ("small", "large"):
         e = pre[role]
         lmcfg = target_config(tcfg, e["size"], "finetune", cfg.finetune_tokens, target, vocab, init=e["run_id"])
-        _say(f"eft demo: fine-tune {role} ({e['size']}) on {cfg.target_corpus}, {lmcfg.steps} steps")
+        say(f"eft demo: fine-tune {role} ({e['size']}) on {cfg.target_corpus}, {lmcfg.steps} steps")
         row = target_run(store, zb.zoo, lmcfg, target, tok, e["name"])
         ft_rows[role] = {**row, "lr": lmcfg.lr, "steps_planned": lmcfg.steps}
         model = finetuned_model(store, row["run_id"], lmcfg, tok.eos_token_id)
@@ -341,7 +336,7 @@ def run_zoo_demo(
         for split, data in (("target", target), ("source", source)):
             w = heldout_windows(data.val, cfg.seq_len, cfg.score_tokens)
             n_windows[split] = len(w)
-            _say(f"eft demo: scoring {len(w)} held-out {data.corpus} windows x {cfg.seq_len} tokens")
+            say(f"eft demo: scoring {len(w)} held-out {data.corpus} windows x {cfg.seq_len} tokens")
             scored[split] = window_logprobs(mixes, w, batch_size=cfg.score_batch, betas=betas)
     finally:
         torch.set_num_threads(threads)

@@ -32,7 +32,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from transferlab.core.progress import console, is_quiet
+from transferlab.core.progress import say
 from transferlab.models.zoo import TokenData, Zoo, size_spec
 from transferlab.store import Store
 from transferlab.studies.correlate import zoo_benchmarks as zb
@@ -42,11 +42,6 @@ STUDY = "correlate_zoo"
 LM_STUDY = "lm"
 STAGES = ("pretrain", "sft")
 CSV_COLUMNS = ["model", "stage", "mixture", "scale", "benchmark", "accuracy", "confidence"]
-
-
-def _say(text: str) -> None:
-    if not is_quiet():
-        console.print(text)
 
 
 def mixture_name(p: int) -> str:
@@ -112,7 +107,7 @@ def _finetune(zoo: Zoo, store: Store, lmcfg: Any, pre_name: str, data: TokenData
     mdir = zoo.model_dir(name)
     if run.status == "done" and (mdir / "config.json").is_file() and name in zoo.manifest():
         return name, zoo.load(name)
-    _say(f"sft: {name} ({lmcfg.steps} steps)")
+    say(f"sft: {name} ({lmcfg.steps} steps)")
     model = zoo.load(pre_name).train()
     res = train_and_save(lmcfg, run, data, model, tok, mdir, description=f"sft {lmcfg.size}")
     spec = size_spec(lmcfg.size)
@@ -175,7 +170,7 @@ def build_pairs(cfg: ZooPairsConfig, store: Store, zoo_root: str | Path | None =
                                "pretrain": pre_name, "sft": sft_name, "pretrain_val_loss": entry.get("val_loss"),
                                "pretrain_tokens": entry.get("tokens_seen"),
                                "eval_seconds": time.perf_counter() - t1})
-                _say(f"{model_id}: " + ", ".join(f"{r['stage']}/{r['benchmark']}={r['accuracy']:.2f}"
+                say(f"{model_id}: " + ", ".join(f"{r['stage']}/{r['benchmark']}={r['accuracy']:.2f}"
                                                  for r in rows[-2 * len(benches):]))
     finally:
         torch.set_num_threads(threads)

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from transferlab.core.errors import FitError
+from transferlab.core.progress import say
 from transferlab.store import Store
-from transferlab.studies.transfer.zoo_build import ZooBuild, build_zoo, say, target_config, target_run
+from transferlab.studies.transfer.zoo_build import ZooBuild, build_zoo, target_config, target_run
 from transferlab.studies.transfer.zoo_config import TransferRunConfig
 from transferlab.train.lm import LMRunConfig
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from transferlab.core.errors import TrainingDiverged
-from transferlab.core.progress import console, is_quiet
+from transferlab.core.progress import say
 from transferlab.models.zoo import TokenData, Zoo, corpus_key, new_model, size_spec
 from transferlab.store import Store
 from transferlab.store.run import Run
@@ -25,9 +25,6 @@ from transferlab.train.engine import Callback
 from transferlab.train.lm import LMRunConfig, LMTrainResult, flops_per_token, train_lm
 
 LM_STUDY = "lm"
-def say(text: str) -> None:
-    if not is_quiet():
-        console.print(text)
 
 
 def corpus_tag(spec: str, key: str) -> str:
