@@ -54,6 +54,9 @@ def test_each_member_is_measured_with_its_own_parameters(tmp_path):
     assert first[1]["grad_coherence"] == pytest.approx(ref.coherence, rel=1e-3)
     noise = (ref.fisher_trace - ref.mean_grad_sq_norm) / ref.mean_grad_sq_norm
     assert first[1]["grad_noise_scale"] == pytest.approx(noise, rel=1e-3)
+    assert first[1]["dormant_frac"] == monitors.dormant_units(module, data.x_train)["dormant_fraction"]
+    assert first[1]["feature_erank"] == pytest.approx(
+        monitors.feature_effective_rank(module, data.x_train, module.act), rel=1e-6)
 
 
 @pytest.mark.parametrize("loss", ["mse", "stablemax"])

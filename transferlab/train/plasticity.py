@@ -38,6 +38,12 @@ def member_module(module: nn.Module, params: Tensors, i: int) -> nn.Module:
     return module
 
 
+def logs_at(step: int, *, eval_every: int, every: int, last_step: int) -> bool:
+    """Whether an extra measured every ``every`` evaluations logs at ``step`` (always at the last step).
+    A pure function of the step, so a resumed run logs at the same steps."""
+    return step == last_step or (step // eval_every) % every == 0
+
+
 def plasticity_extra(factory: Callable[[], nn.Module], per_sample_loss: nn.Module, x: torch.Tensor,
                      y: torch.Tensor, *, eval_every: int, every: int, last_step: int,
                      probe_size: int = 256) -> Callable[[Tensors, Any, int], list[dict[str, Any]]]:
@@ -53,7 +59,7 @@ def plasticity_extra(factory: Callable[[], nn.Module], per_sample_loss: nn.Modul
 
     def extra(params: Tensors, _forward: Any, step: int) -> list[dict[str, Any]]:
         k = next(iter(params.values())).shape[0]
-        if step != last_step and (step // eval_every) % every:
+        if not logs_at(step, eval_every=eval_every, every=every, last_step=last_step):
             return [{} for _ in range(k)]
         out = []
         for i in range(k):
@@ -70,12 +76,23 @@ def plasticity_extra(factory: Callable[[], nn.Module], per_sample_loss: nn.Modul
                                      if stats.mean_grad_sq_norm > 0 else float("nan")),
             }
             if acts:
-                rec["dormant_frac"] = monitors.dormant_units(m, x, modules=acts)["dormant_fraction"]
-                rec["feature_erank"] = monitors.feature_effective_rank(m, x, last_act)
+                rec["dormant_frac"], rec["feature_erank"] = _dormant_and_rank(m, x, acts, last_act)
             out.append(rec)
         return out
 
     return extra
+
+
+def _dormant_and_rank(m: nn.Module, x: torch.Tensor, acts: dict[str, nn.Module], last: str) -> tuple[float, float]:
+    """Dormant fraction over every activation module and the effective rank of the last one's output,
+    from one forward pass."""
+    features: list[torch.Tensor] = []
+    hook = acts[last].register_forward_hook(lambda _m, _i, out: features.append(out))
+    try:
+        dormant = monitors.dormant_units(m, x, modules=acts)["dormant_fraction"]
+    finally:
+        hook.remove()
+    return dormant, monitors.effective_rank(features[0])
 
 
 def combine_extras(*extras: Callable | None) -> Callable | None:

@@ -20,7 +20,7 @@ from transferlab.train import transforms as T
 from transferlab.train.engine import Engine, Schedule, TrainData, evaluate_classification
 from transferlab.train.ensemble import StackedForward, build_members
 from transferlab.train.losses import make_loss
-from transferlab.train.plasticity import combine_extras, plasticity_extra
+from transferlab.train.plasticity import combine_extras, logs_at, plasticity_extra
 
 STUDY = "grokking"
 
@@ -84,7 +84,7 @@ def _progress_extra(cfg: GrokConfig, data: AlgorithmicData, every: int) -> Calla
 
     def extra(params: dict[str, torch.Tensor], forward: StackedForward, step: int) -> list[dict[str, Any]]:
         k = next(iter(params.values())).shape[0]
-        if step != cfg.steps and (step // cfg.eval_every) % every:  # a pure function of the step: resumable
+        if not logs_at(step, eval_every=cfg.eval_every, every=every, last_step=cfg.steps):
             return [{} for _ in range(k)]
         logits = forward(params, data.inputs)[..., : cfg.p]  # without the '=' output of eq_output
         out = []
