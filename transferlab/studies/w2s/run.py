@@ -144,6 +144,14 @@ def _head_kw(cfg: W2SConfig) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- floor and ceiling
+def _ceiling_jobs(splits: list[Splits], y: torch.Tensor, k: int, cfg: W2SConfig) -> list[HeadJob]:
+    """The strong ceiling: a head trained on gold labels of the transfer split, early-stopped on val."""
+    return [
+        HeadJob(sp.transfer, _onehot(y[sp.transfer], k), sp.val, _onehot(y[sp.val], k), XentLoss(), seed=cfg.seed + s)
+        for s, sp in enumerate(splits)
+    ]
+
+
 def _weak_jobs(x_rows: int, splits: list[Splits], y: torch.Tensor, k: int, cfg: W2SConfig) -> list[HeadJob]:
     jobs = []
     for s, sp in enumerate(splits):
@@ -174,17 +182,7 @@ def compute_baseline(views: Views, splits: list[Splits], cfg: W2SConfig) -> dict
         weak_probs[rung] = torch.stack([r.probs(xr) for r in res]).detach()
     if "weak" not in weak_probs:
         weak_probs["weak"] = weak_probs[views.ladder[0]].clone()
-    ceil_jobs = [
-        HeadJob(
-            sp.transfer,
-            _onehot(y[sp.transfer], k),
-            sp.val,
-            _onehot(y[sp.val], k),
-            XentLoss(),
-            seed=cfg.seed + s,
-        )
-        for s, sp in enumerate(splits)
-    ]
+    ceil_jobs = _ceiling_jobs(splits, y, k, cfg)
     mon = torch.stack([sp.test for sp in splits])
     ceil = train_heads(views.strong, ceil_jobs, monitor_idx=mon, monitor_labels=y[mon], **_head_kw(cfg))
     return {

@@ -333,26 +333,15 @@ def pair_sweep(views: Views, splits: list[Any], base: dict[str, Any], cfg: W2SCo
     (the floors are the baseline's); the x axis is strong / weak non-embedding parameters.
     """
     from transferlab.studies.w2s.analysis import summarize_method
-    from transferlab.studies.w2s.heads import HeadJob, train_heads
-    from transferlab.studies.w2s.losses import XentLoss
-    from transferlab.studies.w2s.run import _head_kw, _onehot, train_students
+    from transferlab.studies.w2s.heads import train_heads
+    from transferlab.studies.w2s.run import _ceiling_jobs, _head_kw, train_students
 
     y = torch.as_tensor(views.data.labels)
     k = views.data.n_classes
     ladder = list(views.ladder)
     ceilings: dict[str, torch.Tensor] = {ladder[-1]: base["ceiling_probs"]}
-    for rung in ladder[1:-1]:  # the same ceiling jobs as the baseline's, on this rung's features
-        jobs = [
-            HeadJob(
-                sp.transfer,
-                _onehot(y[sp.transfer], k),
-                sp.val,
-                _onehot(y[sp.val], k),
-                XentLoss(),
-                cfg.seed + s,
-            )
-            for s, sp in enumerate(splits)
-        ]
+    jobs = _ceiling_jobs(splits, y, k, cfg)  # the baseline's ceiling jobs, trained on each rung's features
+    for rung in ladder[1:-1]:
         xr = views.views[rung]
         ceilings[rung] = torch.stack([r.probs(xr) for r in train_heads(xr, jobs, **_head_kw(cfg))]).detach()
     sw_cfg = cfg.model_copy(update={"losses": ["xent"]})
