@@ -66,6 +66,9 @@ def test_list_presets_and_print_config(cli):
     (["--set", "train_fraction=1.5"], "train_fraction"),
     (["--set", "train_fraction=0"], "train_fraction"),
     (["--set", "lr"], "no '='"),
+    (["--set", "eq_output=true"], "needs model=transformer"),
+    (["--set", "ensemble_mode=threads"], "ensemble_mode"),
+    (["--set", "split_style=numpy"], "split_style"),
 ])
 def test_bad_input_gets_one_line_and_exit_2_and_writes_nothing(cli, tmp_path, args, needle):
     store = tmp_path / "store"

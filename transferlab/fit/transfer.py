@@ -365,10 +365,7 @@ def fit_transfer(
         for b in range(n_boot):
             if not np.isfinite(thetas[b]).all():
                 continue
-            try:
-                law_b = ChinchillaLaw.from_theta(thetas[b])
-            except OverflowError:  # a degenerate resample (e.g. log B past float range): counted as failed
-                continue
+            law_b = ChinchillaLaw.from_theta(thetas[b])  # bootstrap_chinchilla already dropped overflowing fits
             for m in fits:
                 try:
                     pf = _transfer_fit(law_b, fN, fD, fL, m, counts_f[b].astype(float), fix_beta)

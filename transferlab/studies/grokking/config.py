@@ -73,6 +73,8 @@ class GrokConfig(StudyConfig):
             raise ValueError(
                 f"operation '{self.operation}' needs inverses mod p, but p={self.p} is not prime; use a prime p"
             )
+        if self.eq_output and self.model != "transformer":
+            raise ValueError("eq_output (a readout class for the '=' token) needs model=transformer")
         if self.model == "transformer" and self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         return self
