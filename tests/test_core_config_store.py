@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -95,3 +96,44 @@ def test_release_freed_memory_is_safe_to_call_often():
     assert len(results) == 1
     if sys.platform.startswith("linux"):
         assert results == {True}  # glibc: malloc_trim exists
+
+
+FAULTS_PER_STEP = """
+import resource, sys, torch
+from transferlab.core.memory import reuse_freed_memory
+from transferlab.data.algorithmic import make_dataset
+from transferlab.studies.grokking import GrokConfig
+from transferlab.studies.grokking.run import model_factory
+if sys.argv[1] == "reuse":
+    assert reuse_freed_memory() is True
+cfg = GrokConfig()
+data = make_dataset(cfg.operation, cfg.p, cfg.train_fraction, cfg.split_seed)
+model = model_factory(cfg, data.n_tokens, data.n_classes)()
+def step():
+    loss = torch.nn.functional.cross_entropy(model(data.x_train), data.y_train)
+    torch.autograd.grad(loss, list(model.parameters()))
+for _ in range(10):
+    step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):
+    step()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20)
+"""
+
+
+def test_reused_memory_means_far_fewer_page_faults_per_training_step():
+    """With glibc's defaults a step of the default grok model page-faults its activations back in
+    (~1,000 minor faults per step, measured); after reuse_freed_memory it mostly reuses the heap."""
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.fail("this test measures glibc's allocator; run it on Linux")
+    faults = {}
+    for mode in ("default", "reuse"):
+        out = subprocess.run([sys.executable, "-c", FAULTS_PER_STEP, mode], capture_output=True, text=True,
+                             env={**os.environ, "OMP_NUM_THREADS": "2"})
+        assert out.returncode == 0, out.stderr
+        faults[mode] = float(out.stdout.strip().splitlines()[-1])
+    assert faults["default"] > 200, faults  # the problem is real on this allocator
+    assert faults["reuse"] < faults["default"] / 5, faults

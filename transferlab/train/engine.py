@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import torch
 
+from transferlab.core.memory import reuse_freed_memory
 from transferlab.core.progress import progress_bar
 from transferlab.store.run import Run
 from transferlab.train.ensemble import StackedForward
@@ -162,6 +163,8 @@ class Engine:
     # ---- the loop -------------------------------------------------------------
     def run(self) -> TrainResult:
         t_start = time.perf_counter()
+        if self.data.x_train.device.type == "cpu":
+            reuse_freed_memory()  # no page faults for each step's activations (see core.memory)
         sched = self.schedule
         start = self._resume()
         if start > 0 and self.runs is not None:
@@ -229,6 +232,10 @@ class Engine:
             per_member, grads = self._chunked_loss_and_grads(x, y, alive_t, cs)
             finite = torch.isfinite(per_member)
             ok = finite & alive_t
+        elif self.forward.one_by_one(self.params, x):
+            per_member, grads = self._member_by_member(x, y, alive_t)
+            finite = torch.isfinite(per_member)
+            ok = finite & alive_t
         else:
             logits = self.forward(self.params, x)
             per_member = self.loss_fn(logits, y).mean(-1)  # [K]
@@ -254,6 +261,26 @@ class Engine:
                         if alive[k] and bool(bad_p[k]) and k not in newly_bad:
                             newly_bad.append(k)
         return newly_bad
+
+    def _member_by_member(self, x: torch.Tensor, y: torch.Tensor,
+                          alive: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Each member's forward, loss and backward in turn, on leaf views of its own parameters: its
+        activations stay in cache, and its backward writes only its own gradient (differentiating
+        through selects of the stacked parameters would zero-fill all K members' gradients once per
+        member). Same values as the stacked path: a member that is stopped or non-finite gets a zero
+        gradient."""
+        names = list(self.params)
+
+        def one_member(i: int) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+            own = {n: self.params[n][i].detach().requires_grad_(True) for n in names}
+            loss = self.loss_fn(self.forward.member(own, x).unsqueeze(0), y).mean(-1)[0]
+            if bool(alive[i]) and bool(torch.isfinite(loss)):
+                return loss.detach(), torch.autograd.grad(loss, list(own.values()))
+            return loss.detach(), tuple(torch.zeros_like(v) for v in own.values())
+
+        results = [one_member(i) for i in range(self.k)]
+        grads = [torch.stack(g) for g in zip(*(r[1] for r in results))]
+        return torch.stack([r[0] for r in results]), grads
 
     def _chunked_loss_and_grads(self, x: torch.Tensor, y: torch.Tensor, alive: torch.Tensor,
                                 chunk: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -308,19 +335,26 @@ def evaluate_classification(
     def evaluate(params: Tensors, forward: StackedForward, step: int) -> list[dict[str, Any]]:
         k = next(iter(params.values())).shape[0]
         out: list[dict[str, Any]] = [{"step": step} for _ in range(k)]
-        for split, x, y in (("train", data.x_train, data.y_train), ("val", data.x_val, data.y_val)):
-            logits = forward(params, x)
+
+        def split_stats(logits: torch.Tensor, y: torch.Tensor, train: bool) -> dict[str, torch.Tensor]:
             losses = loss_fn(logits, y)
-            acc = (logits.argmax(-1) == y).float().mean(-1)
-            loss = losses.mean(-1)
-            zero = (losses == 0).float().mean(-1)
-            collapse = softmax_collapse_fraction(logits)
-            for i in range(k):
-                out[i][f"{split}_loss"] = float(loss[i])
-                out[i][f"{split}_acc"] = float(acc[i])
-                if split == "train":
-                    out[i]["zero_loss_frac"] = float(zero[i])
-                    out[i]["collapse_frac"] = float(collapse[i])
+            stats = {"loss": losses.mean(-1), "acc": (logits.argmax(-1) == y).float().mean(-1)}
+            if train:  # collapse and zero loss are logged for the training split only
+                stats["zero_loss_frac"] = (losses == 0).float().mean(-1)
+                stats["collapse_frac"] = softmax_collapse_fraction(logits)
+            return stats
+
+        for split, x, y in (("train", data.x_train, data.y_train), ("val", data.x_val, data.y_val)):
+            if k > 1 and forward.one_by_one(params, x):  # member by member: each one's logits stay in cache
+                parts = [split_stats(forward.member({n: v[i] for n, v in params.items()}, x)[None], y, split == "train")
+                         for i in range(k)]
+                stats = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+            else:
+                stats = split_stats(forward(params, x), y, split == "train")
+            for key, values in stats.items():
+                name = f"{split}_{key}" if key in ("loss", "acc") else key
+                for i in range(k):
+                    out[i][name] = float(values[i])
         total = torch.zeros(k)
         for name, p in params.items():
             sq = p.flatten(1).pow(2).sum(1)
