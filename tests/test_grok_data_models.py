@@ -95,3 +95,15 @@ def test_eq_output_adds_one_never_targeted_logit():
     m = AlgorithmicTransformer(23, 23, d_model=16, n_heads=2, d_mlp=32, eq_output=True)
     assert m(torch.tensor([[1, 2], [3, 4]])).shape == (2, 24)
     assert m.unembed.std().item() == pytest.approx(1 / 24**0.5, rel=0.2)
+
+
+def test_quadratic_activation_gradients_are_exact_and_work_under_vmap():
+    from torch.func import grad, vmap
+
+    from transferlab.models.mlp import QuadraticActivation
+
+    act = QuadraticActivation()
+    x = torch.randn(5, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(act, (x,)) and torch.autograd.gradgradcheck(act, (x,))
+    per_row = vmap(grad(lambda row: act(row).sum()))(x.detach())
+    assert torch.equal(per_row, 2 * x.detach())

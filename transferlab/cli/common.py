@@ -16,6 +16,8 @@ from transferlab.core.paths import default_store
 StoreOpt = typer.Option(None, "--store", help="Run store folder (default: $TRANSFERLAB_HOME or ./runs).")
 JsonOpt = typer.Option(False, "--json", help="Print a machine-readable JSON summary on stdout.")
 SetOpt = typer.Option(None, "--set", help="Override a config key: --set key=value (repeatable).")
+MirrorOpt = typer.Option(None, "--mirror", help="Also log live to tensorboard or mlflow, inside the store "
+                         "(repeatable; needs the package: pip install 'transferlab[tensorboard]' / '[mlflow]').")
 
 
 def store_path(store: Optional[Path]) -> Path:

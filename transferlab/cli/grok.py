@@ -9,6 +9,7 @@ import typer
 
 from transferlab.cli.common import (
     JsonOpt,
+    MirrorOpt,
     SetOpt,
     StoreOpt,
     begin,
@@ -28,6 +29,7 @@ def register(app: typer.Typer) -> None:
         set_: Optional[List[str]] = SetOpt,
         seeds: int = typer.Option(1, "--seeds", help="Train K members (seeds seed..seed+K-1) as one ensemble."),
         store: Optional[Path] = StoreOpt,
+        mirror: Optional[List[str]] = MirrorOpt,
         json_out: bool = JsonOpt,
         print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
         list_presets: bool = typer.Option(False, "--list-presets", help="List the presets and exit."),
@@ -42,7 +44,7 @@ def register(app: typer.Typer) -> None:
                                 json_out=json_out)
         if cfg is None:
             return
-        result = run(cfg, Store(store_path(store)), seeds=seeds)
+        result = run(cfg, Store(store_path(store), mirrors=mirror or ()), seeds=seeds)
         if json_out:
             emit_json(_contract(result, seeds))
         else:

@@ -72,3 +72,31 @@ def report(run_id: str, store: Optional[Path] = StoreOpt, json_out: bool = JsonO
         emit_json({"report": str(path)})
     else:
         typer.echo(str(path))
+
+
+@runs_app.command("mirror")
+def mirror(
+    run_ids: Optional[list[str]] = typer.Argument(None, help="Run ids (or unique prefixes); all runs when left out."),
+    to: list[str] = typer.Option(..., "--to", help="tensorboard or mlflow (repeatable)."),
+    study: Optional[str] = typer.Option(None, "--study", help="Only runs of this study."),
+    store: Optional[Path] = StoreOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Copy runs from the store into TensorBoard or MLflow (inside the store), replacing earlier copies."""
+    from transferlab.store.mirrors import export_run, make_mirrors
+
+    begin(json_out)
+    st = Store(store_path(store))
+    mirrors = make_mirrors(to, st.root)  # unknown names and missing packages fail before anything is written
+    runs = [st.find(r) for r in run_ids] if run_ids else [st.find(r["id"]) for r in st.index.rows(study=study)]
+    runs = [r for r in runs if study is None or r.study == study]
+    for run in runs:
+        for m in mirrors:
+            export_run(run, m)
+    where = {"tensorboard": str(st.root / "mirrors" / "tensorboard"),
+             "mlflow": f"sqlite:///{(st.root / 'mirrors' / 'mlflow.db').resolve()}"}
+    out = {"runs": [r.id for r in runs], "mirrors": {m.name: where[m.name] for m in mirrors}}
+    if json_out:
+        emit_json(out)
+    else:
+        typer.echo(f"mirrored {len(runs)} run(s): " + ", ".join(f"{k} -> {v}" for k, v in out["mirrors"].items()))

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, emit_json, store_path
+from transferlab.cli.common import JsonOpt, MirrorOpt, SetOpt, StoreOpt, begin, emit_json, store_path
 from transferlab.core.config import resolve
 from transferlab.store import Store
 
@@ -29,6 +29,7 @@ def sweep_grok(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: local Ray)."),
     name: Optional[str] = typer.Option(None, "--name", help="Sweep name (default: a hash of base and grid)."),
     store: Optional[Path] = StoreOpt,
+    mirror: Optional[List[str]] = MirrorOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """Sweep the grokking study over a grid; trials that differ only in seed/lr/wd train as one ensemble."""
@@ -46,8 +47,9 @@ def sweep_grok(
 
     for pt in expand_grid(grid_values):
         build(GrokConfig, {**base.to_dict(), **pt})
-    st = Store(store_path(store))
-    result = run_sweep(base, grid_values, st, seeds=seeds, backend=backend, address=address, name=name)
+    st = Store(store_path(store), mirrors=mirror or ())  # checks the mirrors before anything runs
+    result = run_sweep(base, grid_values, st, seeds=seeds, backend=backend, address=address, name=name,
+                       mirrors=tuple(mirror or ()))
     path, fit = write_sweep_report(result, st)
     result["report"] = str(path)
     result["delay_law"] = None if fit is None else {"c": fit.c, "r2": fit.r2, "kappa": fit.kappa,

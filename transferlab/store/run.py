@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,9 @@ LATEST = "latest.json"
 class Store:
     """The store root (``./runs`` by default)."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, mirrors: list[str] | tuple[str, ...] = ()):
+        """``mirrors``: names of optional live mirrors of every run (``tensorboard``, ``mlflow``; see
+        ``store.mirrors``)."""
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
             raise StoreError(
@@ -39,6 +42,21 @@ class Store:
                 fix="pass --store with a folder path (it is created if missing)",
             )
         self.index = Index(self.root)
+        self.mirrors: list[Any] = []
+        if mirrors:
+            from transferlab.store.mirrors import make_mirrors
+
+            self.mirrors = make_mirrors(mirrors, self.root)
+
+    def mirror(self, action: str, *args: Any) -> None:
+        """Pass a run event to every live mirror; a mirror that fails warns once and is dropped."""
+        for m in list(self.mirrors):
+            try:
+                getattr(m, action)(*args)
+            except Exception as err:  # noqa: BLE001 - a mirror must never stop a run
+                print(f"warning: the {m.name} mirror failed ({type(err).__name__}: {err}); it is turned off "
+                      "for this process, the store keeps every record", file=sys.stderr)
+                self.mirrors.remove(m)
 
     def run_dir(self, study: str, run_id: str) -> Path:
         return self.root / study / run_id
@@ -98,6 +116,7 @@ class Run:
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record, default=float) + "\n")
             f.flush()
+        self.store.mirror("log", self, [record])
 
     def log_many(self, records: list[dict[str, Any]]) -> None:
         if not records:
@@ -105,6 +124,7 @@ class Run:
         with open(self.metrics_path, "a") as f:
             f.write("".join(json.dumps(r, default=float) + "\n" for r in records))
             f.flush()
+        self.store.mirror("log", self, records)
 
     def metrics_bytes(self) -> int:
         return self.metrics_path.stat().st_size if self.metrics_path.exists() else 0
@@ -134,11 +154,13 @@ class Run:
 
     def start(self) -> None:
         self._set_index("running")
+        self.store.mirror("start", self)
 
     def finish(self, summary: dict[str, Any], status: str = "done") -> None:
         summary = {**summary, "status": status, "run_id": self.id, "finished": time.time()}
         write_json(self.summary_path, summary)
         self._set_index(status, summary)
+        self.store.mirror("finish", self, summary, status)
 
     # ---- checkpoints --------------------------------------------------------
     def save_checkpoint(

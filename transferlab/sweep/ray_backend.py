@@ -10,7 +10,8 @@ from typing import Any
 from transferlab.core.errors import ConfigError
 
 
-def run_on_ray(store_root: str, groups: list[list[dict[str, Any]]], sweep: str, address: str | None) -> None:
+def run_on_ray(store_root: str, groups: list[list[dict[str, Any]]], sweep: str, address: str | None,
+               mirrors: tuple[str, ...] = ()) -> None:
     try:
         import ray
     except ImportError:
@@ -20,12 +21,12 @@ def run_on_ray(store_root: str, groups: list[list[dict[str, Any]]], sweep: str, 
     started_here = not ray.is_initialized()
     # Ray's driver prints worker and raylet messages on stdout; keep stdout for --json.
     with contextlib.redirect_stdout(sys.stderr):
-        _run(ray, started_here, store_root, groups, sweep, address)
+        _run(ray, started_here, store_root, groups, sweep, address, mirrors)
     _ = execute_group  # imported so a missing module fails here, before tasks are sent
 
 
 def _run(ray: Any, started_here: bool, store_root: str, groups: list[list[dict[str, Any]]], sweep: str,
-         address: str | None) -> None:
+         address: str | None, mirrors: tuple[str, ...]) -> None:
     if started_here:
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                   "configure_logging": False}
@@ -39,14 +40,15 @@ def _run(ray: Any, started_here: bool, store_root: str, groups: list[list[dict[s
         ray.init(**kwargs)
     try:
         task = ray.remote(num_cpus=1)(_execute_in_worker)
-        refs = [task.remote(store_root, g, sweep) for g in groups]
+        refs = [task.remote(store_root, g, sweep, mirrors) for g in groups]
         ray.get(refs)
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _execute_in_worker(store_root: str, group: list[dict[str, Any]], sweep: str) -> list[str]:
+def _execute_in_worker(store_root: str, group: list[dict[str, Any]], sweep: str,
+                       mirrors: tuple[str, ...]) -> list[str]:
     import torch
 
     from transferlab.core import progress
@@ -54,4 +56,4 @@ def _execute_in_worker(store_root: str, group: list[dict[str, Any]], sweep: str)
 
     torch.set_num_threads(1)
     progress.set_quiet(True)
-    return execute_group(store_root, group, sweep)
+    return execute_group(store_root, group, sweep, mirrors)

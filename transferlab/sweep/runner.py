@@ -43,11 +43,12 @@ def _record_failure(store: Store, cfg: GrokConfig, sweep: str, err: BaseExceptio
                status="failed")
 
 
-def execute_group(store_root: str, configs: list[dict[str, Any]], sweep: str) -> list[str]:
+def execute_group(store_root: str, configs: list[dict[str, Any]], sweep: str,
+                  mirrors: tuple[str, ...] = ()) -> list[str]:
     """Train one group; never raises. Returns the run ids. Runs in-process or as a Ray task."""
     from transferlab.studies.grokking.run import run_members
 
-    store = Store(store_root)
+    store = Store(store_root, mirrors=mirrors)
     cfgs = [GrokConfig(**c) for c in configs]
     try:
         members = run_members(cfgs, store, sweep=sweep, description=f"{sweep} ({len(cfgs)} members)")
@@ -72,6 +73,7 @@ def run_sweep(
     address: str | None = None,
     name: str | None = None,
     max_group: int = MAX_GROUP,
+    mirrors: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     from transferlab.core.config import build
 
@@ -86,11 +88,11 @@ def run_sweep(
     if backend == "ray":
         from transferlab.sweep.ray_backend import run_on_ray
 
-        run_on_ray(str(store.root), payload, sweep, address)
+        run_on_ray(str(store.root), payload, sweep, address, mirrors)
     elif backend == "local":
         with progress_bar(f"{sweep}: groups", total=len(payload)) as bar:
             for g in payload:
-                execute_group(str(store.root), g, sweep)
+                execute_group(str(store.root), g, sweep, mirrors)
                 bar.update(advance=1)
     else:
         from transferlab.core.errors import ConfigError
