@@ -16,31 +16,11 @@ import torch
 from torch import nn
 
 
-class _Square(torch.autograd.Function):
-    """x^2 with a two-pass backward (2 x g). Autograd's ``x * x`` differentiates both factors and adds
-    the two products: three passes over the activations and two more tensors, per step."""
-
-    generate_vmap_rule = True  # works under torch.func.vmap / grad (ensembles, per-sample monitors)
-
-    @staticmethod
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return x * x
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
-        ctx.save_for_backward(inputs[0])
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[no-untyped-def, override]
-        (x,) = ctx.saved_tensors
-        return torch.mul(grad, x).mul_(2.0)
-
-
 class QuadraticActivation(nn.Module):
     """x -> x^2 (Gromov 2023); named *Activation so monitors find the units."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _Square.apply(x)
+        return x * x
 
 
 ACTIVATIONS = {"relu": nn.ReLU, "quadratic": QuadraticActivation, "gelu": nn.GELU}

@@ -345,7 +345,7 @@ def evaluate_classification(
             return stats
 
         for split, x, y in (("train", data.x_train, data.y_train), ("val", data.x_val, data.y_val)):
-            if k > 1 and forward.one_by_one(params, x):  # member by member: each one's logits stay in cache
+            if forward.one_by_one(params, x):  # member by member: each one's logits stay in cache
                 parts = [split_stats(forward.member({n: v[i] for n, v in params.items()}, x)[None], y, split == "train")
                          for i in range(k)]
                 stats = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}

@@ -65,9 +65,9 @@ class StackedForward:
         return x.shape[0] * per_member >= LOOP_WORK
 
     def one_by_one(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> bool:
-        """Whether members run one call each (a single run, or loop mode): then a trainer can also take
-        each member's loss and backward in turn, on its own parameters (``member``)."""
-        return next(iter(params.values())).shape[0] == 1 or self.loops(params, x)
+        """Whether K > 1 members run one call each (loop mode): then a trainer can also take each
+        member's loss and backward in turn, on its own parameters (``member``)."""
+        return next(iter(params.values())).shape[0] > 1 and self.loops(params, x)
 
     def member(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """One member's forward from its own (unstacked) parameters: out[n, ...]."""
