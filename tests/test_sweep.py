@@ -56,7 +56,8 @@ def test_a_failing_trial_is_recorded_and_does_not_stop_the_others(tmp_path, monk
 def test_real_two_trial_sweep_on_local_ray(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("TRANSFERLAB_RAY_CPUS", "2")
     code, out, err = cli(["sweep", "grok", "--grid", "p=23,29", "--set", "width=16", "--set", "steps=30",
-                          "--set", "eval_every=10", "--backend", "ray", "--store", str(tmp_path), "--json"])
+                          "--set", "eval_every=10", "--backend", "ray", "--store", str(tmp_path), "--json",
+                          "--mirror", "tensorboard"])
     assert code == 0, err
     res = json.loads(out)
     assert sorted(t["p"] for t in res["trials"]) == [23, 29]
@@ -64,3 +65,5 @@ def test_real_two_trial_sweep_on_local_ray(cli, tmp_path, monkeypatch):
     for t in res["trials"]:  # each trial really trained: its metrics are on disk
         run = Store(tmp_path).find(t["run_id"])
         assert run.metrics()[-1]["step"] == 30
+        # the Ray workers mirrored it live: one TensorBoard event file per trial
+        assert list((tmp_path / "mirrors" / "tensorboard" / "grokking" / t["run_id"]).glob("events.out.tfevents.*"))
