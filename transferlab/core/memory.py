@@ -3,8 +3,8 @@
 **Reuse** (``reuse_freed_memory``): a training step allocates and frees the same few megabyte-sized
 activations every step. With glibc's defaults, blocks that large are fresh ``mmap``s (or heap that is
 trimmed back to the system), so every step page-faults them in again: ~1,000 minor faults per step of
-the default grok model, 5.9 ms per step instead of 4.7 ms (2 threads; 3 more ms per step for 16
-members). A fixed mmap threshold of 32 MiB (glibc's largest) and a 256 MiB trim threshold keep those
+the default grok model, 5.9 ms per step instead of 4.7 ms (2 threads; for 16 members about 10 of
+~90 ms per step). A fixed mmap threshold of 32 MiB (glibc's largest) and a 256 MiB trim threshold keep those
 blocks in the heap: ~0 faults per step.
 
 **Give back** (``release_freed_memory``): loops that allocate and free many large, same-sized tensors

@@ -1,8 +1,9 @@
 """The training engine: one loop for single runs and ensembles.
 
 Parameters are stacked ``{name: [K, ...]}`` (K=1 for one run). Each step computes the per-member
-losses, one backward pass for the sum (members are independent, so each gets its own gradient),
-runs the gradient-transform chain, and adds the update. Evaluation runs without autograd on a
+losses, one backward pass for the sum (members are independent, so each gets its own gradient) or, in
+loop mode, one forward and backward per member on its own parameters, runs the gradient-transform
+chain, and adds the update. Evaluation runs without autograd on a
 fixed or log-spaced schedule. A non-finite loss stops that member within the step; its last good
 checkpoint is kept. Checkpoints hold everything needed to continue bit-for-bit (parameters,
 transform state, step); the minibatch order is a pure function of (order_seed, epoch), so it needs
