@@ -231,19 +231,16 @@ class Engine:
         cs = self.schedule.chunk_size
         if 0 < cs < x.shape[0]:
             per_member, grads = self._chunked_loss_and_grads(x, y, alive_t, cs)
-            finite = torch.isfinite(per_member)
-            ok = finite & alive_t
         elif self.forward.one_by_one(self.params, x):
             per_member, grads = self._member_by_member(x, y, alive_t)
-            finite = torch.isfinite(per_member)
-            ok = finite & alive_t
         else:
             logits = self.forward(self.params, x)
             per_member = self.loss_fn(logits, y).mean(-1)  # [K]
-            finite = torch.isfinite(per_member)
-            ok = finite & alive_t
-            total = torch.where(ok, per_member, torch.zeros_like(per_member)).sum()
+            live = torch.isfinite(per_member) & alive_t
+            total = torch.where(live, per_member, torch.zeros_like(per_member)).sum()
             grads = torch.autograd.grad(total, list(self.params.values()))
+        finite = torch.isfinite(per_member)
+        ok = finite & alive_t
         newly_bad = [k for k in range(self.k) if alive[k] and not bool(finite[k])]
         with torch.no_grad():
             gdict = dict(zip(self.params.keys(), grads))
