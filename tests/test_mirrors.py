@@ -75,6 +75,9 @@ def test_runs_mirror_exports_again_without_duplicates(cli, tmp_path, no_network)
                               "--json"])
         assert code == 0, err
         assert json.loads(out)["runs"] == [member.run_id]
+        assert json.loads(out)["mirrors"] == {
+            "mlflow": f"sqlite:///{(tmp_path / 'mirrors' / 'mlflow.db').resolve()}",
+            "tensorboard": str(tmp_path / "mirrors" / "tensorboard")}
     client, runs = mlflow_runs(tmp_path)
     live = [r for r in runs if r.info.lifecycle_stage == "active"]
     assert len(live) == 1
@@ -115,8 +118,7 @@ def test_bad_mirror_names_and_missing_packages_get_one_line(cli, tmp_path, monke
 def test_a_sweep_mirrors_every_trial(tmp_path):
     from transferlab.sweep import run_sweep
 
-    result = run_sweep(GrokConfig(**TINY), {"weight_decay": [0.3, 1.0]}, Store(tmp_path, mirrors=("tensorboard",)),
-                       mirrors=("tensorboard",))
+    result = run_sweep(GrokConfig(**TINY), {"weight_decay": [0.3, 1.0]}, Store(tmp_path, mirrors=("tensorboard",)))
     folders = tmp_path / "mirrors" / "tensorboard" / "grokking"
     assert sorted(p.name for p in folders.iterdir()) == sorted(t["run_id"] for t in result["trials"])
     for t in result["trials"]:

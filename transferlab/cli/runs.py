@@ -93,9 +93,7 @@ def mirror(
     for run in runs:
         for m in mirrors:
             export_run(run, m)
-    where = {"tensorboard": str(st.root / "mirrors" / "tensorboard"),
-             "mlflow": f"sqlite:///{(st.root / 'mirrors' / 'mlflow.db').resolve()}"}
-    out = {"runs": [r.id for r in runs], "mirrors": {m.name: where[m.name] for m in mirrors}}
+    out = {"runs": [r.id for r in runs], "mirrors": {m.name: m.location for m in mirrors}}
     if json_out:
         emit_json(out)
     else:

@@ -47,9 +47,9 @@ def sweep_grok(
 
     for pt in expand_grid(grid_values):
         build(GrokConfig, {**base.to_dict(), **pt})
-    st = Store(store_path(store), mirrors=mirror or ())  # checks the mirrors before anything runs
-    result = run_sweep(base, grid_values, st, seeds=seeds, backend=backend, address=address, name=name,
-                       mirrors=tuple(mirror or ()))
+    # opens (so checks) the mirrors before anything runs; the workers reopen them by name
+    st = Store(store_path(store), mirrors=mirror or ())
+    result = run_sweep(base, grid_values, st, seeds=seeds, backend=backend, address=address, name=name)
     path, fit = write_sweep_report(result, st)
     result["report"] = str(path)
     result["delay_law"] = None if fit is None else {"c": fit.c, "r2": fit.r2, "kappa": fit.kappa,

@@ -44,6 +44,7 @@ MLFLOW_PARAM_CHARS = 6000  # MLflow's limit on a param value
 
 class Mirror(Protocol):
     name: str
+    location: str  # where to point the tool: a folder or a tracking URI
 
     def start(self, run: Run) -> None: ...
     def log(self, run: Run, records: list[dict[str, Any]]) -> None: ...
@@ -77,6 +78,7 @@ class TensorBoardMirror:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.location = str(self.root)
         self._writers: dict[str, Any] = {}
 
     def folder(self, run: Run) -> Path:
@@ -125,8 +127,8 @@ class MLflowMirror:
 
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.uri = f"sqlite:///{(self.root / 'mlflow.db').resolve()}"
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self.location = f"sqlite:///{(self.root / 'mlflow.db').resolve()}"
+        self.client = MlflowClient(tracking_uri=self.location)
         self._runs: dict[str, str] = {}  # our run id -> MLflow run id
 
     def _experiment(self, study: str) -> str:

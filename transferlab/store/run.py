@@ -42,6 +42,7 @@ class Store:
                 fix="pass --store with a folder path (it is created if missing)",
             )
         self.index = Index(self.root)
+        self.mirror_names = tuple(mirrors)  # what a worker process needs to open the same mirrors
         self.mirrors: list[Any] = []
         if mirrors:
             from transferlab.store.mirrors import make_mirrors

@@ -73,7 +73,6 @@ def run_sweep(
     address: str | None = None,
     name: str | None = None,
     max_group: int = MAX_GROUP,
-    mirrors: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     from transferlab.core.config import build
 
@@ -88,11 +87,11 @@ def run_sweep(
     if backend == "ray":
         from transferlab.sweep.ray_backend import run_on_ray
 
-        run_on_ray(str(store.root), payload, sweep, address, mirrors)
+        run_on_ray(str(store.root), payload, sweep, address, store.mirror_names)
     elif backend == "local":
         with progress_bar(f"{sweep}: groups", total=len(payload)) as bar:
             for g in payload:
-                execute_group(str(store.root), g, sweep, mirrors)
+                execute_group(str(store.root), g, sweep, store.mirror_names)
                 bar.update(advance=1)
     else:
         from transferlab.core.errors import ConfigError
