@@ -113,6 +113,12 @@ def test_bad_mirror_names_and_missing_packages_get_one_line(cli, tmp_path, monke
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "pip install 'transferlab[tensorboard]'" in err
     assert not any((tmp_path / "grokking").glob("*"))  # refused before any run folder was made
+    code, _, err = cli(["runs", "mirror", "--to", "wandb", "--store", str(tmp_path)])
+    assert code == 2
+    assert err.strip().splitlines() == ["error: --to: unknown mirror 'wandb' — use one of: tensorboard, mlflow"]
+    code, _, err = cli(["runs", "mirror", "nope", "--to", "mlflow", "--store", str(tmp_path)])
+    assert code == 2 and "no unique run with id 'nope'" in err
+    assert not (tmp_path / "mirrors").exists()  # nothing was written for a bad id
 
 
 def test_a_sweep_mirrors_every_trial(tmp_path):

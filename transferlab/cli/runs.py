@@ -87,9 +87,9 @@ def mirror(
 
     begin(json_out)
     st = Store(store_path(store))
-    mirrors = make_mirrors(to, st.root)  # unknown names and missing packages fail before anything is written
     runs = [st.find(r) for r in run_ids] if run_ids else [st.find(r["id"]) for r in st.index.rows(study=study)]
     runs = [r for r in runs if study is None or r.study == study]
+    mirrors = make_mirrors(to, st.root, "--to")  # bad ids, names or missing packages fail before any write
     for run in runs:
         for m in mirrors:
             export_run(run, m)

@@ -188,12 +188,13 @@ class MLflowMirror:
             self.client.delete_run(found.info.run_id)
 
 
-def make_mirrors(names: list[str] | tuple[str, ...], store_root: Path) -> list[Mirror]:
-    """The mirrors asked for by name; one clear error for an unknown name or a missing package."""
+def make_mirrors(names: list[str] | tuple[str, ...], store_root: Path, option: str = "--mirror") -> list[Mirror]:
+    """The mirrors asked for by name (with the CLI ``option``); one clear error for an unknown name or a
+    missing package."""
     mirrors: list[Mirror] = []
     for name in dict.fromkeys(names):
         if name not in MIRRORS:
-            raise ConfigError(f"unknown mirror '{name}'", where="--mirror", fix=f"use one of: {', '.join(MIRRORS)}")
+            raise ConfigError(f"unknown mirror '{name}'", where=option, fix=f"use one of: {', '.join(MIRRORS)}")
         root = Path(store_root) / "mirrors"
         try:
             if name == "tensorboard":
@@ -204,7 +205,7 @@ def make_mirrors(names: list[str] | tuple[str, ...], store_root: Path) -> list[M
                 mirrors.append(MLflowMirror(root))
         except ImportError as err:
             raise ConfigError(f"the {name} mirror needs a package that is not installed ({err.name})",
-                              where="--mirror", fix=f"pip install 'transferlab[{name}]'") from None
+                              where=option, fix=f"pip install 'transferlab[{name}]'") from None
     return mirrors
 
 
