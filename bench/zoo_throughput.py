@@ -1,32 +1,40 @@
-"""Zoo training throughput on CPU: tokens/s per size through the project's engine, and the fraction of
-the machine's fp32 matmul FLOP/s that it reaches.
+"""Zoo training throughput: tokens/s per size through the project's engine, fp32 and bf16 side by side,
+each against the same-dtype matmul peak measured in the same script.
 
-    python bench/zoo_throughput.py [--sizes xxs,xs,s,m,l] [--steps 20] [--seq-len 128] \
-        [--batch 16] [--threads 2]
+    python bench/zoo_throughput.py [--sizes xxs,xs,s,m,l,xl] [--steps 12] [--threads 2] [--json OUT]
+                                   [--baseline]
 
-FLOPs per token = 6 x (non-embedding params + tied LM head V x d) + 6 x n_layers x seq_len x d (attention),
-as in Kaplan et al. 2020. The machine's FLOP/s is the best of several 2048 x 2048 fp32 matmuls in the
-same process and thread setting. Token ids are random (speed does not depend on the text).
+Each size trains with the zoo's own settings (seq_len 128, batch 32, vocab 4096) as the ``full`` build does.
+Rows: ``zoo-fp32`` and ``zoo-bf16`` (the zoo's :class:`~transferlab.zoo.model.ZooLM`, float32 or bf16
+autocast); with ``--baseline`` also ``hf-fp32``, the previous path (Hugging Face's ``LlamaForCausalLM`` in
+float32, as the zoo trained before v2), so the speed-up is measured in the same run.
+
+FLOPs per token = 6 x (non-embedding params + tied LM head V x d) + 6 x n_layers x seq_len x d (Kaplan et
+al. 2020). The peak is the best of several 2048^3 matmuls in that dtype, same process and threads. Token ids
+are random (speed does not depend on the text).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import torch
 
 from transferlab.core import progress
-from transferlab.models.zoo import FAMILY, new_model, parse_sizes
 from transferlab.train import transforms as T
 from transferlab.train.engine import Engine, Schedule, TrainData
 from transferlab.train.ensemble import StackedForward
-from transferlab.train.lm import CausalLMLogits, LMCrossEntropy, flops_per_token
+from transferlab.train.lm import CausalLMLogits, LMCrossEntropy
+from transferlab.zoo.model import flops_per_token, hf_config, new_lm
+from transferlab.zoo.sizes import parse_sizes
+from transferlab.zoo.train import shape_of
 
 
-def matmul_flops(n: int = 2048, reps: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_flops(dtype: torch.dtype, n: int = 2048, reps: int = 7) -> float:
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     a @ b
     best = float("inf")
     for _ in range(reps):
@@ -36,76 +44,76 @@ def matmul_flops(n: int = 2048, reps: int = 5) -> float:
     return 2 * n**3 / best
 
 
-def engine_tokens_per_s(size: str, steps: int, seq_len: int, batch: int, vocab: int) -> float:
-    model = CausalLMLogits(new_model(FAMILY[size], vocab, seq_len, 0, seed=0))
-    params = {n: p.detach().clone().unsqueeze(0) for n, p in model.named_parameters()}
+def engine_tokens_per_s(kind: str, size: str, steps: int, seq_len: int, batch: int, vocab: int) -> float:
+    shape = shape_of(size, vocab, seq_len)
+    if kind == "hf-fp32":
+        from transformers import LlamaForCausalLM
+
+        torch.manual_seed(0)
+        model, dtype = LlamaForCausalLM(hf_config(shape, 0)), torch.float32
+    else:
+        model, dtype = new_lm(shape, 0), (torch.bfloat16 if kind == "zoo-bf16" else torch.float32)
+    wrapper = CausalLMLogits(model, dtype)
+    params = {n: p.detach().clone().unsqueeze(0) for n, p in wrapper.named_parameters()}
     w = torch.randint(0, vocab, (batch * (steps + 2), seq_len + 1))
     data = TrainData(w, w, w[:1], w[:1])
-    lr = torch.tensor([1e-3])
     chain = T.chain(
         T.ScaleByAdam(0.9, 0.95),
         T.AddDecayedWeights(torch.tensor([0.01])),
-        T.ScaleByLR(lr, T.make_schedule("cosine", 2, steps)),
+        T.ScaleByLR(torch.tensor([1e-3]), T.make_schedule("cosine", 2, steps)),
     )
-    eng = Engine(
-        StackedForward(model),
-        params,
-        LMCrossEntropy(),
-        chain,
-        data,
-        Schedule(steps=steps, batch_size=batch, eval_every=10**9, checkpoint_every=10**9),
-        evaluator=lambda p, f, s: [{"step": s}],
-        description=f"bench {size}",
-    )
+    # two untimed warm-up steps, then the timed ones
+    Engine(StackedForward(wrapper), params, LMCrossEntropy(), chain, data,
+           Schedule(steps=2, batch_size=batch, eval_every=10**9, checkpoint_every=10**9),
+           evaluator=lambda p, f, s: [{"step": s}], description="warm-up").run()
+    eng = Engine(StackedForward(wrapper), params, LMCrossEntropy(), chain, data,
+                 Schedule(steps=steps, batch_size=batch, eval_every=10**9, checkpoint_every=10**9),
+                 evaluator=lambda p, f, s: [{"step": s}], description=f"bench {size}")
     res = eng.run()
     return res.steps_run * batch * seq_len / res.train_seconds
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", default="xxs,xs,s,m,l")
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--sizes", default="xxs,xs,s,m,l,xl")
+    ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--seq-len", type=int, default=128)
-    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--vocab", type=int, default=4096)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--baseline", action="store_true", help="also time the pre-v2 path (HF Llama, fp32)")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     progress.set_quiet(True)
-    peak = matmul_flops()
+    load = os.getloadavg()[0]
+    peaks = {"fp32": matmul_flops(torch.float32), "bf16": matmul_flops(torch.bfloat16)}
+    kinds = (["hf-fp32"] if args.baseline else []) + ["zoo-fp32", "zoo-bf16"]
     rows = []
     for size in parse_sizes(args.sizes):
-        spec = FAMILY[size]
-        tps = engine_tokens_per_s(size, args.steps, args.seq_len, args.batch, args.vocab)
-        fpt = flops_per_token(
-            spec.non_embedding_params(), args.vocab, spec.d_model, spec.n_layers, args.seq_len
-        )
-        rows.append(
-            {
-                "size": size,
-                "non_embedding_params": spec.non_embedding_params(),
-                "tokens_per_s": tps,
-                "flops_per_token": fpt,
-                "achieved_gflops": tps * fpt / 1e9,
-                "fraction_of_matmul": tps * fpt / peak,
-            }
-        )
-    out = {
-        "threads": args.threads,
-        "seq_len": args.seq_len,
-        "batch": args.batch,
-        "vocab": args.vocab,
-        "matmul_gflops": peak / 1e9,
-        "sizes": rows,
-    }
-    print(f"fp32 matmul 2048^3: {peak / 1e9:.1f} GFLOP/s ({args.threads} threads)")
-    print(f"{'size':5s} {'N (non-emb)':>12s} {'tokens/s':>10s} {'GFLOP/s':>8s} {'of matmul':>9s}")
-    for r in rows:
-        print(
-            f"{r['size']:5s} {r['non_embedding_params']:>12,} {r['tokens_per_s']:>10,.0f} "
-            f"{r['achieved_gflops']:>8.2f} {100 * r['fraction_of_matmul']:>8.1f}%"
-        )
+        shape = shape_of(size, args.vocab, args.seq_len)
+        fpt = flops_per_token(shape)
+        for kind in kinds:
+            tps = engine_tokens_per_s(kind, size, args.steps, args.seq_len, args.batch, args.vocab)
+            peak = peaks["bf16" if kind.endswith("bf16") else "fp32"]
+            rows.append({"size": size, "kind": kind, "tokens_per_s": tps, "flops_per_token": fpt,
+                         "achieved_gflops": tps * fpt / 1e9, "fraction_of_same_dtype_peak": tps * fpt / peak})
+            print(f"{size:4s} {kind:9s} {tps:>10,.0f} tok/s {tps * fpt / 1e9:>7.1f} GFLOP/s "
+                  f"{100 * tps * fpt / peak:>5.1f}% of {kind[-4:]} peak", flush=True)
+    by = {(r["size"], r["kind"]): r["tokens_per_s"] for r in rows}
+    speedups = {s: by[(s, "zoo-bf16")] / by[(s, "hf-fp32")] for s in parse_sizes(args.sizes)
+                if (s, "hf-fp32") in by}
+    peaks_after = {"fp32": matmul_flops(torch.float32), "bf16": matmul_flops(torch.bfloat16)}
+    out = {"threads": args.threads, "seq_len": args.seq_len, "batch": args.batch, "vocab": args.vocab,
+           "steps": args.steps, "load_average_before": load, "load_average_after": os.getloadavg()[0],
+           "matmul_gflops": {k: v / 1e9 for k, v in peaks.items()},
+           "matmul_gflops_after": {k: v / 1e9 for k, v in peaks_after.items()},
+           "rows": rows, "bf16_speedup_over_hf_fp32": speedups}
+    print(f"matmul peak 2048^3 ({args.threads} threads): fp32 {peaks['fp32'] / 1e9:.1f}, bf16 "
+          f"{peaks['bf16'] / 1e9:.1f} GFLOP/s (after: {peaks_after['fp32'] / 1e9:.1f}, "
+          f"{peaks_after['bf16'] / 1e9:.1f}); load {load:.2f} -> {out['load_average_after']:.2f}")
+    for s, x in speedups.items():
+        print(f"{s}: zoo-bf16 / hf-fp32 = {x:.2f}x")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 from transferlab.core.errors import TransferlabError
-from transferlab.models.zoo import Zoo, parse_sizes
+from transferlab.zoo import Zoo, parse_sizes
 from transferlab.store import Store
-from transferlab.studies.transfer.zoo_build import build_zoo
-from transferlab.studies.transfer.zoo_config import ZooConfig
+from transferlab.zoo.build import build_zoo
+from transferlab.zoo.build import ZooConfig
 from transferlab.studies.w2s.run import make_config, run
 
 LOSSES = "xent,confidence,logconf,product,window,adaptconf,bootstrap"
@@ -54,7 +54,7 @@ def main() -> None:
     have = {e["size"] for e in Zoo(store.root / "zoo").entries()}
     t0 = time.perf_counter()
     if not set(sizes) <= have:
-        build_zoo(ZooConfig(sizes=sizes, tokens=args.tokens), store)
+        build_zoo(ZooConfig(sizes=sizes, tokens=args.tokens, tokens_per_param=None), store)
     print(f"zoo ready in {time.perf_counter() - t0:.0f} s: {store.root / 'zoo'}")
     results = {}
     for task in [t.strip() for t in args.tasks.split(",") if t.strip()]:

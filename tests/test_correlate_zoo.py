@@ -75,7 +75,7 @@ def test_micro_csv_rows_columns_and_ranges(micro):
 
 
 def test_scoring_equals_hand_computation_from_logits(micro):
-    from transferlab.models.zoo import Zoo
+    from transferlab.zoo import Zoo
 
     store, res = micro
     zoo = Zoo(store / "zoo")
@@ -111,7 +111,7 @@ def test_scoring_equals_hand_computation_from_logits(micro):
 
 
 def test_benchmarks_are_deterministic_with_gold_answers(micro):
-    from transferlab.models.zoo import Zoo
+    from transferlab.zoo import Zoo
 
     store, res = micro
     tok = Zoo(store / "zoo").load_tokenizer(res["models"][0]["pretrain"])
@@ -137,7 +137,7 @@ def test_benchmarks_are_deterministic_with_gold_answers(micro):
 
 
 def test_mixture_streams_and_cli_reuse(micro):
-    from transferlab.models.zoo import Zoo
+    from transferlab.zoo import Zoo
 
     store, res = micro
     zoo = Zoo(store / "zoo")

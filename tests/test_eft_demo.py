@@ -12,13 +12,13 @@ import math
 
 import pytest
 import torch
+from transferlab.zoo import Zoo
 
 from tests.browser import render
 from transferlab.core.config import resolve
 from transferlab.eft import EFT
 from transferlab.eft.demo import MODEL_KEYS, PRESETS, EFTDemoConfig, gap_fraction, heldout_windows, run_zoo_demo
 from transferlab.eft.heldout import heldout_loss, window_logprobs
-from transferlab.models.zoo import Zoo
 from transferlab.store import Store
 
 
@@ -112,7 +112,7 @@ def test_cli_reuses_the_runs_and_writes_a_working_report(demo, cli):
 
 def test_cli_presets_config_and_bad_input(cli):
     code, out, _ = cli(["eft", "demo", "--list-presets", "--json"])
-    assert code == 0 and set(json.loads(out)) == {"default", "micro"}
+    assert code == 0 and set(json.loads(out)) == {"default", "mini", "micro"}
     code, out, _ = cli(["eft", "demo", "--print-config"])
     assert code == 0 and "small: xs" in out and "preset: default" in out
     code, _, err = cli(["eft", "demo", "--preset", "micro", "--set", "small=xs", "--set", "large=xxs"])

@@ -9,24 +9,19 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from transferlab.models.zoo import FAMILY
 from transferlab.store import Store
-from transferlab.studies.transfer.zoo_build import build_zoo
-from transferlab.studies.transfer.zoo_config import ZooConfig
 from transferlab.studies.w2s import zoo_features as zf
 from transferlab.studies.w2s.run import make_config
+from transferlab.zoo import FAMILY
+from transferlab.zoo.build import ZooConfig, build_zoo
 
 MICRO = dict(
     sizes=["xxs", "xs", "s"],
+    tokens_per_param=None,
     tokens=16 * 4 * 16,
     vocab_size=400,
     max_files=25,
-    seq_len=16,
-    batch_size=4,
-    eval_every=4,
-    checkpoint_every=8,
-    eval_tokens=128,
-    monitor=False,
+    train={"seq_len": 16, "batch_size": 4, "min_steps": 1, "evals": 4, "eval_tokens": 128, "monitor": False},
 )
 TEXTS = [
     "Return the sum of two numbers.",
@@ -82,7 +77,7 @@ def test_features_shape_and_padding_is_ignored(zoo_store):
     # the pooled mean equals a hand-written mean over the unpadded hidden states
     model = load_causal_lm(path)
     ctx = model.config.max_position_embeddings  # = the zoo's seq_len (16): the features truncate there
-    assert ctx == MICRO["seq_len"]
+    assert ctx == MICRO["train"]["seq_len"]
     ids = tok(TEXTS[3], return_tensors="pt")["input_ids"][:, :ctx]
     assert ids.shape[1] == ctx  # this text is longer than the context
     with torch.no_grad():

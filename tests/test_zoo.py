@@ -22,10 +22,11 @@ from transferlab.data.corpora import (
     stdlib_files,
 )
 from transferlab.data.tokenizer import encode_documents, load_tokenizer, save_tokenizer, train_tokenizer
-from transferlab.models.zoo import FAMILY, Zoo, count_non_embedding, new_model, parse_sizes
 from transferlab.store import Store
-from transferlab.studies.transfer.zoo_build import build_zoo
-from transferlab.studies.transfer.zoo_config import ZooConfig
+from transferlab.zoo import FAMILY, Zoo, parse_sizes
+from transferlab.zoo.build import ZooConfig, build_zoo
+from transferlab.zoo.model import count_non_embedding, to_hf
+from transferlab.zoo.train import new_lm, shape_of
 
 SRC = '''#!/usr/bin/env python
 # -*- coding: utf-8 -*-
@@ -88,7 +89,7 @@ def test_corpora_deterministic_sorted_and_split_by_hash(tmp_path):
     a = stdlib_corpus("prose", root=tmp_path, val_percent=30)
     b = stdlib_corpus("prose", root=tmp_path, val_percent=30)
     assert a.train == b.train and a.val == b.val and a.fingerprint == b.fingerprint
-    expect_val = [n for n in names if in_val(n, 30)]
+    expect_val = [n for n in names if in_val(f"stdlib/{n}", 30)]
     assert len(a.val) == len(expect_val) and len(a.train) == len(names) - len(expect_val)
     assert 0 < len(expect_val) < len(names)
     assert [t.splitlines()[0] for t in a.val] == [f"Module docstring about {n}." for n in expect_val]
@@ -153,12 +154,12 @@ def test_tokenizer_round_trips_and_is_deterministic(tmp_path):
     assert stream.dtype == torch.int32 and int(stream[-1]) == eot and int((stream == eot).sum()) == 2
 
 
-def test_family_spans_30x_and_counts_match_hf():
-    sizes = parse_sizes("xxs,xs,s,m,l")
+def test_family_spans_100x_and_counts_match_hf():
+    sizes = parse_sizes("xxs,xs,s,m,l,xl")
     n = [FAMILY[s].non_embedding_params() for s in sizes]
-    assert n == sorted(n) and n[-1] / n[0] >= 30
+    assert len(n) >= 6 and n == sorted(n) and n[-1] / n[0] >= 100 and n[-1] >= 1_500_000
     for s in ("xxs", "m"):
-        model = new_model(FAMILY[s], 512, 32, 0, seed=0)
+        model = to_hf(new_lm(shape_of(s, 512, 32), seed=0), 0)
         assert count_non_embedding(model) == FAMILY[s].non_embedding_params()
         assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()  # tied
     with pytest.raises(ConfigError, match="unknown model size 'huge'"):
@@ -167,14 +168,11 @@ def test_family_spans_30x_and_counts_match_hf():
 
 TINY = dict(
     sizes=["xxs", "xs"],
+    tokens_per_param=None,
     tokens=24 * 4 * 16,
     vocab_size=400,
     max_files=25,
-    seq_len=16,
-    batch_size=4,
-    eval_every=4,
-    checkpoint_every=8,
-    eval_tokens=256,
+    train={"seq_len": 16, "batch_size": 4, "min_steps": 1, "evals": 12, "eval_tokens": 256, "dtype": "float32"},
 )
 
 
@@ -197,7 +195,8 @@ class KillAt:
 def _val_loss(model, tok_data, cfg: ZooConfig) -> float:
     from transferlab.train.lm import windows
 
-    w = windows(tok_data.val, cfg.seq_len)[: cfg.eval_tokens // (cfg.seq_len + 1)]
+    t = cfg.train
+    w = windows(tok_data.val, t.seq_len)[: t.eval_tokens // (t.seq_len + 1)]
     with torch.no_grad():
         logits = model(input_ids=w[:, :-1]).logits
     return float(
@@ -216,8 +215,10 @@ def test_tiny_zoo_builds_loads_and_reuses(tmp_path):
     assert sorted(e["size"] for e in manifest.values()) == ["xs", "xxs"]
     for e in zb.entries:
         assert e["reused"] is False and e["corpus"] == "prose"
-        assert e["tokens_seen"] == cfg.steps * cfg.batch_size * cfg.seq_len == 24 * 64
+        assert e["tokens_seen"] == 24 * 4 * 16 and e["tokens_per_param"] == pytest.approx(
+            24 * 64 / e["non_embedding_params"])
         assert e["steps"] == 24 and e["non_embedding_params"] == FAMILY[e["size"]].non_embedding_params()
+        assert e["dtype"] == "float32" and e["epochs"] > 0 and set(e["heldout_loss"]) == {"prose", "code"}
         assert e["tokens_per_second"] > 0 and e["wall_seconds"] > 0
         path = zb.zoo.root / e["path"]
         model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True)
@@ -229,7 +230,7 @@ def test_tiny_zoo_builds_loads_and_reuses(tmp_path):
         assert e["val_loss"] < math.log(e["vocab_size"])  # learned something beyond uniform
         run_metrics = store.run_dir("lm", e["run_id"]) / "metrics.jsonl"
         recs = [json.loads(x) for x in run_metrics.read_text().splitlines()]
-        assert [r["step"] for r in recs] == list(range(0, 25, 4))
+        assert [r["step"] for r in recs] == list(range(0, 25, 2))
     assert (zb.zoo.root / "report.html").is_file()
     loaded = zb.zoo.load(zb.entries[0]["name"])
     assert not loaded.training
@@ -253,7 +254,7 @@ def test_interrupted_build_resumes_exactly(tmp_path):
     zoo = Zoo(tmp_path / "runs" / "zoo")
     assert zoo.manifest() == {}  # nothing half-done is published
     resumed = build_zoo(cfg, store, report=False).entries[0]
-    assert resumed["resumed_from"] == 8 and resumed["steps_run"] == 16  # the checkpoint before the kill
+    assert resumed["resumed_from"] == 10 and resumed["steps_run"] == 14  # the checkpoint before the kill
     a = load_file(str(tmp_path / "ref" / "zoo" / ref["path"] / "model.safetensors"))
     b = load_file(str(zoo.root / resumed["path"] / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bit for bit
@@ -262,7 +263,7 @@ def test_interrupted_build_resumes_exactly(tmp_path):
         json.loads(x)
         for x in (store.run_dir("lm", resumed["run_id"]) / "metrics.jsonl").read_text().splitlines()
     ]
-    assert [r["step"] for r in recs] == list(range(0, 25, 4))  # no duplicated or missing steps
+    assert [r["step"] for r in recs] == list(range(0, 25, 2))  # no duplicated or missing steps
 
 
 def test_live_monitor_flags_a_loss_spike():
@@ -300,3 +301,120 @@ def test_bad_zoo_inputs(tmp_path, cli):
     assert not (tmp_path / "zoo" / "manifest.json").exists()
     code, out, _ = cli(["zoo", "ls", "--json", "--store", str(tmp_path)])
     assert code == 0 and json.loads(out)["models"] == []
+
+
+# ---- zoo v2 ---------------------------------------------------------------------------------------
+def test_zoo_model_computes_what_llama_computes():
+    """The zoo trains its own Llama; saved as LlamaForCausalLM it gives the same logits (and back again)."""
+    from transferlab.zoo.model import LMShape, from_hf
+
+    m = new_lm(LMShape(300, 48, 2, 3, 128, 24), seed=3)
+    hf = to_hf(m, 0)
+    x = torch.randint(0, 300, (2, 24))
+    with torch.no_grad():
+        a, b = m(x), hf(input_ids=x).logits
+        assert (a - b).abs().max() < 1e-5
+        assert torch.equal(from_hf(hf)(x), a)
+        # causal: changing the last token changes no earlier logit
+        y = x.clone()
+        y[:, -1] = (y[:, -1] + 1) % 300
+        assert torch.equal(m(y)[:, :-1], a[:, :-1])
+
+
+def test_bf16_run_ends_within_2_percent_of_fp32(tmp_path):
+    """A short bf16-autocast run ends within 2% of the same run in float32 (the master copy is float32)."""
+    base = {**TINY, "sizes": ["xs"], "tokens": 60 * 8 * 16,
+            "train": {**TINY["train"], "batch_size": 8, "evals": 6}}
+    losses = {}
+    for dt in ("float32", "bfloat16"):
+        cfg = ZooConfig(**{**base, "train": {**base["train"], "dtype": dt}})
+        e = build_zoo(cfg, Store(tmp_path / dt), report=False).entries[0]
+        assert e["dtype"] == dt
+        losses[dt] = e["val_loss"]
+    assert losses["float32"] < math.log(400) - 0.3  # it learned
+    assert abs(losses["bfloat16"] - losses["float32"]) / losses["float32"] < 0.02
+
+
+def test_large_corpus_selection_rules(tmp_path):
+    """Vendored copies and test suites are skipped, identical files count once, and the corpus key names the
+    distributions and versions that feed it."""
+    from transferlab.data.corpora import (
+        builtin_corpora,
+        corpus_distributions,
+        distribution_files,
+        source_manifest,
+    )
+
+    dists = dict(corpus_distributions())
+    for name in ("torch", "numpy", "scipy", "pandas", "transformers"):
+        assert name in dists  # the project's own dependencies feed the corpus
+    assert "pytest" not in dists and "transferlab" not in dists  # dev tools and the project itself do not
+    files = [k for k, _ in distribution_files("pandas")]
+    assert files == sorted(files) and files
+    assert not any("/tests/" in k or "/_vendor/" in k for k in files)
+    assert f"numpy=={dists['numpy']}" in source_manifest()["distributions"]
+    # dedup: two identical files in the fake stdlib count once
+    _fake_stdlib(tmp_path)
+    (tmp_path / "copy_of_alpha.py").write_text((tmp_path / "alpha.py").read_text())
+    (tmp_path / "_vendor").mkdir()
+    (tmp_path / "_vendor" / "vend.py").write_text(SRC.format(name="vendored"))
+    c = builtin_corpora(root=tmp_path, val_percent=30, cache_dir=tmp_path / "cache")
+    assert c["prose"].info["duplicates_skipped"] == 1
+    assert not any("vendored" in t for t in c["prose"].train + c["prose"].val)
+    # the cache gives back the same corpus
+    again = builtin_corpora(root=tmp_path, val_percent=30, cache_dir=tmp_path / "cache")
+    assert again["code"].train == c["code"].train and again["prose"].fingerprint == c["prose"].fingerprint
+
+
+def test_comment_scanner_matches_tokenize_on_the_project():
+    import io
+    import tokenize
+    from pathlib import Path
+
+    import transferlab
+    from transferlab.data.corpora import comments_of
+
+    for p in sorted(Path(transferlab.__file__).parent.rglob("*.py"))[:60]:
+        src = p.read_text()
+        want = [(t.start[0], t.string) for t in tokenize.generate_tokens(io.StringIO(src).readline)
+                if t.type == tokenize.COMMENT]
+        assert comments_of(src) == want, p
+
+
+def test_loss_vs_n_fit_and_flag():
+    from transferlab.zoo.analysis import loss_vs_n
+
+    ns = [10_000, 30_000, 100_000, 300_000]
+    good = [{"size": f"s{i}", "non_embedding_params": n, "heldout_loss": {"prose": 9.0 * n ** -0.1}}
+            for i, n in enumerate(ns)]
+    fit = loss_vs_n(good, "prose")["corpora"]["prose"]
+    assert not fit["flagged"] and fit["fit"]["a"] == pytest.approx(0.1, abs=1e-9) and fit["fit"]["r2"] > 0.999
+    bad = [dict(e) for e in good]
+    bad[2] = {**bad[2], "heldout_loss": {"prose": 5.0}}  # larger model, worse loss
+    res = loss_vs_n(bad, "prose")
+    assert res["flagged"] and res["corpora"]["prose"]["rises"][0] == "s1 -> s2"
+    assert loss_vs_n(good[:2], "prose")["corpora"]["prose"]["fit"] is None
+
+
+def test_memory_and_device_are_checked_before_anything_is_built(tmp_path, cli):
+    code, _, err = cli(["zoo", "build", "--preset", "micro", "--set", "vocab_size=900000",
+                        "--set", "sizes=xl", "--set", "train.batch_size=512", "--set", "train.seq_len=2048",
+                        "--store", str(tmp_path)])
+    assert code == 2 and "GB" in err and "needs about" in err and len(err.strip().splitlines()) == 1
+    if not torch.cuda.is_available():
+        code, _, err = cli(["zoo", "build", "--preset", "micro", "--set", "train.device=cuda",
+                            "--store", str(tmp_path)])
+        assert code == 2 and "no CUDA GPU" in err and "train.device" in err
+    code, _, err = cli(["zoo", "build", "--preset", "micro", "--set", "train.device=tpu", "--store", str(tmp_path)])
+    assert code == 2 and "train.device" in err
+    assert not (tmp_path / "zoo" / "models").exists()
+
+
+def test_zoo_corpus_json_contract(tmp_path, cli):
+    code, out, _ = cli(["zoo", "corpus", "code", "--max-files", "20", "--json", "--store", str(tmp_path)])
+    assert code == 0
+    res = json.loads(out)
+    assert set(res["documents"]) == {"train", "validation"} and res["characters"]["train"] > 1000
+    assert len(res["fingerprint"]) == 16 and res["tokens"] is None
+    code, out, _ = cli(["zoo", "corpus", "code", "--max-files", "20", "--json", "--store", str(tmp_path)])
+    assert json.loads(out)["fingerprint"] == res["fingerprint"]  # deterministic (and now from the cache)

@@ -80,7 +80,7 @@ def config_or_listing(
             for n, d in docs.items():
                 typer.echo(f"{n:24s} {d}")
         return None
-    name = preset if preset is not None or config is not None or overrides else default_preset
+    name = preset if preset is not None else default_preset  # --set and files apply on top of it
     cfg = resolve(cls, presets=presets, preset=name, config_file=config, overrides=overrides)
     if print_config:
         typer.echo(cfg.to_yaml())

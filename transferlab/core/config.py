@@ -34,10 +34,15 @@ class StudyConfig(BaseModel):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def config_hash(self) -> str:
-        """Same config => same hash => same run (fields that only affect speed are left out)."""
-        ident = {k: v for k, v in self.to_dict().items() if k not in NON_IDENTITY_FIELDS}
+        """Same config => same hash => same run (fields that only affect speed or place are left out, also
+        inside nested sub-configs)."""
+        ident = _identity(self.to_dict())
         blob = json.dumps({"study": type(self).__name__, **ident}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _identity(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: _identity(v) if isinstance(v, dict) else v for k, v in d.items() if k not in NON_IDENTITY_FIELDS}
 
 
 def _explain(err: ValidationError, cls: type[BaseModel]) -> ConfigError:
@@ -78,6 +83,22 @@ def parse_override(item: str) -> tuple[str, Any]:
     if isinstance(value, str) and _looks_numeric(value):
         value = float(value)
     return key, value
+
+
+def set_dotted(values: dict[str, Any], key: str, value: Any) -> None:
+    """``train.lr=1e-3`` sets ``values["train"]["lr"]``: a nested sub-config's field, on top of what the
+    preset or file gave that sub-config."""
+    *parents, leaf = key.split(".")
+    node = values
+    for part in parents:
+        child = node.get(part)
+        if hasattr(child, "model_dump"):
+            child = child.model_dump()
+        if not isinstance(child, dict):
+            child = {}
+        node[part] = child = dict(child)
+        node = child
+    node[leaf] = value
 
 
 def _looks_numeric(s: str) -> bool:
@@ -145,7 +166,7 @@ def resolve(
         values.update(load_yaml(config_file))
     for item in overrides or []:
         k, v = parse_override(item)
-        values[k] = v
+        set_dotted(values, k, v)
     values.update(extra or {})
     if hook is not None:
         values = hook(values)

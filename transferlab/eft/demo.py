@@ -5,10 +5,9 @@ by mixing scales at decoding time. Here, on the local model zoo:
 
 1. pretrain a small and a large zoo model on the source corpus (by default a mixture of prose and
    code: like the paper's base models, they have seen the target domain in pretraining), exactly as
-   ``transferlab zoo build`` does (:func:`transferlab.studies.transfer.zoo_build.build_zoo`);
-2. fine-tune both on the target corpus (code), exactly as ``transferlab transfer`` fine-tunes
-   zoo models (:func:`~transferlab.studies.transfer.zoo_build.target_config` and its target runs on the
-   project's engine): the large fine-tune is the upper bound;
+   ``transferlab zoo build`` does (:func:`transferlab.zoo.build.build_zoo`);
+2. fine-tune both on the target corpus (code) with the zoo's :func:`transferlab.zoo.train.finetune`:
+   the large fine-tune is the upper bound;
 3. score four models on held-out windows of the target's and the source's validation split,
    with the EFT scoring mode on token windows (:mod:`transferlab.eft.heldout`):
 
@@ -38,11 +37,10 @@ import torch
 from pydantic import Field, field_validator, model_validator
 
 from transferlab.core.config import PresetRegistry, StudyConfig
-from transferlab.core.errors import StoreError
 from transferlab.core.progress import say
-from transferlab.models.zoo import FAMILY, new_model, size_spec
 from transferlab.store import Store
-from transferlab.store.run import Run
+from transferlab.zoo.settings import TrainSettings
+from transferlab.zoo.sizes import FAMILY, size_spec
 
 STUDY = "eft_demo"
 TARGET_FRACTION = 0.5  # the issue's target: up-scaling closes at least half of the gap
@@ -67,22 +65,20 @@ class EFTDemoConfig(StudyConfig):
         "prose+code", description="pretraining corpus (knowledge); the paper's bases have seen the target domain"
     )
     target_corpus: str = Field("code", description="fine-tuning corpus (behaviour)")
-    pretrain_tokens: int = Field(1_000_000, ge=1, description="pretraining tokens per model")
+    pretrain_tokens_per_param: float | None = Field(20.0, gt=0, description="pretraining tokens per parameter")
+    pretrain_tokens: int | None = Field(None, ge=1, description="a fixed pretraining budget instead")
     finetune_tokens: int = Field(200_000, ge=1, description="D_F: size of the fine-tuning pool in tokens")
-    vocab_size: int = Field(4096, ge=300)
-    val_percent: float = Field(10.0, gt=0, lt=100)
+    vocab_size: int = Field(4096, ge=300, le=1_000_000, description="BPE vocabulary size")
+    val_percent: float = Field(10.0, gt=0, lt=100, description="percent of files held out for validation")
     max_files: int | None = Field(None, ge=1, description="use only the first stdlib files (tests)")
-    seq_len: int = Field(64, ge=2)
-    batch_size: int = Field(16, ge=1)
-    pretrain_lr: float = Field(3e-3, gt=0)
-    finetune_lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
+    pretrain: TrainSettings = Field(default_factory=lambda: TrainSettings(seq_len=64),
+                                    description="how the small and large models pretrain")
+    finetune: TrainSettings = Field(
+        default_factory=lambda: TrainSettings(seq_len=64, batch_size=16, lr=1e-3, evals=10, monitor=False),
+        description="how both fine-tune on the target")
     max_epochs: float = Field(4.0, gt=0, description="fine-tuning passes over D_F (clamped by min/max_steps)")
-    min_steps: int = Field(40, ge=1)
-    max_steps: int = Field(400, ge=1)
-    eval_every: int = Field(25, ge=1)
-    pretrain_eval_every: int = Field(100, ge=1)
-    eval_tokens: int = Field(8192, ge=1, description="validation tokens per evaluation during training")
+    min_steps: int = Field(40, ge=1, description="fewest fine-tuning steps")
+    max_steps: int = Field(400, ge=1, description="most fine-tuning steps")
     patience: int = Field(0, ge=0, description="early stopping of the fine-tunes (0: fixed steps)")
     score_tokens: int = Field(
         0, ge=0, description="held-out tokens scored per corpus, spread over the split (0: all of it)"
@@ -94,8 +90,11 @@ class EFTDemoConfig(StudyConfig):
         description="betas of the sweep curves (reported beside the 2x2, never used to pick it)",
     )
     bootstrap: int = Field(1000, ge=0, description="resamples of held-out windows for intervals")
-    seed: int = 0
-    num_threads: int | None = Field(None, ge=1)
+    seed: int = Field(0, ge=0, description="seed of the bootstrap")
+
+    @property
+    def seq_len(self) -> int:
+        return self.pretrain.seq_len
 
     @field_validator("small", "large")
     @classmethod
@@ -121,66 +120,53 @@ class EFTDemoConfig(StudyConfig):
             raise ValueError("source_corpus and target_corpus must differ")
         if self.min_steps > self.max_steps:
             raise ValueError(f"min_steps {self.min_steps} > max_steps {self.max_steps}")
+        if self.pretrain.seq_len != self.finetune.seq_len:
+            raise ValueError("pretrain.seq_len and finetune.seq_len must be equal")
         if self.finetune_tokens < self.seq_len + 1:
             raise ValueError(f"finetune_tokens must hold one window of seq_len + 1 = {self.seq_len + 1} tokens")
         if 0 < self.score_tokens < self.seq_len + 1:
             raise ValueError(f"score_tokens must hold one window of seq_len + 1 = {self.seq_len + 1} tokens")
         return self
 
-    def transfer_config(self) -> Any:
-        """The same runs as ``transferlab transfer`` with sizes (small, large) and one D_F."""
-        from transferlab.studies.transfer.zoo_config import TransferRunConfig
+    def zoo_config(self) -> Any:
+        from transferlab.zoo.build import ZooConfig
 
-        return TransferRunConfig(
-            sizes=[self.small, self.large],
-            pretrain_corpus=self.source_corpus,
-            target_corpus=self.target_corpus,
-            pretrain_tokens=self.pretrain_tokens,
-            scratch_D=[self.finetune_tokens],
-            finetune_D=[self.finetune_tokens],
-            vocab_size=self.vocab_size,
-            val_percent=self.val_percent,
-            max_files=self.max_files,
-            seq_len=self.seq_len,
-            batch_size=self.batch_size,
-            pretrain_lr=self.pretrain_lr,
-            finetune_lr=self.finetune_lr,
-            weight_decay=self.weight_decay,
-            max_epochs=self.max_epochs,
-            min_steps=self.min_steps,
-            max_steps=self.max_steps,
-            eval_every=self.eval_every,
-            pretrain_eval_every=self.pretrain_eval_every,
-            eval_tokens=self.eval_tokens,
-            patience=self.patience,
-            bootstrap=0,
-            seed=self.seed,
-            num_threads=self.num_threads,
-        )
+        return ZooConfig(sizes=[self.small, self.large], tokens_per_param=self.pretrain_tokens_per_param,
+                         tokens=self.pretrain_tokens, corpus=self.source_corpus, vocab_size=self.vocab_size,
+                         tokenizer_corpora=["prose", "code"], heldout=["prose", "code"],
+                         val_percent=self.val_percent, max_files=self.max_files, train=self.pretrain)
+
+    def finetune_steps(self) -> int:
+        raw = -int(-self.max_epochs * self.finetune_tokens // (self.finetune.batch_size * self.finetune.seq_len))
+        return min(self.max_steps, max(self.min_steps, raw))
 
 
 PRESETS = PresetRegistry()
 PRESETS.add(
     "default",
-    "xs (56k non-embedding params) vs m (332k): 1M tokens of a prose+code mixture each, fine-tuned on 200k "
-    "code tokens, scored on the whole validation splits; ~8 min on 2 cores",
+    "xs (56k non-embedding params) vs l (804k, 14.5x), each pretrained to 20 tokens/param on a prose+code mixture, "
+    "fine-tuned on 200k code tokens, scored on the whole validation splits",
+)
+PRESETS.add(
+    "mini",
+    "xxs (13k) vs s (151k, 11x) to 20 tokens/param, fine-tuned on 100k code tokens, scoring 64k held-out "
+    "tokens per corpus; 1-3 min",
+    small="xxs", large="s", finetune_tokens=100_000, score_tokens=65_536, max_steps=200, bootstrap=300,
 )
 PRESETS.add(
     "micro",
     "test-sized: xxs vs xs, vocab 400, 30 stdlib files, a few thousand tokens; seconds",
     small="xxs",
     large="xs",
+    pretrain_tokens_per_param=None,
     pretrain_tokens=3_200,
     finetune_tokens=1_530,
     vocab_size=400,
     max_files=30,
-    seq_len=16,
-    batch_size=8,
+    pretrain={"seq_len": 16, "batch_size": 8, "min_steps": 4, "evals": 4, "eval_tokens": 340},
+    finetune={"seq_len": 16, "batch_size": 8, "lr": 1e-3, "evals": 3, "eval_tokens": 340, "monitor": False},
     max_steps=24,
     min_steps=24,
-    eval_every=8,
-    pretrain_eval_every=5,
-    eval_tokens=340,
     score_tokens=1_020,
     score_batch=16,
     betas=[0.0, 1.0, 2.0],
@@ -189,47 +175,6 @@ PRESETS.add(
 
 
 # ---- models ------------------------------------------------------------------------------------
-def finetuned_model(store: Store, run_id: str, lmcfg: Any, eos_id: int) -> Any:
-    """The fine-tuned Hugging Face model of a finished target run: its newest (= final) checkpoint."""
-    from transferlab.studies.transfer.zoo_build import LM_STUDY
-    from transferlab.train.lm import CausalLMLogits
-
-    run = Run(store, LM_STUDY, run_id)
-    loaded = run.load_checkpoint()
-    if loaded is None:
-        raise StoreError(
-            f"fine-tuning run {run_id} has no checkpoint", where=str(run.path), fix=f"delete {run.path} to retrain it"
-        )
-    tensors, state = loaded
-    done = (run.summary() or {}).get("steps")
-    if done is not None and int(state["step"]) != int(done):
-        raise StoreError(
-            f"the newest checkpoint of run {run_id} is at step {state['step']}, not at its last step {done}",
-            where=str(run.path),
-            fix=f"delete {run.path} to retrain it",
-        )
-    model = new_model(size_spec(lmcfg.size), lmcfg.vocab_size, lmcfg.seq_len, eos_id, lmcfg.seed)
-    wrapper = CausalLMLogits(model)
-    with torch.no_grad():
-        for name, p in wrapper.named_parameters():
-            p.copy_(tensors[f"param.{name}"])
-    return model.eval()
-
-
-def _save(model: Any, tok: Any, path: Path) -> Path:
-    from transferlab.studies.transfer.zoo_build import save_pretrained
-
-    if not (path / "config.json").is_file():
-        tmp = path.with_name(f".{path.name}.tmp")
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_pretrained(model, tok, tmp)
-        shutil.rmtree(path, ignore_errors=True)
-        tmp.rename(path)
-    return path
-
-
 def heldout_windows(ids: torch.Tensor, seq_len: int, tokens: int = 0) -> torch.Tensor:
     """Non-overlapping windows of ``seq_len + 1`` tokens of a validation stream: all of them
     (``tokens = 0``), or ``tokens // (seq_len + 1)`` spread evenly over the whole stream.
@@ -295,40 +240,42 @@ def run_zoo_demo(
     """
     from transferlab.eft.api import EFT
     from transferlab.eft.heldout import heldout_loss, window_logprobs
-    from transferlab.studies.transfer.zoo_build import build_zoo, target_config, target_run
+    from transferlab.zoo.build import build_zoo
+    from transferlab.zoo.train import finetune
 
     t0 = time.perf_counter()
     demo = store.open_run(STUDY, cfg)
     done = demo.summary() if demo.status == "done" else None
     if done is not None and (not report or (done.get("report") and Path(done["report"]).is_file())):
         return {**done, "reused": True}
-    tcfg = cfg.transfer_config()
-    zb = build_zoo(tcfg.zoo(), store, zoo_root, report=False)
+    zb = build_zoo(cfg.zoo_config(), store, zoo_root, report=False)
     demo.start()
     tok = zb.tokenizer
-    vocab = len(tok)
     source = zb.data
     target = zb.zoo.ensure_tokens(cfg.target_corpus, zb.tokenizer_dir, cfg.val_percent, cfg.max_files)
     pre = {role: zb.entries[i] for i, role in enumerate(("small", "large"))}
     models: dict[str, Any] = {role: zb.zoo.load(e["name"]).eval() for role, e in pre.items()}
     ft_rows: dict[str, dict[str, Any]] = {}
+    steps = cfg.finetune_steps()
     for role in ("small", "large"):
         e = pre[role]
-        lmcfg = target_config(tcfg, e["size"], "finetune", cfg.finetune_tokens, target, vocab, init=e["run_id"])
-        say(f"eft demo: fine-tune {role} ({e['size']}) on {cfg.target_corpus}, {lmcfg.steps} steps")
-        row = target_run(store, zb.zoo, lmcfg, target, tok, e["name"])
-        ft_rows[role] = {**row, "lr": lmcfg.lr, "steps_planned": lmcfg.steps}
-        model = finetuned_model(store, row["run_id"], lmcfg, tok.eos_token_id)
-        ft_rows[role]["path"] = str(_save(model, tok, demo.path / "models" / f"{role}-ft"))
-        models[f"{role}-ft"] = model
+        say(f"eft demo: fine-tune {role} ({e['size']}) on {cfg.target_corpus}, {steps} steps")
+        tokens = steps * cfg.finetune.batch_size * cfg.finetune.seq_len
+        row = finetune(zb.zoo, store, e["name"], target, tok, cfg.finetune, tokens, tag="ft",
+                       train_tokens=cfg.finetune_tokens, patience=cfg.patience, steps=steps)
+        w = cfg.seq_len + 1
+        ft_rows[role] = {**row, "D": (cfg.finetune_tokens // w) * w, "loss": row.get("best_val_loss"),
+                         "final_loss": row.get("val_loss"), "lr": cfg.finetune.lr, "steps_planned": steps,
+                         "path": str(zb.zoo.root / row["path"])}
+        models[f"{role}-ft"] = zb.zoo.load(row["name"]).eval()
 
     mixes: dict[str, Any] = {k: models[k] for k in ("small", "large", "small-ft", "large-ft")}
     mixes["eft-up"] = EFT(models["large"], ft=models["small-ft"], ref=models["small"], tokenizer=tok, beta=cfg.beta)
     mixes["eft-down"] = EFT(models["small"], ft=models["large-ft"], ref=models["large"], tokenizer=tok, beta=cfg.beta)
     betas = {"eft-up": cfg.betas, "eft-down": cfg.betas}
     threads = torch.get_num_threads()
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    if cfg.pretrain.num_threads:
+        torch.set_num_threads(cfg.pretrain.num_threads)
     scored: dict[str, dict[str, torch.Tensor]] = {}
     n_windows: dict[str, int] = {}
     t_score = time.perf_counter()

@@ -54,6 +54,9 @@ class TrainData:
     x_val: torch.Tensor
     y_val: torch.Tensor
 
+    def to(self, device: torch.device) -> TrainData:
+        return TrainData(*(t.to(device) for t in (self.x_train, self.y_train, self.x_val, self.y_val)))
+
 
 class Evaluator(Protocol):
     def __call__(self, params: Tensors, forward: StackedForward, step: int) -> list[dict[str, Any]]: ...
@@ -116,7 +119,7 @@ class Engine:
         epoch, i = divmod(step, per_epoch)
         if i == 0 or not hasattr(self, "_perm") or self._perm_epoch != epoch:
             g = torch.Generator().manual_seed(self.schedule.order_seed * 1_000_003 + epoch)
-            self._perm = torch.randperm(n, generator=g)
+            self._perm = torch.randperm(n, generator=g).to(self.data.x_train.device)
             self._perm_epoch = epoch
         idx = self._perm[i * bs:(i + 1) * bs]
         return self.data.x_train[idx], self.data.y_train[idx]
@@ -227,7 +230,7 @@ class Engine:
 
     def _train_step(self, step: int, alive: list[bool]) -> list[int]:
         x, y = self._batch(step)
-        alive_t = torch.tensor(alive)
+        alive_t = torch.tensor(alive, device=x.device)
         cs = self.schedule.chunk_size
         if 0 < cs < x.shape[0]:
             per_member, grads = self._chunked_loss_and_grads(x, y, alive_t, cs)
@@ -287,7 +290,7 @@ class Engine:
         non-finite gradient, but its update is masked out and it is stopped, as in the unchunked path."""
         n = x.shape[0]
         params = list(self.params.values())
-        per_member = torch.zeros(self.k, dtype=torch.float64)
+        per_member = torch.zeros(self.k, dtype=torch.float64, device=x.device)
         grads: list[torch.Tensor] | None = None
         for i in range(0, n, chunk):
             losses = self.loss_fn(self.forward(self.params, x[i:i + chunk]), y[i:i + chunk]).sum(-1) / n

@@ -73,6 +73,8 @@ class LMRunConfig(StudyConfig):
     seed: int = 0
     order_seed: int = 0
     monitor: bool = True
+    dtype: Literal["bfloat16", "float32"] = Field("float32", description="autocast dtype (resolved, not auto)")
+    device: str = Field("cpu", description="where it trains (not part of the run's identity)")
     num_threads: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
@@ -133,14 +135,20 @@ def lm_data(train_ids: torch.Tensor, val_ids: torch.Tensor, cfg: LMRunConfig) ->
 
 # ---- model wrapper and loss ----------------------------------------------------------------------
 class CausalLMLogits(nn.Module):
-    """windows [B, T+1] -> next-token logits [B, T, V] of a Hugging Face causal LM."""
+    """windows [B, T+1] -> next-token logits [B, T, V] of a zoo LM (:class:`~transferlab.zoo.model.ZooLM`)
+    or a Hugging Face causal LM, under autocast in ``dtype`` (bf16: matmuls in bf16, parameters float32)."""
 
-    def __init__(self, lm: nn.Module):
+    def __init__(self, lm: nn.Module, dtype: torch.dtype = torch.float32):
         super().__init__()
         self.lm = lm
+        self.dtype = dtype
+        self.hf = not callable(getattr(lm, "rope", None))
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return self.lm(input_ids=w[:, :-1], use_cache=False).logits
+        with torch.autocast(w.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            if self.hf:
+                return self.lm(input_ids=w[:, :-1], use_cache=False).logits
+            return self.lm(w[:, :-1])
 
 
 class LMCrossEntropy(nn.Module):
@@ -281,14 +289,15 @@ def train_lm(
     description: str = "lm",
 ) -> LMTrainResult:
     """Train ``model`` (initial weights) on the engine; resumes from ``run``'s checkpoint if it has one."""
-    data = lm_data(train_ids, val_ids, cfg)
-    wrapper = CausalLMLogits(model)
-    params = {n: p.detach().clone().unsqueeze(0) for n, p in wrapper.named_parameters()}
-    lr = torch.tensor([cfg.lr])
+    device = torch.device(cfg.device)
+    data = lm_data(train_ids, val_ids, cfg).to(device)
+    wrapper = CausalLMLogits(model, getattr(torch, cfg.dtype))
+    params = {n: p.detach().to(device).clone().unsqueeze(0) for n, p in wrapper.named_parameters()}
+    lr = torch.tensor([cfg.lr], device=device)
     scale = T.ScaleByLR(lr, T.make_schedule("cosine", cfg.warmup_steps, cfg.steps))
     chain = T.chain(
         T.ScaleByAdam(cfg.beta1, cfg.beta2, 1e-8),
-        T.AddDecayedWeights(torch.tensor([cfg.weight_decay])),
+        T.AddDecayedWeights(torch.tensor([cfg.weight_decay], device=device)),
         scale,
     )
     monitor = LiveLossMonitor(cfg.tokens_per_step, label=f" {description}") if cfg.monitor else None
@@ -324,7 +333,7 @@ def train_lm(
         torch.set_num_threads(threads_before)
     with torch.no_grad():
         for n, p in wrapper.named_parameters():
-            p.copy_(result.params[n][0])
+            p.copy_(result.params[n][0].to(p.device))
     return LMTrainResult(
         model=model,
         result=result,
@@ -334,6 +343,6 @@ def train_lm(
     )
 
 
-def flops_per_token(non_embedding: int, vocab_size: int, d_model: int, n_layers: int, seq_len: int) -> float:
+def flops_per_token(non_embedding: int, vocab_size: int, d_model: int, n_layers: int, seq_len: int) -> float:  # noqa: E501
     """Training FLOPs per token: 6 x (non-embedding params + LM head) + attention (6 n_layers T d)."""
     return 6.0 * (non_embedding + vocab_size * d_model) + 6.0 * n_layers * seq_len * d_model

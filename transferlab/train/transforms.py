@@ -90,7 +90,8 @@ class GrokfastMA:
         self.window, self.lamb = window, lamb
 
     def init(self, params: Tensors) -> Tensors:
-        return {f"buf.{k}": torch.zeros(self.window, *v.shape, dtype=v.dtype) for k, v in params.items()}
+        return {f"buf.{k}": torch.zeros(self.window, *v.shape, dtype=v.dtype, device=v.device)
+                for k, v in params.items()}
 
     def update(self, updates: Tensors, state: Tensors, params: Tensors, step: int) -> Tensors:
         out = {}

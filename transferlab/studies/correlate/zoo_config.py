@@ -5,7 +5,8 @@ from __future__ import annotations
 from pydantic import Field, field_validator, model_validator
 
 from transferlab.core.config import PresetRegistry, StudyConfig
-from transferlab.models.zoo import parse_sizes
+from transferlab.zoo.settings import TrainSettings
+from transferlab.zoo.sizes import parse_sizes
 
 
 class ZooPairsConfig(StudyConfig):
@@ -20,18 +21,21 @@ class ZooPairsConfig(StudyConfig):
     vocab_size: int = Field(2048, ge=300)
     val_percent: float = Field(10.0, gt=0, lt=100)
     max_files: int | None = Field(None, ge=1, description="pretrain on only the first stdlib files (tests)")
-    seq_len: int = Field(64, ge=8)
-    batch_size: int = Field(16, ge=1)
-    lr: float = Field(3e-3, gt=0)
-    eval_every: int = Field(50, ge=1)
-    eval_tokens: int = Field(4096, ge=1)
+    pretrain: TrainSettings = Field(
+        default_factory=lambda: TrainSettings(seq_len=64, batch_size=16, lr=3e-3, eval_tokens=4096, monitor=False),
+        description="how each (mixture, size) model pretrains")
+    sft: TrainSettings = Field(
+        default_factory=lambda: TrainSettings(seq_len=64, batch_size=16, lr=1e-3, evals=3, eval_tokens=4096,
+                                              monitor=False),
+        description="how each model is fine-tuned on the SFT set")
     sft_steps: int = Field(60, ge=1, description="fine-tuning steps on the SFT set")
-    sft_lr: float = Field(1e-3, gt=0)
-    sft_eval_every: int = Field(20, ge=1)
     n_items: int = Field(60, ge=4, description="items per benchmark")
     n_boot: int = Field(2000, ge=100, description="bootstrap resamples of the correlate analysis")
-    seed: int = 0
-    num_threads: int | None = Field(1, ge=1, description="torch threads (1 is fastest for tiny models)")
+    seed: int = Field(0, ge=0, description="seed of the benchmarks' item draw and the bootstrap")
+
+    @property
+    def seq_len(self) -> int:
+        return self.pretrain.seq_len
 
     @field_validator("sizes", mode="before")
     @classmethod
@@ -51,13 +55,11 @@ class ZooPairsConfig(StudyConfig):
     def _check(self) -> ZooPairsConfig:
         if len(self.mixtures) * len(self.sizes) < 3:
             raise ValueError("need at least 3 models (mixtures x sizes) for a correlation")
-        if self.tokens < self.batch_size * self.seq_len:
-            raise ValueError(f"tokens {self.tokens} is less than one step of {self.batch_size * self.seq_len}")
+        if self.tokens < self.pretrain.seq_len + 1:
+            raise ValueError(f"tokens {self.tokens} is less than one window of {self.pretrain.seq_len + 1}")
+        if self.pretrain.seq_len != self.sft.seq_len:
+            raise ValueError("pretrain.seq_len and sft.seq_len must be equal")
         return self
-
-    @property
-    def steps(self) -> int:
-        return self.tokens // (self.batch_size * self.seq_len)
 
 
 PRESETS = PresetRegistry()
@@ -70,12 +72,9 @@ PRESETS.add(
     tokens=8 * 64 * 8,
     vocab_size=400,
     max_files=25,
-    seq_len=64,
-    batch_size=8,
-    eval_every=4,
-    eval_tokens=520,
+    pretrain={"seq_len": 64, "batch_size": 8, "min_steps": 4, "evals": 2, "eval_tokens": 520, "monitor": False},
+    sft={"seq_len": 64, "batch_size": 8, "evals": 2, "eval_tokens": 520, "monitor": False},
     sft_steps=6,
-    sft_eval_every=3,
     n_items=8,
     n_boot=200,
 )

@@ -2,16 +2,15 @@
 
 For every mixture ``p`` (percent prose tokens, the rest code) and every zoo size:
 
-1. **pretrain** a zoo LM on the mixture with the zoo's own driver
-   (:func:`transferlab.studies.transfer.zoo_build.pretrain_config` + the zoo's build step, which trains
-   through :func:`transferlab.train.lm.train_lm`). The mixture is a token stream made here: with
+1. **pretrain** a zoo LM on the mixture with the zoo's :func:`transferlab.zoo.train.pretrain`. The
+   mixture is a token stream made here: with
    ``P = min(len(prose.train), len(code.train))`` tokens, the first ``round(p P / 100)`` tokens of
    the zoo's encoded prose stream followed by the first ``P - round(p P / 100)`` of its code stream
    (validation likewise); every mixture therefore has the same pool size, and ``train_lm`` cuts
    and shuffles windows from it. The zoo itself is unchanged; the models are recorded in its manifest
    with corpus ``mix:prose<p>-code<100-p>``.
-2. **SFT**: fine-tune that model (``kind="finetune"``, ``init`` = the pretraining run) for
-   ``sft_steps`` on the held-out instruction-like set of
+2. **SFT**: fine-tune that model with :func:`transferlab.zoo.train.finetune` for ``sft_steps`` on the
+   held-out instruction-like set of
    :func:`~transferlab.studies.correlate.zoo_benchmarks.sft_documents`.
 3. **evaluate** both stages on the multiple-choice benchmarks of
    :mod:`~transferlab.studies.correlate.zoo_benchmarks` (summed log-likelihood per choice).
@@ -33,10 +32,11 @@ import pandas as pd
 import torch
 
 from transferlab.core.progress import say
-from transferlab.models.zoo import TokenData, Zoo, size_spec
 from transferlab.store import Store
 from transferlab.studies.correlate import zoo_benchmarks as zb
 from transferlab.studies.correlate.zoo_config import ZooPairsConfig
+from transferlab.zoo.store import TokenData, Zoo, corpus_key
+from transferlab.zoo.train import finetune, pretrain
 
 STUDY = "correlate_zoo"
 LM_STUDY = "lm"
@@ -65,27 +65,6 @@ def mixture_data(prose: TokenData, code: TokenData, p: int) -> TokenData:
     return TokenData(f"mix:{mixture_name(p)}", key[:16], prose.tokenizer, train, val, info)
 
 
-def _zoo_config(cfg: ZooPairsConfig, corpus: str) -> Any:
-    from transferlab.studies.transfer.zoo_config import ZooConfig
-
-    return ZooConfig(sizes=cfg.sizes, tokens=cfg.tokens, corpus=corpus, vocab_size=cfg.vocab_size,
-                     tokenizer_corpora=["prose", "code"], val_percent=cfg.val_percent, max_files=cfg.max_files,
-                     seq_len=cfg.seq_len, batch_size=cfg.batch_size, lr=cfg.lr, eval_every=cfg.eval_every,
-                     checkpoint_every=cfg.eval_every * 4, eval_tokens=cfg.eval_tokens, seed=cfg.seed,
-                     monitor=False, num_threads=cfg.num_threads)
-
-
-def sft_config(cfg: ZooPairsConfig, pre: Any, init: str, data: TokenData) -> Any:
-    """The fine-tuning run of the pretraining run ``pre`` (run id ``init``) on the SFT set."""
-    from transferlab.train.lm import LMRunConfig
-
-    return LMRunConfig(**{
-        **pre.to_dict(), "kind": "finetune", "corpus": "sft:doc-to-code", "corpus_key": data.corpus_key,
-        "train_tokens": 0, "steps": cfg.sft_steps, "lr": cfg.sft_lr, "warmup_steps": min(10, cfg.sft_steps // 10),
-        "eval_every": cfg.sft_eval_every, "checkpoint_every": cfg.sft_eval_every, "init": init, "monitor": False,
-    })
-
-
 def sft_data(cfg: ZooPairsConfig, tok: Any) -> TokenData:
     """The SFT documents encoded with the zoo tokenizer; one document in ten (by hash) is validation."""
     from transferlab.data.tokenizer import encode_documents
@@ -98,34 +77,10 @@ def sft_data(cfg: ZooPairsConfig, tok: Any) -> TokenData:
     return TokenData("sft:doc-to-code", key, "", train, val, {"docs": len(docs), "train_tokens": len(train)})
 
 
-def _finetune(zoo: Zoo, store: Store, lmcfg: Any, pre_name: str, data: TokenData, tok: Any) -> tuple[str, Any]:
-    """Fine-tune (or reuse) the SFT model of ``pre_name``; returns (zoo name, model)."""
-    from transferlab.studies.transfer.zoo_build import run_stats, train_and_save
-
-    run = store.open_run(LM_STUDY, lmcfg)
-    name = f"{pre_name}-sft-{run.id[:8]}"
-    mdir = zoo.model_dir(name)
-    if run.status == "done" and (mdir / "config.json").is_file() and name in zoo.manifest():
-        return name, zoo.load(name)
-    say(f"sft: {name} ({lmcfg.steps} steps)")
-    model = zoo.load(pre_name).train()
-    res = train_and_save(lmcfg, run, data, model, tok, mdir, description=f"sft {lmcfg.size}")
-    spec = size_spec(lmcfg.size)
-    entry = {"name": name, "path": str(mdir.relative_to(zoo.root)), "size": lmcfg.size, "corpus": lmcfg.corpus,
-             "corpus_key": lmcfg.corpus_key, "tokenizer": lmcfg.tokenizer, "vocab_size": lmcfg.vocab_size,
-             "seq_len": lmcfg.seq_len, "non_embedding_params": spec.non_embedding_params(),
-             "init": pre_name, "run_id": run.id, "created": time.time(), **run_stats(lmcfg, run, res)}
-    zoo.record(entry)
-    run.finish(entry)
-    return name, res.model.eval()
-
-
 def build_pairs(cfg: ZooPairsConfig, store: Store, zoo_root: str | Path | None = None
                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """Train/reuse every pair and score it: (tidy rows, model rows, benchmark info)."""
     from transferlab.data.tokenizer import load_tokenizer
-    from transferlab.models.zoo import corpus_key
-    from transferlab.studies.transfer.zoo_build import ensure_model, pretrain_config
 
     zoo = Zoo(zoo_root if zoo_root is not None else store.root / "zoo")
     corpus_key("prose", cfg.val_percent, cfg.max_files)
@@ -148,16 +103,16 @@ def build_pairs(cfg: ZooPairsConfig, store: Store, zoo_root: str | Path | None =
     try:
         for p in cfg.mixtures:
             data = mixture_data(prose, code, p)
-            zcfg = _zoo_config(cfg, data.corpus)
             for size in cfg.sizes:
-                pre_cfg = pretrain_config(zcfg, size, data, len(tok))
-                run = store.open_run(LM_STUDY, pre_cfg)
-                pre_name = f"mix{p}-{size}-{run.id[:8]}"
-                entry = ensure_model(zoo, run, pre_cfg, pre_name, data, tok, None)
-                sft_name, sft_model = _finetune(zoo, store, sft_config(cfg, pre_cfg, run.id, sft), pre_name,
-                                                 sft, tok)
+                entry = pretrain(zoo, store, size, data, tok, cfg.pretrain, cfg.tokens, tag=f"mix{p}")
+                pre_name = entry["name"]
+                sft_tokens = cfg.sft_steps * cfg.sft.batch_size * cfg.sft.seq_len
+                sft_entry = finetune(zoo, store, pre_name, sft, tok, cfg.sft, sft_tokens, tag="sft",
+                                     steps=cfg.sft_steps)
+                sft_name = sft_entry["name"]
+                sft_model = zoo.load(sft_name)
                 model_id = f"mix{p}-{size}"
-                torch.set_num_threads(cfg.num_threads or threads)
+                torch.set_num_threads(cfg.pretrain.num_threads or threads)
                 t1 = time.perf_counter()
                 for stage, m in (("pretrain", zoo.load(pre_name)), ("sft", sft_model)):
                     for b, items in benches.items():

@@ -1,9 +1,9 @@
 """Run the effective-data-transferred sweep (``transferlab transfer``) and analyze it.
 
-The models are trained by :mod:`transferlab.studies.transfer.zoo_build` (the zoo build and target
-runs other studies share). The sweep is a plain local loop over those runs (the project's sweep
-runner is grokking-shaped: it groups ``GrokConfig`` ensembles); reuse by config hash gives it the
-same "run again, redo only what is missing" behaviour.
+The models are trained by the zoo (:mod:`transferlab.zoo`): the family is pretrained by
+:func:`~transferlab.zoo.build.build_zoo`, the target runs go through :func:`~transferlab.zoo.train.run_lm`
+(from scratch) and :func:`~transferlab.zoo.train.finetune`. The sweep is a plain local loop over those runs;
+reuse by config hash gives it "run again, redo only what is missing".
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import numpy as np
 from transferlab.core.errors import FitError
 from transferlab.core.progress import say
 from transferlab.store import Store
-from transferlab.studies.transfer.zoo_build import ZooBuild, build_zoo, target_config, target_run
 from transferlab.studies.transfer.zoo_config import TransferRunConfig
-from transferlab.train.lm import LMRunConfig
+from transferlab.zoo.build import ZooBuild, build_zoo
+from transferlab.zoo.sizes import size_spec
+from transferlab.zoo.train import lm_config, run_lm
 
 STUDY = "transfer"
 RUN_COLUMNS = [
@@ -37,28 +38,39 @@ RUN_COLUMNS = [
 ]
 
 
+def target_row(cfg: TransferRunConfig, zb: ZooBuild, store: Store, size: str, kind: str, D: int,
+               target: Any, base: dict[str, Any] | None) -> dict[str, Any]:
+    """One scratch or fine-tuning run on the target (trained, reused or resumed): its row of the runs table."""
+    steps = cfg.steps_for(D)
+    tokens = steps * cfg.target.batch_size * cfg.target.seq_len
+    lr = cfg.finetune_lr if kind == "finetune" else cfg.scratch_lr
+    lmcfg = lm_config(kind, size, target, len(zb.tokenizer), cfg.target, tokens, train_tokens=D,
+                      init=base["run_id"] if base else "", lr=lr, patience=cfg.patience, steps=steps,
+                      data_seed=cfg.target.seed)
+    e = run_lm(zb.zoo, store, lmcfg, target, zb.tokenizer, init_name=base["name"] if base else None,
+               sweep=f"transfer-{lmcfg.corpus_key[:8]}", description=f"{kind} {size} D={D}")
+    w = lmcfg.seq_len + 1
+    return {
+        "kind": kind, "N": size_spec(size).non_embedding_params(), "D": (D // w) * w,
+        "loss": e.get("best_val_loss"), "size": size, "final_loss": e.get("val_loss"), "steps": e.get("steps"),
+        "tokens_seen": e.get("tokens_seen"), "run_id": e["run_id"], "init": base["name"] if base else "",
+        "wall_seconds": e.get("wall_seconds"),
+    }
+
+
 def sweep_rows(
     cfg: TransferRunConfig, store: Store, zoo_root: str | Path | None = None
 ) -> tuple[list[dict[str, Any]], ZooBuild]:
     """Pretrain the zoo, then every scratch and fine-tuning run of the sweep: the runs table."""
     zb = build_zoo(cfg.zoo(), store, zoo_root)
     target = zb.zoo.ensure_tokens(cfg.target_corpus, zb.tokenizer_dir, cfg.val_percent, cfg.max_files)
-    vocab = len(zb.tokenizer)
     by_size = {e["size"]: e for e in zb.entries}
-    plan: list[tuple[LMRunConfig, str | None]] = []
-    for size in cfg.sizes:
-        for D in cfg.scratch_D:
-            plan.append((target_config(cfg, size, "scratch", D, target, vocab), None))
-        for D in cfg.finetune_D:
-            e = by_size[size]
-            plan.append((target_config(cfg, size, "finetune", D, target, vocab, init=e["run_id"]), e["name"]))
+    plan = [(s, "scratch", D) for s in cfg.sizes for D in cfg.scratch_D] + [
+        (s, "finetune", D) for s in cfg.sizes for D in cfg.finetune_D]
     rows = []
-    for i, (lmcfg, init) in enumerate(plan):
-        say(
-            f"transfer run {i + 1}/{len(plan)}: {lmcfg.kind} {lmcfg.size} D={lmcfg.train_tokens} "
-            f"({lmcfg.steps} steps max)"
-        )
-        rows.append(target_run(store, zb.zoo, lmcfg, target, zb.tokenizer, init))
+    for i, (size, kind, D) in enumerate(plan):
+        say(f"transfer run {i + 1}/{len(plan)}: {kind} {size} D={D}")
+        rows.append(target_row(cfg, zb, store, size, kind, D, target, by_size[size] if kind == "finetune" else None))
     return rows, zb
 
 
@@ -109,7 +121,7 @@ def run(cfg: TransferRunConfig, store: Store, zoo_root: str | Path | None = None
     """The study: sweep, runs table (CSV), analysis by :mod:`analysis`, report. Returns the JSON summary."""
     from transferlab.studies.transfer.analysis import analyze_transfer
     from transferlab.studies.transfer.config import TransferFitConfig
-    from transferlab.studies.transfer.zoo_report import write_transfer_report
+    from transferlab.studies.transfer.sweep_report import write_transfer_report
 
     t0 = time.perf_counter()
     rows, zb = sweep_rows(cfg, store, zoo_root)
@@ -117,7 +129,7 @@ def run(cfg: TransferRunConfig, store: Store, zoo_root: str | Path | None = None
     trun.start()
     csv = write_runs_csv(rows, trun.path / "runs.csv")
     fit_cfg = TransferFitConfig(
-        file=str(csv), bootstrap=cfg.bootstrap, seed=cfg.seed, fix=cfg.fix, num_threads=cfg.num_threads
+        file=str(csv), bootstrap=cfg.bootstrap, seed=cfg.seed, fix=cfg.fix, num_threads=cfg.pretrain.num_threads
     )
     s = [r for r in rows if r["kind"] == "scratch"]
     f = [r for r in rows if r["kind"] == "finetune"]

@@ -1,93 +1,49 @@
-"""Configs of the model zoo build and of the ``transferlab transfer`` sweep, with presets.
-
-(The configs of the fits on a user's CSV are in ``config.py``.)
-"""
+"""The config of the ``transferlab transfer`` sweep, with presets (the zoo build's is
+:class:`transferlab.zoo.build.ZooConfig`; the fits on a user's CSV are configured in ``config.py``)."""
 
 from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
 
 from transferlab.core.config import PresetRegistry, StudyConfig
-from transferlab.models.zoo import DEFAULT_SIZES, parse_sizes
+from transferlab.zoo.build import ZooConfig
+from transferlab.zoo.settings import TrainSettings
+from transferlab.zoo.sizes import parse_sizes
 
 
 def _sizes(v: list[str] | str) -> list[str]:
     return parse_sizes(v)
 
 
-class ZooConfig(StudyConfig):
-    """Pretrain every size of the family on one corpus for the same number of tokens."""
-
-    sizes: list[str] = Field(default_factory=lambda: list(DEFAULT_SIZES))
-    tokens: int = Field(1_000_000, ge=1, description="training tokens per model")
-    corpus: str = Field("prose", description="prose | code | files:GLOB | hf:PATH[:COLUMN]")
-    vocab_size: int = Field(4096, ge=300)
-    tokenizer_corpora: list[str] = Field(default_factory=lambda: ["prose", "code"])
-    val_percent: float = Field(10.0, gt=0, lt=100)
-    max_files: int | None = Field(None, ge=1, description="use only the first files of the stdlib (tests)")
-    seq_len: int = Field(128, ge=2)
-    batch_size: int = Field(16, ge=1)
-    lr: float = Field(3e-3, gt=0)
-    warmup_frac: float = Field(0.05, ge=0, lt=1)
-    weight_decay: float = Field(0.01, ge=0)
-    eval_every: int = Field(50, ge=1)
-    checkpoint_every: int = Field(100, ge=1)
-    eval_tokens: int = Field(16384, ge=1)
-    seed: int = 0
-    monitor: bool = True
-    num_threads: int | None = Field(None, ge=1)
-
-    @field_validator("sizes", mode="before")
-    @classmethod
-    def _v_sizes(cls, v: list[str] | str) -> list[str]:
-        return _sizes(v)
-
-    @model_validator(mode="after")
-    def _steps(self) -> ZooConfig:
-        if self.tokens < self.batch_size * self.seq_len:
-            raise ValueError(
-                f"tokens {self.tokens} is less than one step of {self.batch_size * self.seq_len} "
-                f"tokens (batch_size x seq_len)"
-            )
-        if self.checkpoint_every % self.eval_every:
-            raise ValueError("checkpoint_every must be a multiple of eval_every")
-        return self
-
-    @property
-    def steps(self) -> int:
-        return self.tokens // (self.batch_size * self.seq_len)
-
-
 class TransferRunConfig(StudyConfig):
     """The effective-data-transferred sweep: scratch runs over D and fine-tuning runs over D_F, per size."""
 
     preset: str = "custom"
-    sizes: list[str] = Field(default_factory=lambda: ["xxs", "s", "m"])
-    pretrain_corpus: str = "prose"
-    target_corpus: str = "code"
-    pretrain_tokens: int = Field(400_000, ge=1)
-    scratch_D: list[int] = Field(default_factory=lambda: [4_000, 16_000, 64_000, 256_000])
-    finetune_D: list[int] = Field(default_factory=lambda: [4_000, 16_000, 64_000])
-    vocab_size: int = Field(4096, ge=300)
-    val_percent: float = Field(10.0, gt=0, lt=100)
-    max_files: int | None = Field(None, ge=1)
-    seq_len: int = Field(64, ge=2)
-    batch_size: int = Field(16, ge=1)
-    pretrain_lr: float = Field(3e-3, gt=0)
-    scratch_lr: float = Field(3e-3, gt=0)
-    finetune_lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    max_epochs: float = Field(8.0, gt=0, description="target runs see at most this many passes over D")
-    min_steps: int = Field(40, ge=1)
-    max_steps: int = Field(400, ge=1)
-    eval_every: int = Field(20, ge=1)
-    pretrain_eval_every: int = Field(50, ge=1)
-    eval_tokens: int = Field(16384, ge=1)
+    sizes: list[str] = Field(default_factory=lambda: ["xxs", "xs", "s", "m", "l"], description="zoo sizes")
+    pretrain_corpus: str = Field("prose", description="the source corpus the zoo pretrains on")
+    target_corpus: str = Field("code", description="the target corpus of the scratch and fine-tuning runs")
+    pretrain_tokens_per_param: float | None = Field(20.0, gt=0, description="pretraining tokens per parameter")
+    pretrain_tokens: int | None = Field(None, ge=1, description="a fixed pretraining budget instead")
+    scratch_D: list[int] = Field(default_factory=lambda: [4_000, 16_000, 64_000, 256_000],
+                                 description="target pool sizes of the from-scratch runs (tokens)")
+    finetune_D: list[int] = Field(default_factory=lambda: [4_000, 16_000, 64_000],
+                                  description="target pool sizes D_F of the fine-tuning runs (tokens)")
+    vocab_size: int = Field(4096, ge=300, le=1_000_000, description="BPE vocabulary size")
+    val_percent: float = Field(10.0, gt=0, lt=100, description="percent of files held out for validation")
+    max_files: int | None = Field(None, ge=1, description="use only the first stdlib files (tests)")
+    pretrain: TrainSettings = Field(default_factory=TrainSettings, description="how the zoo models pretrain")
+    target: TrainSettings = Field(
+        default_factory=lambda: TrainSettings(seq_len=128, batch_size=16, evals=20, monitor=False),
+        description="how the scratch and fine-tuning runs train (their lr: scratch_lr / finetune_lr)")
+    scratch_lr: float = Field(3e-3, gt=0, allow_inf_nan=False, description="peak lr of the from-scratch runs")
+    finetune_lr: float = Field(1e-3, gt=0, allow_inf_nan=False, description="peak lr of the fine-tuning runs")
+    max_epochs: float = Field(30.0, gt=0, description="target runs see at most this many passes over D")
+    min_steps: int = Field(50, ge=1, description="fewest steps of a target run")
+    max_steps: int = Field(600, ge=1, description="most steps of a target run")
     patience: int = Field(3, ge=0, description="early stopping: evaluations without a better val loss")
-    bootstrap: int = Field(200, ge=0)
+    bootstrap: int = Field(200, ge=0, description="bootstrap resamples of the transfer fit")
     fix: dict[str, float] = Field(default_factory=dict, description="scratch-law parameters held fixed")
-    seed: int = 0
-    num_threads: int | None = Field(None, ge=1)
+    seed: int = Field(0, ge=0, description="seed of the fits' bootstrap")
 
     @field_validator("sizes", mode="before")
     @classmethod
@@ -105,86 +61,63 @@ class TransferRunConfig(StudyConfig):
     def _check(self) -> TransferRunConfig:
         if self.min_steps > self.max_steps:
             raise ValueError(f"min_steps {self.min_steps} > max_steps {self.max_steps}")
-        if min(self.scratch_D + self.finetune_D) < self.seq_len + 1:
+        if min(self.scratch_D + self.finetune_D) < self.target.seq_len + 1:
             raise ValueError(
-                f"every D must hold at least one window of seq_len + 1 = {self.seq_len + 1} tokens"
+                f"every D must hold at least one window of target.seq_len + 1 = {self.target.seq_len + 1} tokens"
             )
+        if self.pretrain.seq_len != self.target.seq_len:
+            raise ValueError("pretrain.seq_len and target.seq_len must be equal (the models' context)")
         return self
 
     def steps_for(self, D: int) -> int:
-        """At most ``max_epochs`` passes over D, clamped to [min_steps, max_steps], rounded up to an eval."""
-        raw = math_ceil(self.max_epochs * D / (self.batch_size * self.seq_len))
-        steps = min(self.max_steps, max(self.min_steps, raw))
-        return -(-steps // self.eval_every) * self.eval_every
+        """At most ``max_epochs`` passes over D, clamped to [min_steps, max_steps]."""
+        raw = -int(-self.max_epochs * D // (self.target.batch_size * self.target.seq_len))
+        return min(self.max_steps, max(self.min_steps, raw))
 
     def zoo(self) -> ZooConfig:
         return ZooConfig(
-            sizes=self.sizes,
-            tokens=self.pretrain_tokens,
-            corpus=self.pretrain_corpus,
-            vocab_size=self.vocab_size,
-            tokenizer_corpora=[self.pretrain_corpus, self.target_corpus],
-            val_percent=self.val_percent,
-            max_files=self.max_files,
-            seq_len=self.seq_len,
-            batch_size=self.batch_size,
-            lr=self.pretrain_lr,
-            weight_decay=self.weight_decay,
-            eval_every=self.pretrain_eval_every,
-            checkpoint_every=2 * self.pretrain_eval_every,
-            eval_tokens=self.eval_tokens,
-            seed=self.seed,
-            num_threads=self.num_threads,
+            sizes=self.sizes, tokens_per_param=self.pretrain_tokens_per_param, tokens=self.pretrain_tokens,
+            corpus=self.pretrain_corpus, vocab_size=self.vocab_size,
+            tokenizer_corpora=sorted({self.pretrain_corpus, self.target_corpus}),
+            heldout=sorted({self.pretrain_corpus, self.target_corpus}), val_percent=self.val_percent,
+            max_files=self.max_files, train=self.pretrain,
         )
 
 
-def math_ceil(x: float) -> int:
-    return int(-(-x // 1))
-
-
 PRESETS = PresetRegistry()
-# quick's grid and protocol: 1M pretraining tokens, scratch and fine-tuning runs of up to 30 passes over D
-# with early stopping (Hernandez et al.), 50-600 steps
-GRID = dict(
-    pretrain_tokens=1_000_000,
-    scratch_D=[4_000, 16_000, 64_000, 256_000],
-    finetune_D=[4_000, 16_000, 64_000],
-    max_steps=600,
-    min_steps=50,
-    max_epochs=30.0,
-    eval_every=25,
-    eval_tokens=16384,
+PRESETS.add(
+    "full",
+    "5 sizes (xxs..l: 13k..804k non-embedding params, 60x) pretrained to 20 tokens/param on prose, then 4 scratch D "
+    "x 3 D_F on code with early stopping (Hernandez et al.'s protocol)",
+    sizes=["xxs", "xs", "s", "m", "l"], bootstrap=1000,
 )
 PRESETS.add(
     "quick",
-    "3 sizes (xxs, s, m: 25x in non-embedding params), 4 scratch D x 3 D_F; <= 15 min on 2 cores",
-    sizes=["xxs", "s", "m"],
-    bootstrap=200,
-    **GRID,
+    "3 sizes (xxs, s, m: 25x), pretrained to 20 tokens/param on prose; 4 scratch D x 3 D_F on code; <= 15 min",
+    sizes=["xxs", "s", "m"], bootstrap=200,
 )
 PRESETS.add(
-    "full",
-    "all 5 sizes (xxs..l: 64x in non-embedding params) on quick's grid: 4 scratch D x 3 D_F; ~20 min on 2 cores",
-    sizes=["xxs", "xs", "s", "m", "l"],
-    bootstrap=1000,
-    **GRID,
+    "mini",
+    "3 small sizes (xxs, xs, s: 11x) pretrained to 10 tokens/param, 3 scratch D x 2 D_F, at most 200 steps "
+    "a run; 1-3 min",
+    sizes=["xxs", "xs", "s"], pretrain_tokens_per_param=10.0, scratch_D=[8_000, 32_000, 128_000],
+    finetune_D=[8_000, 32_000], max_steps=200, min_steps=30, max_epochs=20.0, bootstrap=100,
+    pretrain={"seq_len": 64, "batch_size": 32}, target={"seq_len": 64, "batch_size": 16, "evals": 10, "monitor": False},
 )
 PRESETS.add(
     "micro",
     "test-sized: 2 tiny sizes, a few thousand tokens, 30 stdlib files; seconds",
     sizes=["xxs", "xs"],
+    pretrain_tokens_per_param=None,
     pretrain_tokens=1_600,
     scratch_D=[170, 510, 1_530],
     finetune_D=[170, 510],
     vocab_size=400,
     max_files=30,
-    seq_len=16,
-    batch_size=8,
+    pretrain={"seq_len": 16, "batch_size": 8, "min_steps": 4, "evals": 4, "eval_tokens": 340},
+    target={"seq_len": 16, "batch_size": 8, "evals": 4, "eval_tokens": 340, "monitor": False},
     max_steps=16,
     min_steps=8,
-    eval_every=4,
-    pretrain_eval_every=4,
-    eval_tokens=340,
     patience=0,
     bootstrap=0,
     fix={"E": 1.0},

@@ -1,6 +1,6 @@
 """Weak and strong models from the model zoo (or any local causal LM) as the frozen-feature backend.
 
-A model is named ``zoo:<size>`` (resolved through :class:`transferlab.models.zoo.Zoo`, at
+A model is named ``zoo:<size>`` (resolved through :class:`transferlab.zoo.Zoo`, at
 ``zoo_root`` or ``<store>/zoo``), ``zoo:<model name>`` (one exact zoo entry), or a local Hugging Face
 causal-LM folder. Its features for a text are the mean of the last hidden state over the positions
 where ``attention_mask == 1`` (never the position of some token id), computed in length-sorted,
@@ -88,7 +88,7 @@ def _build_hint(size: str) -> str:
 
 def resolve_model(ref: str, root: Path, corpus: str | None = None, *, role: str = "model") -> ModelRef:
     """``zoo:<size>``, ``zoo:<name>`` or a local causal-LM folder -> :class:`ModelRef` (one-line errors)."""
-    from transferlab.models.zoo import FAMILY, Zoo
+    from transferlab.zoo import FAMILY, Zoo
 
     if ref.startswith(ZOO_PREFIX):
         key = ref[len(ZOO_PREFIX) :].strip()
@@ -111,7 +111,7 @@ def resolve_model(ref: str, root: Path, corpus: str | None = None, *, role: str 
                     where=where,
                     fix=f"use a size ({', '.join(FAMILY)}) or a name from `transferlab zoo ls`",
                 )
-            entries = zoo.entries(corpus=corpus, size=key)
+            entries = [e for e in zoo.entries(corpus=corpus, size=key) if e.get("kind", "pretrain") == "pretrain"]
             if not entries:
                 have = sorted({e["size"] for e in zoo.entries(corpus=corpus)}, key=list(FAMILY).index)
                 on = f" on corpus '{corpus}'" if corpus else ""
@@ -134,7 +134,7 @@ def _resolve_path(ref: str, role: str) -> ModelRef:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from transferlab.models.hf_causal import ModelLoadError, _check_folder
-    from transferlab.models.zoo import count_non_embedding
+    from transferlab.zoo.model import count_non_embedding
 
     p = Path(ref).expanduser()
     if not p.exists():

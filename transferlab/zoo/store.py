@@ -1,142 +1,49 @@
-"""The local model zoo: a family of small Llama-style causal LMs, their tokenizer, data and manifest.
+"""A zoo root folder: corpora, tokenizer and token caches, built models and their manifest.
 
 Layout of a zoo root (default ``<store>/zoo``)::
 
-    manifest.json                    # {"models": {name: entry}}: corpus, sizes, params, tokens, losses, speed
+    manifest.json                    # {"models": {name: entry}}: corpus, size, params, tokens, losses, speed
+    corpora/<key>/                   # the built-in corpora's extracted text (prose.jsonl, code.jsonl, info.json)
     tokenizers/<key>/                # byte-level BPE, PreTrainedTokenizerFast.save_pretrained
     data/<key>.safetensors (+ .json) # a corpus encoded with a tokenizer: int32 train / val streams
     models/<name>/                   # save_pretrained (safetensors) + the tokenizer: loads with
                                      # AutoModelForCausalLM.from_pretrained / AutoTokenizer.from_pretrained
-
-Models are trained elsewhere (``transferlab.studies.transfer.zoo_build.build_zoo`` drives the engine);
-this module only describes the family, prepares and caches data, and reads what was built, so
-every study can load zoo models from here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sys
-from dataclasses import asdict, dataclass
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from transferlab.core.errors import ConfigError, DataError, StoreError
+from transferlab.core.errors import DataError, StoreError
 from transferlab.store.atomic import write_json
 
 MANIFEST = "manifest.json"
+# the tokenizer is trained on at most this many characters of its corpora's training splits (every k-th
+# document, in order): BPE merges settle long before 176M characters, and training on all of them took minutes
+TOKENIZER_CHARS = 40_000_000
 
 
-@dataclass(frozen=True)
-class SizeSpec:
-    """One member of the family: a Llama decoder with tied input/output embeddings."""
-
-    name: str
-    d_model: int
-    n_layers: int
-    n_heads: int
-    d_ff: int
-
-    def non_embedding_params(self) -> int:
-        """Attention (4 d^2) + SwiGLU MLP (3 d d_ff) + 2 RMSNorms per layer, plus the final norm."""
-        per_layer = 4 * self.d_model**2 + 3 * self.d_model * self.d_ff + 2 * self.d_model
-        return self.n_layers * per_layer + self.d_model
-
-    def embedding_params(self, vocab_size: int) -> int:
-        return vocab_size * self.d_model  # tied: the LM head shares it
-
-
-FAMILY: dict[str, SizeSpec] = {
-    s.name: s
-    for s in (
-        SizeSpec("xxs", 32, 1, 2, 96),
-        SizeSpec("xs", 48, 2, 3, 128),
-        SizeSpec("s", 64, 2, 4, 192),
-        SizeSpec("m", 96, 3, 4, 256),
-        SizeSpec("l", 128, 4, 4, 384),
-        SizeSpec("xl", 192, 6, 6, 512),
-    )
-}
-DEFAULT_SIZES = ("xxs", "xs", "s", "m", "l")
-
-
-def size_spec(name: str) -> SizeSpec:
-    if name not in FAMILY:
-        raise ConfigError(
-            f"unknown model size '{name}'",
-            where="--sizes",
-            fix=f"choose from {', '.join(FAMILY)} (comma-separated)",
-        )
-    return FAMILY[name]
-
-
-def parse_sizes(sizes: str | list[str] | tuple[str, ...]) -> list[str]:
-    items = [s.strip() for s in (sizes.split(",") if isinstance(sizes, str) else sizes) if s.strip()]
-    if not items:
-        raise ConfigError(
-            "no model sizes given", where="--sizes", fix=f"e.g. --sizes {','.join(DEFAULT_SIZES)}"
-        )
-    for s in items:
-        size_spec(s)
-    if len(set(items)) != len(items):
-        raise ConfigError(f"a size is repeated in {items}", where="--sizes", fix="list each size once")
-    return items
-
-
-def llama_config(spec: SizeSpec, vocab_size: int, seq_len: int, eos_id: int) -> Any:
-    from transformers import LlamaConfig
-
-    if spec.d_model % spec.n_heads:
-        raise ConfigError(
-            f"d_model {spec.d_model} is not divisible by n_heads {spec.n_heads}", where=spec.name
-        )
-    return LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=spec.d_model,
-        intermediate_size=spec.d_ff,
-        num_hidden_layers=spec.n_layers,
-        num_attention_heads=spec.n_heads,
-        num_key_value_heads=spec.n_heads,
-        max_position_embeddings=seq_len,
-        tie_word_embeddings=True,
-        bos_token_id=eos_id,
-        eos_token_id=eos_id,
-        pad_token_id=eos_id,
-        attention_dropout=0.0,
-        use_cache=False,
-    )
-
-
-def new_model(spec: SizeSpec, vocab_size: int, seq_len: int, eos_id: int, seed: int) -> Any:
-    """A freshly initialized LlamaForCausalLM (deterministic for a seed)."""
-    from transformers import LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(llama_config(spec, vocab_size, seq_len, eos_id))
-    return model.float()
-
-
-def count_non_embedding(model: Any) -> int:
-    """Parameters of a model other than its token (and tied output) embeddings."""
-    emb = model.get_input_embeddings().weight
-    return sum(p.numel() for p in model.parameters() if p is not emb)
-
-
-# ---- data and tokenizer cache ----------------------------------------------------------------
 def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def corpus_key(spec: str, val_percent: float, max_files: int | None) -> str:
-    """Cache key of a corpus: built-ins by interpreter, stdlib path and options; user corpora by content."""
-    from transferlab.data.corpora import BUILTIN, load_corpus, stdlib_root
+    """Cache key of a corpus: built-ins by what feeds them (Python, distributions and versions, options);
+    user corpora by content. A mixture's key is its parts'."""
+    from transferlab.data.corpora import BUILTIN, builtin_key, load_corpus, mixture_parts
 
     if spec in BUILTIN:
-        return _key("builtin-v1", spec, sys.version, str(stdlib_root()), val_percent, max_files)
+        return _key("builtin-v2", spec, builtin_key(val_percent, max_files))
+    if "+" in spec and not spec.startswith(("files:", "hf:")):
+        return _key("mix", [corpus_key(p, val_percent, max_files) for p in mixture_parts(spec)])
     return _key("user", load_corpus(spec, val_percent=val_percent).fingerprint)
 
 
@@ -152,20 +59,41 @@ class TokenData:
     info: dict[str, Any]
 
 
+def tokenizer_fingerprint(path: Path) -> str:
+    return hashlib.sha256((Path(path) / "tokenizer.json").read_bytes()).hexdigest()[:16]
+
+
+def _sample(docs: list[str], max_chars: int) -> list[str]:
+    total = sum(map(len, docs))
+    if total <= max_chars:
+        return docs
+    stride = -(-total // max_chars)
+    return docs[::stride]
+
+
 class Zoo:
-    """A zoo root folder: tokenizer and data caches, built models and their manifest."""
+    """A zoo root folder (see the module docstring)."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
-            raise StoreError(f"zoo path {self.root} is a file", fix="pass --out with a folder path")
+            raise StoreError(f"zoo path {self.root} is a file", where="--zoo", fix="pass a folder path")
+
+    @property
+    def corpus_cache(self) -> Path:
+        return self.root / "corpora"
+
+    def corpus(self, spec: str, val_percent: float = 10.0, max_files: int | None = None) -> Any:
+        from transferlab.data.corpora import load_corpus
+
+        return load_corpus(spec, val_percent=val_percent, max_files=max_files, cache_dir=self.corpus_cache)
 
     # ---- tokenizer -------------------------------------------------------------------------
     def tokenizer_dir(
         self, vocab_size: int, corpora: tuple[str, ...], val_percent: float, max_files: int | None
     ) -> Path:
         keys = [corpus_key(c, val_percent, max_files) for c in corpora]
-        return self.root / "tokenizers" / _key("bpe-v1", vocab_size, keys)
+        return self.root / "tokenizers" / _key("bpe-v2", vocab_size, keys, TOKENIZER_CHARS)
 
     def ensure_tokenizer(
         self,
@@ -175,40 +103,40 @@ class Zoo:
         max_files: int | None = None,
     ) -> tuple[Path, str]:
         """(folder, fingerprint) of the BPE trained on the corpora's training splits (built once)."""
-        from transferlab.data.corpora import load_corpus
         from transferlab.data.tokenizer import save_tokenizer, train_tokenizer
 
         path = self.tokenizer_dir(vocab_size, corpora, val_percent, max_files)
         if not (path / "tokenizer.json").is_file():
             texts: list[str] = []
             for c in corpora:
-                texts.extend(load_corpus(c, val_percent=val_percent, max_files=max_files).train)
+                texts.extend(_sample(self.corpus(c, val_percent, max_files).train, TOKENIZER_CHARS // len(corpora)))
             tok = train_tokenizer(texts, vocab_size)
             tmp = path.with_name(path.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
             save_tokenizer(tok, tmp)
-            if path.exists():
-                import shutil
-
-                shutil.rmtree(path)
+            shutil.rmtree(path, ignore_errors=True)
             tmp.rename(path)
         return path, tokenizer_fingerprint(path)
 
     # ---- encoded corpora -------------------------------------------------------------------
+    def tokens_path(self, spec: str, tokenizer_path: Path, val_percent: float, max_files: int | None) -> Path:
+        ckey = corpus_key(spec, val_percent, max_files)
+        return self.root / "data" / f"{ckey}-{tokenizer_fingerprint(tokenizer_path)}"
+
     def ensure_tokens(
         self, spec: str, tokenizer_path: Path, val_percent: float = 10.0, max_files: int | None = None
     ) -> TokenData:
-        from transferlab.data.corpora import load_corpus
         from transferlab.data.tokenizer import encode_documents, load_tokenizer
 
         tok_fp = tokenizer_fingerprint(tokenizer_path)
         ckey = corpus_key(spec, val_percent, max_files)
-        base = self.root / "data" / f"{ckey}-{tok_fp}"
+        base = self.tokens_path(spec, tokenizer_path, val_percent, max_files)
         st, meta = base.with_suffix(".safetensors"), base.with_suffix(".json")
         if st.is_file() and meta.is_file():
             t = load_file(str(st))
             info = json.loads(meta.read_text())
             return TokenData(spec, ckey, tok_fp, t["train"], t["val"], info)
-        corpus = load_corpus(spec, val_percent=val_percent, max_files=max_files)
+        corpus = self.corpus(spec, val_percent, max_files)
         tok = load_tokenizer(tokenizer_path)
         train, val = encode_documents(tok, corpus.train), encode_documents(tok, corpus.val)
         if len(val) < 2:
@@ -240,25 +168,29 @@ class Zoo:
         if not p.is_file():
             return {}
         try:
-            return json.loads(p.read_text())["models"]
-        except (json.JSONDecodeError, KeyError) as err:
+            models = json.loads(p.read_text())["models"]
+            if not isinstance(models, dict) or not all(isinstance(e, dict) for e in models.values()):
+                raise TypeError("models is not a mapping of entries")
+            return models
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
             raise StoreError(
                 f"zoo manifest {p} is unreadable ({err})",
+                where=str(p),
                 fix="delete it; `transferlab zoo build` rewrites it from the finished runs",
             ) from None
 
     def record(self, entry: dict[str, Any]) -> None:
         models = self.manifest()
         models[entry["name"]] = entry
-        write_json(self.root / MANIFEST, {"version": 1, "models": dict(sorted(models.items()))})
+        write_json(self.root / MANIFEST, {"version": 2, "models": dict(sorted(models.items()))})
 
     def entries(self, corpus: str | None = None, size: str | None = None) -> list[dict[str, Any]]:
         out = [
             e
             for e in self.manifest().values()
-            if (corpus is None or e["corpus"] == corpus) and (size is None or e["size"] == size)
+            if (corpus is None or e.get("corpus") == corpus) and (size is None or e.get("size") == size)
         ]
-        return sorted(out, key=lambda e: (e["non_embedding_params"], e["tokens_seen"]))
+        return sorted(out, key=lambda e: (e.get("non_embedding_params", 0), e.get("tokens_seen", 0)))
 
     def get(self, name: str) -> dict[str, Any]:
         models = self.manifest()
@@ -279,11 +211,3 @@ class Zoo:
 
         self.get(name)
         return load_tokenizer(self.model_dir(name))
-
-
-def tokenizer_fingerprint(path: Path) -> str:
-    return hashlib.sha256((Path(path) / "tokenizer.json").read_bytes()).hexdigest()[:16]
-
-
-def spec_dict(spec: SizeSpec) -> dict[str, Any]:
-    return asdict(spec)

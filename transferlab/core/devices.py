@@ -1,0 +1,84 @@
+"""Where and in which precision a model trains: ``auto`` | ``cpu`` | ``cuda``, and bf16 where it pays.
+
+``auto`` picks CUDA when a GPU is present, else the CPU. bfloat16 autocast (matmuls in bf16, parameters
+and the optimizer's state in float32, the master copy) is used on CUDA GPUs that support it and on CPUs
+with native bf16 dot products (AVX-512 BF16 or AMX: there a bf16 matmul ran at 2.2x the fp32 rate on
+2 cores); elsewhere it falls back to float32, where bf16 would be emulated and slower.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Literal
+
+import torch
+
+from transferlab.core.errors import ConfigError
+
+Device = Literal["auto", "cpu", "cuda"]
+DType = Literal["auto", "bfloat16", "float32"]
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "bfloat16", "float32")
+
+
+def resolve_device(device: str, where: str = "device") -> torch.device:
+    """The torch device for ``auto`` | ``cpu`` | ``cuda`` (or ``cuda:N``); one clear error when CUDA is asked
+    for and absent."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device '{device}' was asked for but this machine has no CUDA GPU (or torch is a CPU build)",
+                where=where, fix="use device=auto or device=cpu",
+            )
+        return torch.device(device)
+    raise ConfigError(f"unknown device '{device}'", where=where, fix="use auto, cpu or cuda")
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bf16 dot products (Linux: the avx512_bf16 or amx_bf16 flags)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool({"avx512_bf16", "amx_bf16"} & flags)
+    except OSError:
+        pass
+    return False
+
+
+def resolve_dtype(dtype: str, device: torch.device, where: str = "dtype") -> torch.dtype:
+    """The autocast dtype: ``auto`` is bfloat16 where the hardware has it (see the module docstring)."""
+    if dtype == "float32":
+        return torch.float32
+    if dtype not in DTYPES:
+        raise ConfigError(f"unknown dtype '{dtype}'", where=where, fix="use auto, bfloat16 or float32")
+    native = cpu_has_bf16() if device.type == "cpu" else (
+        device.type == "cuda" and torch.cuda.is_bf16_supported())
+    if dtype == "bfloat16" or native:
+        return torch.bfloat16
+    return torch.float32
+
+
+def autocast(device: torch.device, dtype: torch.dtype) -> torch.autocast:
+    """``torch.autocast`` for a training dtype (disabled for float32)."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
+def memory_available_bytes() -> int:
+    """Memory this process could still use: MemAvailable from /proc/meminfo (or total RAM elsewhere)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

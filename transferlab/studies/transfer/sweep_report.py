@@ -1,0 +1,103 @@
+"""The transfer sweep's report page: the fit page of :mod:`transferlab.studies.transfer.report` (D_T against
+D_F per N with the fitted lines, the table of fits) plus the sweep's own sections: pretraining curves with
+the live monitor, learning curves, observed ossification, the runs table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+
+from transferlab.report import Page
+from transferlab.zoo.report import PALETTE, metrics_of, pretraining_figure
+
+
+def _learning_curves(rows: list[dict[str, Any]], store: Any, kind: str) -> go.Figure:
+    fig = go.Figure()
+    sizes = sorted({r["size"] for r in rows}, key=lambda s: min(r["N"] for r in rows if r["size"] == s))
+    color = {s: PALETTE[j % len(PALETTE)] for j, s in enumerate(sizes)}
+    for r in rows:
+        if r["kind"] != kind:
+            continue
+        recs = [m for m in metrics_of(store.run_dir("lm", r["run_id"])) if "val_loss" in m]
+        fig.add_trace(
+            go.Scatter(
+                x=[m["step"] for m in recs],
+                y=[m["val_loss"] for m in recs],
+                mode="lines",
+                name=f"{r['size']} D={r['D']}",
+                line=dict(color=color[r["size"]]),
+            )
+        )
+    fig.update_layout(
+        xaxis=dict(title="step"), yaxis=dict(type="log", title="target validation loss"), height=420
+    )
+    return fig
+
+
+def write_transfer_report(
+    cfg: Any,
+    rows: list[dict[str, Any]],
+    result: Any,
+    error: str | None,
+    oss: list[dict[str, Any]],
+    zb: Any,
+    store: Any,
+    path: Path,
+    summary: dict[str, Any],
+) -> Path:
+    from transferlab.studies.transfer.report import transfer_page
+
+    source = f"transferlab transfer --preset {cfg.preset}"
+    if result is not None:
+        page = transfer_page(result, source)
+    else:
+        page = Page("Effective data transferred", source)
+        page.text(f"The transfer analysis could not be made: {error}", cls="flag")
+    page.heading("The sweep")
+    page.text(
+        f"Pretraining: sizes {', '.join(cfg.sizes)} on '{cfg.pretrain_corpus}' for "
+        + (f"{cfg.pretrain_tokens:,} tokens each" if cfg.pretrain_tokens else
+           f"{cfg.pretrain_tokens_per_param:g} tokens per parameter")
+        + f". Target '{cfg.target_corpus}': from scratch at D in {cfg.scratch_D}, "
+        f"fine-tuned at D_F in "
+        f"{cfg.finetune_D} (tokens in the training pool; at most {cfg.max_epochs:g} passes, early stopping "
+        f"with patience {cfg.patience}; the loss is the best validation loss). "
+        f"Wall time {summary.get('wall_seconds', float('nan')):.0f} s."
+    )
+    if "D_T_by_size" in summary:
+        page.text(
+            "D_T grows with N: " + ("yes" if summary["D_T_grows_with_N"] else "no") + " — geometric-mean D_T "
+            "over the shared D_F values: "
+            + ", ".join(f"N={g['N']:,}: {g['geomean_D_T']:.4g}" for g in summary["D_T_by_size"])
+            + f". Fitted N exponent beta = {summary['beta']:.3g} (textbook alpha); D_F exponent alpha = "
+            f"{summary['alpha']:.3g} (textbook beta). Hernandez et al. (text->python): alpha 0.18, beta 0.38."
+        )
+    page.heading("Ossification (observed)")
+    flagged = [o for o in oss if o["ossified"]]
+    page.text(
+        f"{len(flagged)} of {len(oss)} fine-tuning runs are no better than the scratch run of the same size "
+        "and "
+        "data: pretraining hurt there."
+        if flagged
+        else f"None of the {len(oss)} fine-tuning runs is worse than the scratch run of the same size and "
+        "data.",
+        cls="flag" if flagged else "note",
+    )
+    page.table(oss)
+    page.heading("Pretraining (the zoo)")
+    page.figure(
+        pretraining_figure(zb.entries, [store.run_dir("lm", e["run_id"]) for e in zb.entries]),
+        "Pretraining curves with the live power-law monitor (see the zoo report).",
+    )
+    page.heading("Learning curves on the target")
+    page.figure(
+        _learning_curves(rows, store, "scratch"), "From-scratch runs: validation loss per evaluation."
+    )
+    page.figure(
+        _learning_curves(rows, store, "finetune"), "Fine-tuning runs: validation loss per evaluation."
+    )
+    page.heading("Runs")
+    page.table(rows)
+    return page.write(path)
