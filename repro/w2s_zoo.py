@@ -21,11 +21,10 @@ from pathlib import Path
 import torch
 
 from transferlab.core.errors import TransferlabError
-from transferlab.zoo import Zoo, parse_sizes
 from transferlab.store import Store
-from transferlab.zoo.build import build_zoo
-from transferlab.zoo.build import ZooConfig
 from transferlab.studies.w2s.run import make_config, run
+from transferlab.zoo import Zoo, parse_sizes
+from transferlab.zoo.build import ZooConfig, build_zoo
 
 LOSSES = "xent,confidence,logconf,product,window,adaptconf,bootstrap"
 

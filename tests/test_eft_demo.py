@@ -12,7 +12,6 @@ import math
 
 import pytest
 import torch
-from transferlab.zoo import Zoo
 
 from tests.browser import render
 from transferlab.core.config import resolve
@@ -20,6 +19,7 @@ from transferlab.eft import EFT
 from transferlab.eft.demo import MODEL_KEYS, PRESETS, EFTDemoConfig, gap_fraction, heldout_windows, run_zoo_demo
 from transferlab.eft.heldout import heldout_loss, window_logprobs
 from transferlab.store import Store
+from transferlab.zoo import Zoo
 
 
 @pytest.fixture(scope="module")

@@ -229,3 +229,14 @@ def test_w2s_run_with_zoo_models_json_contract_and_sweep(zoo_store, cli):
     assert again["timing_s"]["baseline_reused"] is True
     assert len(list((zoo_store.root / "w2s-features").glob("*/features.safetensors"))) == 3
     assert again["losses"]["window"]["weak_acc"] == summary["losses"]["xent"]["weak_acc"]
+
+
+def test_w2s_device_is_used_or_refused(cli, tmp_path):
+    """The device field does something: auto resolves, cuda on a CPU-only machine is one line before training."""
+    from transferlab.core.devices import resolve_device
+
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        code, _, err = cli(["w2s", "--set", "device=cuda", "--store", str(tmp_path)])
+        assert code == 2 and "no CUDA GPU" in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "w2s").exists()

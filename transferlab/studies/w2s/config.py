@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from transferlab.core.config import PresetRegistry, StudyConfig
+from transferlab.core.devices import Device
 from transferlab.core.errors import ConfigError
 from transferlab.studies.w2s.losses import LOSSES, known_methods
 
@@ -74,7 +75,8 @@ class W2SConfig(StudyConfig):
     ft_lr: float = Field(5e-4, gt=0)
     ft_batch_size: int = Field(16, ge=1)
     # speed only (not part of the config hash)
-    device: str = "cpu"
+    device: Device = Field("auto", description="where the fine-tuning backend and the zoo/causal-LM features "
+                           "run: auto (CUDA when present) | cpu | cuda; frozen-feature heads train on the CPU")
     num_threads: int | None = None
     progress: bool = True
 
@@ -103,6 +105,13 @@ class W2SConfig(StudyConfig):
         if len(set(v)) != len(v):
             raise ValueError("a loss is listed twice")
         return v
+
+    @model_validator(mode="after")
+    def _device_exists(self) -> W2SConfig:
+        from transferlab.core.devices import resolve_device
+
+        resolve_device(self.device, where="device")  # before anything trains: one line if CUDA is absent
+        return self
 
     @model_validator(mode="after")
     def _no_gold_for_the_student(self) -> W2SConfig:

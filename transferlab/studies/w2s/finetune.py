@@ -33,8 +33,10 @@ def _probs(
     model: HFClassifier, enc: dict[str, torch.Tensor], idx: torch.Tensor, bs: int = 64
 ) -> torch.Tensor:
     model.eval()
+    dev = next(model.parameters()).device
     out = [
-        torch.softmax(model(enc["input_ids"][idx[i : i + bs]], enc["attention_mask"][idx[i : i + bs]]), -1)
+        torch.softmax(model(enc["input_ids"][idx[i : i + bs]].to(dev), enc["attention_mask"][idx[i : i + bs]].to(dev)),
+                      -1).float().cpu()
         for i in range(0, len(idx), bs)
     ]
     model.train()
@@ -60,8 +62,11 @@ def finetune_one(
     """Fine-tune one model; returns its probabilities on every row, its gold monitor curve and best step.
     Selection reads ``val_targets`` only."""
     torch.manual_seed(seed)
+    from transferlab.core.devices import resolve_device
+
+    device = resolve_device(cfg.device, where="device")
     model, _ = HFClassifier.from_pretrained(path, n_classes, lora_r=cfg.lora_r if cfg.lora else 0)
-    model.train()
+    model.to(device).train()
     opt = torch.optim.AdamW(model.trainable_parameters(), lr=cfg.ft_lr)
     g = torch.Generator().manual_seed(seed)
     n = len(train_idx)
@@ -75,8 +80,8 @@ def finetune_one(
         b = perm[ptr : ptr + bs]
         ptr += bs
         rows = train_idx[b]
-        logits = model(enc["input_ids"][rows], enc["attention_mask"][rows])
-        value = loss(logits, train_targets[b], (step - 1) / max(1, cfg.ft_steps - 1))
+        logits = model(enc["input_ids"][rows].to(device), enc["attention_mask"][rows].to(device))
+        value = loss(logits, train_targets[b].to(device), (step - 1) / max(1, cfg.ft_steps - 1))
         opt.zero_grad(set_to_none=True)
         value.backward()
         opt.step()

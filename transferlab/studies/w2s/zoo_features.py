@@ -223,17 +223,19 @@ def _batch_order(tok: Any, texts: list[str], max_length: int) -> list[int]:
 
 @torch.no_grad()
 def causal_features(
-    texts: list[str], path: str | Path, max_length: int = 128, batch_size: int = 32
+    texts: list[str], path: str | Path, max_length: int = 128, batch_size: int = 32, device: str = "cpu"
 ) -> torch.Tensor:
     """(n, H) float32: each text's last hidden state mean-pooled over its attention mask.
 
     Batches are length-sorted and padded on the right (the model's positions start at 0 for every
     text; the pads come after every real token, so a causal model's real positions never see them).
     """
+    from transferlab.core.devices import resolve_device
     from transferlab.models.hf_causal import context_length, load_causal_lm, load_tokenizer
     from transferlab.models.hf_classifier import mean_pool
 
-    model = load_causal_lm(path)
+    dev = resolve_device(device, where="device")
+    model = load_causal_lm(path).to(dev)
     tok = load_tokenizer(path, role="feature")
     tok.padding_side = "right"
     if tok.pad_token_id is None:
@@ -256,8 +258,8 @@ def causal_features(
                 mask = torch.zeros_like(ids)
             ids[empty, 0] = int(tok.pad_token_id)
             mask[empty, 0] = 1
-        hidden = base(input_ids=ids, attention_mask=mask).last_hidden_state
-        out[torch.tensor(idx)] = mean_pool(hidden.float(), mask)
+        hidden = base(input_ids=ids.to(dev), attention_mask=mask.to(dev)).last_hidden_state
+        out[torch.tensor(idx)] = mean_pool(hidden.float(), mask.to(dev)).cpu()
     return out
 
 
@@ -275,13 +277,13 @@ def cached_features(
         **{k: v for k, v in model.identity().items() if k not in ("ref", "label")},
     }
     if store is None:
-        return causal_features(data.texts, model.path, cfg.max_length, batch_size)
+        return causal_features(data.texts, model.path, cfg.max_length, batch_size, cfg.device)
     run = store.open_run("w2s-features", FeatureCacheConfig(identity=ident))
     path = Path(run.path) / FEATURES_FILE
     if run.status == "done" and path.is_file():
         return load_file(str(path))[FEATURE_KEY][:, 0]
     run.start()
-    feats = causal_features(data.texts, model.path, cfg.max_length, batch_size)
+    feats = causal_features(data.texts, model.path, cfg.max_length, batch_size, cfg.device)
     save_file({FEATURE_KEY: feats.unsqueeze(1).contiguous()}, str(path))
     run.finish({"shape": list(feats.shape), **ident})
     return feats
