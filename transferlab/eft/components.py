@@ -122,7 +122,7 @@ class Components:
             paths[f"ft{sfx}"], paths[f"ref{sfx}"] = Path(f), Path(r)
         loaded: dict[Path, Any] = {}
         for role, p in paths.items():  # check every path before loading anything heavy
-            hf_causal._check_folder(p, role)
+            hf_causal.check_folder(p, role)
         for role, p in paths.items():
             key = p.resolve()
             if key not in loaded:

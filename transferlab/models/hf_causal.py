@@ -38,7 +38,7 @@ def parse_dtype(name: str | torch.dtype) -> torch.dtype:
     return _DTYPES[name]
 
 
-def _check_folder(path: str | Path, role: str) -> Path:
+def check_folder(path: str | Path, role: str) -> Path:
     p = Path(path).expanduser()
     if not p.exists():
         raise ModelLoadError(
@@ -60,7 +60,7 @@ def load_causal_lm(
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    p = _check_folder(path, role)
+    p = check_folder(path, role)
     torch_dtype = parse_dtype(dtype)
     try:
         config = AutoConfig.from_pretrained(p, local_files_only=True, trust_remote_code=False)

@@ -133,7 +133,7 @@ def _onehot(y: torch.Tensor, k: int) -> torch.Tensor:
     return torch.nn.functional.one_hot(y, k).float()
 
 
-def _head_kw(cfg: W2SConfig) -> dict[str, Any]:
+def head_kw(cfg: W2SConfig) -> dict[str, Any]:
     return {
         "steps": cfg.steps,
         "batch_size": cfg.batch_size,
@@ -144,7 +144,7 @@ def _head_kw(cfg: W2SConfig) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- floor and ceiling
-def _ceiling_jobs(splits: list[Splits], y: torch.Tensor, k: int, cfg: W2SConfig) -> list[HeadJob]:
+def ceiling_jobs(splits: list[Splits], y: torch.Tensor, k: int, cfg: W2SConfig) -> list[HeadJob]:
     """The strong ceiling: a head trained on gold labels of the transfer split, early-stopped on val."""
     return [
         HeadJob(sp.transfer, _onehot(y[sp.transfer], k), sp.val, _onehot(y[sp.val], k), XentLoss(), seed=cfg.seed + s)
@@ -178,13 +178,13 @@ def compute_baseline(views: Views, splits: list[Splits], cfg: W2SConfig) -> dict
     weak_probs = {}
     for rung in rungs:
         xr = views.views[rung]
-        res = train_heads(xr, _weak_jobs(xr.shape[0], splits, y, k, cfg), **_head_kw(cfg))
+        res = train_heads(xr, _weak_jobs(xr.shape[0], splits, y, k, cfg), **head_kw(cfg))
         weak_probs[rung] = torch.stack([r.probs(xr) for r in res]).detach()
     if "weak" not in weak_probs:
         weak_probs["weak"] = weak_probs[views.ladder[0]].clone()
-    ceil_jobs = _ceiling_jobs(splits, y, k, cfg)
+    ceil_jobs = ceiling_jobs(splits, y, k, cfg)
     mon = torch.stack([sp.test for sp in splits])
-    ceil = train_heads(views.strong, ceil_jobs, monitor_idx=mon, monitor_labels=y[mon], **_head_kw(cfg))
+    ceil = train_heads(views.strong, ceil_jobs, monitor_idx=mon, monitor_labels=y[mon], **head_kw(cfg))
     return {
         "weak_probs": weak_probs,
         "ceiling_probs": torch.stack([r.probs(views.strong) for r in ceil]).detach(),
@@ -280,7 +280,7 @@ def _bootstrap_labels(
             )
             for s, sp in enumerate(splits)
         ]
-        res = train_heads(xr, jobs, **_head_kw(cfg))
+        res = train_heads(xr, jobs, **head_kw(cfg))
         labels = torch.stack([r.probs(xr) for r in res]).detach()
     return labels
 
@@ -303,7 +303,7 @@ def train_students(
             keys.append((m, s))
     results: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     mon = torch.stack([splits[s].test for _, s in keys])  # each head is watched on its own seed's test split
-    trained = train_heads(views.strong, jobs, monitor_idx=mon, monitor_labels=y[mon], **_head_kw(cfg))
+    trained = train_heads(views.strong, jobs, monitor_idx=mon, monitor_labels=y[mon], **head_kw(cfg))
     for (m, s), res in zip(keys, trained):
         sp = splits[s]
         p_test = res.probs(views.strong[sp.test]).detach().numpy()

@@ -69,7 +69,7 @@ def build_data(cfg: W2SConfig) -> ClassificationData:
     return load_task(cfg.task, **kwargs)
 
 
-def _encoder_identity(encoder: str) -> dict[str, str]:
+def encoder_identity(encoder: str) -> dict[str, str]:
     from transferlab.models.hf_classifier import MINILM_SHA256, resolve_model_path
 
     if encoder == "minilm":
@@ -92,7 +92,7 @@ def text_layers(data: ClassificationData, cfg: W2SConfig, store: Store | None) -
 
     assert data.texts is not None
     text_sha = hashlib.sha256(json.dumps(data.texts).encode()).hexdigest()
-    ident = {"texts": text_sha, "n": data.n, "max_length": cfg.max_length, **_encoder_identity(cfg.encoder)}
+    ident = {"texts": text_sha, "n": data.n, "max_length": cfg.max_length, **encoder_identity(cfg.encoder)}
     if store is None:
         return encode_layers(data.texts, cfg.encoder, cfg.max_length)
     run = store.open_run("w2s-features", FeatureCacheConfig(identity=ident))

@@ -55,14 +55,14 @@ class ModelRef:
     zoo_name: str | None = None
 
     def identity(self) -> dict[str, Any]:
-        from transferlab.studies.w2s.tasks import _encoder_identity
+        from transferlab.studies.w2s.tasks import encoder_identity
 
         return {
             "ref": self.ref,
             "label": self.label,
             "zoo_name": self.zoo_name,
             "non_embedding_params": self.non_embedding_params,
-            **_encoder_identity(str(self.path)),
+            **encoder_identity(str(self.path)),
         }
 
 
@@ -133,7 +133,7 @@ def resolve_model(ref: str, root: Path, corpus: str | None = None, *, role: str 
 def _resolve_path(ref: str, role: str) -> ModelRef:
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from transferlab.models.hf_causal import ModelLoadError, _check_folder
+    from transferlab.models.hf_causal import ModelLoadError, check_folder
     from transferlab.zoo.model import count_non_embedding
 
     p = Path(ref).expanduser()
@@ -144,7 +144,7 @@ def _resolve_path(ref: str, role: str) -> ModelRef:
             fix="pass zoo:<size> (see `transferlab zoo ls`) or a local Hugging Face causal-LM folder",
         )
     try:
-        _check_folder(p, role)
+        check_folder(p, role)
         config = AutoConfig.from_pretrained(p, local_files_only=True, trust_remote_code=False)
     except ModelLoadError as err:
         raise ZooModelError(err.what, where=f"{role}_model", fix=err.fix) from None
@@ -336,16 +336,16 @@ def pair_sweep(views: Views, splits: list[Any], base: dict[str, Any], cfg: W2SCo
     """
     from transferlab.studies.w2s.analysis import summarize_method
     from transferlab.studies.w2s.heads import train_heads
-    from transferlab.studies.w2s.run import _ceiling_jobs, _head_kw, train_students
+    from transferlab.studies.w2s.run import ceiling_jobs, head_kw, train_students
 
     y = torch.as_tensor(views.data.labels)
     k = views.data.n_classes
     ladder = list(views.ladder)
     ceilings: dict[str, torch.Tensor] = {ladder[-1]: base["ceiling_probs"]}
-    jobs = _ceiling_jobs(splits, y, k, cfg)  # the baseline's ceiling jobs, trained on each rung's features
+    jobs = ceiling_jobs(splits, y, k, cfg)  # the baseline's ceiling jobs, trained on each rung's features
     for rung in ladder[1:-1]:
         xr = views.views[rung]
-        ceilings[rung] = torch.stack([r.probs(xr) for r in train_heads(xr, jobs, **_head_kw(cfg))]).detach()
+        ceilings[rung] = torch.stack([r.probs(xr) for r in train_heads(xr, jobs, **head_kw(cfg))]).detach()
     sw_cfg = cfg.model_copy(update={"losses": ["xent"]})
     out = []
     for i, (weak, strong) in enumerate(combinations(ladder, 2)):

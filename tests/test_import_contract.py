@@ -1,0 +1,57 @@
+"""The house's import contract (DESIGN.md): no study imports another study, and no module imports a private
+(``_name``) of another module. Read from the source with ``ast``, so it fails on the offending line."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import transferlab
+
+ROOT = Path(transferlab.__file__).parent
+
+
+def _imports(path: Path):
+    tree = ast.parse(path.read_text())
+    mod = ".".join(path.relative_to(ROOT.parent).with_suffix("").parts)
+    pkg = mod.rsplit(".", 1)[0] if path.name != "__init__.py" else mod.removesuffix(".__init__")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = pkg.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            yield node.lineno, base, [a.name for a in node.names]
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                yield node.lineno, a.name, []
+
+
+def _study(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[:2] == ["transferlab", "studies"] else None
+
+
+def test_no_study_imports_another_study():
+    bad = []
+    for path in sorted((ROOT / "studies").rglob("*.py")):
+        own = _study(".".join(path.relative_to(ROOT.parent).with_suffix("").parts))
+        for line, module, _ in _imports(path):
+            other = _study(module)
+            if own and other and other != own:
+                bad.append(f"{path.relative_to(ROOT.parent)}:{line} imports {module}")
+    assert not bad, "a study imports another study (move what they share down a layer):\n" + "\n".join(bad)
+
+
+def test_no_module_imports_a_private_name_of_another():
+    bad = []
+    for path in sorted(ROOT.rglob("*.py")):
+        me = ".".join(path.relative_to(ROOT.parent).with_suffix("").parts)
+        for line, module, names in _imports(path):
+            if not module.startswith("transferlab"):
+                continue
+            private = [n for n in names if n.startswith("_") and not n.startswith("__")]
+            if module != me and (private or any(p.startswith("_") and not p.startswith("__")
+                                                for p in module.split("."))):
+                bad.append(f"{path.relative_to(ROOT.parent)}:{line} from {module} import {', '.join(private) or '*'}")
+    assert not bad, "private names imported across modules (make them public or move them):\n" + "\n".join(bad)
