@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, emit_json, say, store_path
 from transferlab.core.config import load_yaml, resolve
@@ -68,6 +69,8 @@ def register(app: typer.Typer) -> None:
             emit_json(result)
             return
         say(f"[bold]{result['n_models']} models[/bold] · {' -> '.join(result['stages'])}")
+        for note in result.get("notes", []):
+            say(f"[yellow]note:[/yellow] {escape(note)}")
         for r in result["ranking_accuracy"]:
             ci = r["ci"] or [float("nan")] * 2
             rho = r["spearman"] if r["spearman"] is not None else float("nan")

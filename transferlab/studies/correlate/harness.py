@@ -9,17 +9,28 @@ Folder layout (decided here, documented in docs/RESULTS.md)::
 The model folder's name is the model's identity; it must be the same in both stages. Without
 ``models.csv`` a model's mixture is its name and its scale is "all". ``lm_eval --output_path
 <root>/<stage>/<model>`` produces exactly this (the harness adds one sub-folder, which is fine).
-When a model folder holds several ``results_*.json`` they are merged, the newest (by file name,
-which carries the harness's timestamp) winning for a task present in more than one.
+The harness's own layout, ``lm_eval --output_path <root>/<stage>``, is read too: there each model
+folder is named after the model's path (``models__sft__m1``, the results file's
+``model_name_sanitized``), so the model's identity is the last part of the results file's
+``model_name`` (or of ``pretrained=`` in ``model_args``): ``/ckpt/pretrain/m1`` and
+``/ckpt/sft/m1`` are both ``m1``. When those names differ between stages the error says to use
+the per-model layout. When a model folder holds several ``results_*.json`` they are merged, the
+newest (by file name, which carries the harness's timestamp) winning for a task present in more
+than one.
 
 Benchmarks are the tasks whose ``results[task]`` has the accuracy metric (``acc,none``, or
 ``acc_norm,none`` with ``metric="acc_norm"``). A group task (``group_subtasks`` in the file) is
-kept as one benchmark and its subtasks are dropped, unless ``tasks`` names them.
+kept as one benchmark and its subtasks are dropped, unless ``tasks`` names them. A name in
+``tasks`` that no results file has, or a metric no task reports, is an error that names it (with
+the closest known name); tasks without the metric are left out with a note.
 
 Confidence of one doc = softmax over the choices' log-likelihoods, taken at the gold choice; the
 benchmark's confidence is its mean over docs. Raw (not length-normalized) log-likelihoods are
 used for every metric. Per doc we also keep max-probability and whether the argmax is gold, and
-the multi-class Brier term, for calibration.
+the multi-class Brier term, for calibration. The gold choice is resolved from the logged
+``target`` as the harness resolves it (an index, or the text or label of a choice; see
+:func:`resolve_gold`). A task whose docs cannot all be resolved, or that is not multiple choice,
+gets no confidence, and a note says which task and why (it still counts by accuracy).
 
 A tidy CSV has one row per (model, stage, benchmark) with columns model, stage, benchmark,
 accuracy and, optionally, mixture, scale, confidence. It carries no per-doc samples, so ECE and

@@ -233,7 +233,6 @@ def chinchilla_page(r: ChinchillaResult, source: str) -> Page:
                     "D": p["D"],
                     "D 95%": _ci_text(p.get("D_ci", [])),
                     "tokens/param": p["tokens_per_param"],
-                    "train FLOPs": p["train_flops"],
                     "total FLOPs": p["total_flops"],
                     "total 95%": _ci_text(p.get("total_flops_ci", [])),
                     "Chinchilla total FLOPs": p["chinchilla_total_flops"],
@@ -252,9 +251,12 @@ def chinchilla_page(r: ChinchillaResult, source: str) -> Page:
 def _beyond_text(ex: dict) -> str:
     if not ex.get("outside"):
         return "within"
-    return ", ".join(
-        f"{k} {fmt_factor(ex[k]['factor'])} {ex[k]['side']}" for k in ("C", "N", "D") if ex[k]["side"]
-    )
+    out = []
+    for side in ("above", "below"):
+        parts = [f"{k} {fmt_factor(ex[k]['factor'])}" for k in ("C", "N", "D") if ex[k]["side"] == side]
+        if parts:
+            out.append(f"{side}: {', '.join(parts)}")
+    return "; ".join(out)
 
 
 def _pct_ci(ci: list[float]) -> str:
@@ -280,7 +282,7 @@ def _sensitivity_section(page: Page, sens: dict) -> None:
                 "D": p["D"],
                 "loss": p["loss"],
                 "residual (log)": p["residual"],
-                "score": p["score"],
+                ("Cook's distance" if sens["by"] == "influence" else "|residual|"): p["score"],
             }
             for p in sens["points"]
         ]
