@@ -170,9 +170,15 @@ def test_cli_flags_extrapolation_sensitivity_and_plan_intervals(cli, tmp_path):
     assert sens["by"] == "influence" and sens["k"] == 2 and len(sens["refits"]) == 2
     assert sens["refits"][1]["dropped_rows"][0] == sens["points"][0]["row"]
     assert len(sens["refits"][0]["budgets"]) == 1
+    m = sens["tokens_per_param"][0]
+    tpps = [e["budgets"][0]["tokens_per_param"] for e in sens["refits"]]
+    assert (m["min"], m["max"]) == (min(tpps), max(tpps))
+    lo, hi = b["tokens_per_param_ci"]
+    assert m["outside_ci"] == (m["min"] < lo or m["max"] > hi)
+    assert any(w.startswith("sensitivity:") for w in d["warnings"]) == m["outside_ci"]
     # the terminal says it too
-    code, out, err = cli([*args, "--sensitivity-by", "residual"])
+    code, out, err = cli([*args, "--sensitivity-by", "residual", "--sensitivity", "2"])
     assert code == 0, err
     text = " ".join(err.split())
     assert "beyond the data: C" in text and "past the data's largest budget" in text
-    assert "most influential point(s) by residual" in text
+    assert "most influential points by residual" in text

@@ -88,10 +88,13 @@ def _say_sizing(out: dict) -> None:
             )
     sens = out.get("sensitivity")
     if sens:
-        say(
-            f"[bold]sensitivity[/bold]: refits leaving out the 1..{sens['k']} most influential point(s) by "
-            f"{sens['by']} (data rows {', '.join(str(p['row']) for p in sens['points'])})"
+        rows = ", ".join(str(p["row"]) for p in sens["points"])
+        which = (
+            f"the most influential point by {sens['by']} (data row {rows})"
+            if sens["k"] == 1
+            else f"the 1..{sens['k']} most influential points by {sens['by']} (data rows {rows}, in that order)"
         )
+        say(f"[bold]sensitivity[/bold]: refits leaving out {which}")
         for m in sens["tokens_per_param"]:
             say(
                 f"  tokens/param at {fmt(m['C'])} FLOPs: {m['tokens_per_param']:.3g} -> {m['min']:.3g} to "

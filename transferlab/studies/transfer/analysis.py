@@ -316,7 +316,8 @@ def sensitivity_summary(r: ChinchillaResult) -> dict[str, Any]:
         refits.append(entry)
     # how far the sizing moves at each budget over the k refits
     moves = []
-    warnings = []
+    warnings: list[str] = []
+    far_out = []
     for bi, b in enumerate(r.budgets):
         vals = np.array([e["budgets"][bi]["tokens_per_param"] for e in refits])
         vals = vals[np.isfinite(vals)]
@@ -336,13 +337,18 @@ def sensitivity_summary(r: ChinchillaResult) -> dict[str, Any]:
         m["outside_ci"] = bool(np.isfinite(lo) and (vals.min() < lo or vals.max() > hi))
         moves.append(m)
         if m["outside_ci"]:
-            j = m["at_k"]
-            warnings.append(
-                f"sensitivity: leaving out the {j} most influential point(s) (data rows "
-                f"{', '.join(str(x) for x in refits[j - 1]['dropped_rows'])}; by {s.by}) moves tokens per "
-                f"parameter at {b['C']:.3g} FLOPs from {full:.3g} to {vals[far]:.3g}, outside its 95% "
-                f"interval [{lo:.3g}, {hi:.3g}]"
-            )
+            far_out.append((m, float(vals[far]), lo, hi))
+    if far_out:
+        j = max(m["at_k"] for m, *_ in far_out)
+        rows_out = ", ".join(str(x) for x in refits[j - 1]["dropped_rows"])
+        where = "; ".join(
+            f"at {fmt(m['C'])} FLOPs {m['tokens_per_param']:.3g} -> {v:.3g} (95% interval [{lo:.3g}, {hi:.3g}])"
+            for m, v, lo, hi in far_out
+        )
+        warnings.append(
+            f"sensitivity: leaving out at most {j} of the most influential points (data rows {rows_out}; by "
+            f"{s.by}) moves tokens per parameter outside its bootstrap interval: {where}"
+        )
     params = {}
     for name in NAMES:
         vals = np.array([e[name] for e in refits], dtype=float)
