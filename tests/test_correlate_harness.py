@@ -230,6 +230,10 @@ def test_real_output_end_to_end_and_in_the_per_model_layout(tmp_path, cli):
     for row in res["calibration"]["per_model"]:
         assert row["gap"] is not None and row["ece"] is not None and row["n_benchmarks_confidence"] == 4
     assert res["benchmarks"]["tiny_text"]["spearman_confidence"] is not None
+    from tests.browser import render
+
+    page = render(res["report"])
+    assert page["figures"] == page["rendered"] >= 1 and page["errors"] == "", page
     # lm_eval --output_path ROOT/<stage>/<model> adds the sanitized folder below <model>: same table
     root = tmp_path / "per_model"
     for d in REAL.glob("*/models__*"):
