@@ -346,3 +346,11 @@ def test_ambiguous_targets_follow_the_harness_acc():
     assert resolve_gold({"target": "ran", "arguments": wino, "doc": {"answer": "2"}, "acc": 0.0}, ll) == (1, "")
     gold, why = resolve_gold({"target": "[0, 1]"}, ll)
     assert gold is None and "several gold answers" in why
+
+
+def test_tidy_csv_tasks_typo_is_named(tmp_path, cli):
+    f = tmp_path / "t.csv"
+    f.write_text("model,stage,benchmark,accuracy\n" + "".join(
+        f"m{i},{s},{b},0.{i + 1}\n" for i in range(3) for s in ("pretrain", "sft") for b in ("arc_easy", "piqa")))
+    code, out, err = cli(["correlate", str(f), "--tasks", "arc_esy", "--json", "--out", str(tmp_path / "x.html")])
+    assert code == 2 and "benchmark 'arc_esy' is in no row (did you mean 'arc_easy'?)" in err, err

@@ -178,6 +178,11 @@ def load_tidy_csv(path: Path, *, stages: tuple[str, str], tasks: Iterable[str] |
     _check_stages(set(df["stage"]), stages, str(path), kind="stage value")
     df = df[df["stage"].isin(stages)]
     if tasks is not None:
+        known = set(df["benchmark"])
+        unknown = [t for t in tasks if t not in known]
+        if unknown:
+            raise DataError(f"benchmark '{unknown[0]}' is in no row{_suggest(unknown[0], known)}",
+                            where=str(path), fix=f"choose --tasks from: {', '.join(sorted(known))}")
         df = df[df["benchmark"].isin(set(tasks))]
     dup = df.duplicated(["model", "stage", "benchmark"])
     if dup.any():
