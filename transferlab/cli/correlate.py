@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, emit_json, say, store_path
 from transferlab.core.config import load_yaml, resolve
@@ -15,10 +16,11 @@ def register(app: typer.Typer) -> None:
     @app.command("correlate")
     def correlate(
         path: Path = typer.Argument(..., help="Tidy CSV or folder <root>/<stage>/<model>/results_*.json."),
-        pre: str | None = typer.Option(None, "--pre", help="Stage before fine-tuning [pretrain]."),
+        pre: str | None = typer.Option(None, "--pre", help="Stage before fine-tuning (default: pretrain)."),
         post: str | None = typer.Option(None, "--post", help="Stage after fine-tuning (default: sft)."),
         metric: str | None = typer.Option(None, "--metric", help="Harness metric: acc or acc_norm."),
-        tasks: str | None = typer.Option(None, "--tasks", help="Comma-separated benchmarks to keep."),
+        tasks: str | None = typer.Option(None, "--tasks", help="Comma-separated benchmarks (harness task or "
+                                         "group names) to keep; a name in no results file is an error."),
         categories: Path | None = typer.Option(None, "--categories",
                                                   help="YAML file mapping benchmark: category."),
         n_boot: int | None = typer.Option(None, "--n-boot", help="Bootstrap resamples (default 2000)."),
@@ -29,7 +31,22 @@ def register(app: typer.Typer) -> None:
         store: Path | None = StoreOpt,
         json_out: bool = JsonOpt,
     ) -> None:
-        """Do benchmark rankings before fine-tuning survive it? Correlations, intervals, calibration."""
+        """Do benchmark rankings before fine-tuning survive it? Correlations, intervals, calibration.
+
+        PATH is a tidy CSV or a folder of lm-evaluation-harness outputs, one per stage and model. Make
+        them with the harness's Hugging Face extra (plain lm_eval lacks accelerate, which its hf model
+        needs):
+
+            pip install 'lm_eval\\[hf]'
+
+            lm_eval --model hf --model_args pretrained=PATH_OR_ID --tasks hellaswag,arc_easy
+            --log_samples --output_path ROOT/<stage>/<model>
+
+        once per model and stage, with the same <model> in both stages. --log_samples gives the
+        per-doc confidence (p of the gold choice; text and letter targets are resolved from the
+        document's choices). With --output_path ROOT/<stage>, the harness's own layout, each model's
+        name is the last part of its path (model_name in the results file).
+        """
         begin(json_out)
         from transferlab.studies.correlate import PRESETS, CorrelateConfig, run
 
@@ -52,6 +69,8 @@ def register(app: typer.Typer) -> None:
             emit_json(result)
             return
         say(f"[bold]{result['n_models']} models[/bold] · {' -> '.join(result['stages'])}")
+        for note in result.get("notes", []):
+            say(f"[yellow]note:[/yellow] {escape(note)}")
         for r in result["ranking_accuracy"]:
             ci = r["ci"] or [float("nan")] * 2
             rho = r["spearman"] if r["spearman"] is not None else float("nan")

@@ -9,6 +9,7 @@ import typer
 from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, emit_json, say, store_path
 from transferlab.core.config import resolve
 from transferlab.core.errors import ConfigError
+from transferlab.fit.extrapolation import fmt, fmt_factor
 
 BootOpt = typer.Option(
     None, "--bootstrap", help="Bootstrap refits for the 95% intervals (default 1000; 0: none)."
@@ -52,6 +53,63 @@ def _plans(items: list[str]) -> list[tuple[float, float]]:
     return out
 
 
+def _beyond_tag(ex: dict) -> str:
+    """' (beyond the data: C 772x above)' for a sizing answer outside the data's range, else ''."""
+    if not ex.get("outside"):
+        return ""
+    parts = [f"{k} {fmt_factor(ex[k]['factor'])} {ex[k]['side']}" for k in ("C", "N", "D") if ex[k]["side"]]
+    return f"  [yellow](beyond the data: {', '.join(parts)})[/yellow]"
+
+
+def _ci(ci: list | None) -> str:
+    if not ci or ci[0] is None or ci[0] != ci[0]:
+        return ""
+    return f" [{fmt(ci[0])}, {fmt(ci[1])}]"
+
+
+def _say_sizing(out: dict) -> None:
+    say("[bold]compute-optimal[/bold] (C = 6ND; 95% intervals)")
+    for b in out["compute_optimal"]["budgets"]:
+        say(
+            f"  C {fmt(b['C'])}: N_opt {fmt(b['N_opt'])}{_ci(b['N_opt_ci'])}, D_opt {fmt(b['D_opt'])}"
+            f"{_ci(b['D_opt_ci'])}, {b['tokens_per_param']:.3g}{_ci(b['tokens_per_param_ci'])} tokens/param"
+            f"{_beyond_tag(b['extrapolation'])}"
+        )
+    ot = out["overtrain"]
+    if ot["plans"]:
+        say(f"[bold]over-training[/bold] to loss {ot['target_loss']:.4g} (least training + inference FLOPs)")
+        for p in ot["plans"]:
+            miss = p.get("unreachable_resamples")
+            say(
+                f"  {fmt(p['inference_tokens'])} inference tokens: N {fmt(p['N'])}{_ci(p.get('N_ci'))}, "
+                f"D {fmt(p['D'])}{_ci(p.get('D_ci'))}, saving {100 * p['saving']:.1f}%"
+                + (f" (target out of reach in {miss} resamples)" if miss else "")
+                + _beyond_tag(p["extrapolation"])
+            )
+    sens = out.get("sensitivity")
+    if sens:
+        rows = ", ".join(str(p["row"]) for p in sens["points"])
+        which = (
+            f"the most influential point by {sens['by']} (data row {rows})"
+            if sens["k"] == 1
+            else f"the 1..{sens['k']} most influential points by {sens['by']} (data rows {rows}, in that order)"
+        )
+        say(f"[bold]sensitivity[/bold]: refits leaving out {which}")
+        for m in sens["tokens_per_param"]:
+            say(
+                f"  tokens/param at {fmt(m['C'])} FLOPs: {m['tokens_per_param']:.3g} -> {m['min']:.3g} to "
+                f"{m['max']:.3g}"
+            )
+        say(
+            "  "
+            + ", ".join(
+                f"{name} {v['full']:.4g} -> {v['min']:.4g}..{v['max']:.4g}"
+                for name, v in sens["parameters"].items()
+                if v["min"] == v["min"]
+            )
+        )
+
+
 def register(app: typer.Typer) -> None:
     fit_app = typer.Typer(help="Fit scaling laws to your own runs (a CSV file).", no_args_is_help=True)
 
@@ -75,6 +133,18 @@ def register(app: typer.Typer) -> None:
         inference_tokens: list[float] | None = typer.Option(
             None, "--inference-tokens", help="Inference tokens for the over-training table (repeatable)."
         ),
+        sensitivity: int | None = typer.Option(
+            None,
+            "--sensitivity",
+            help="Refit with the 1..K most influential points left out and show how the fit and the "
+            "sizing move (default: 2% of the points, 1 to 5; 0: skip).",
+        ),
+        sensitivity_by: str | None = typer.Option(
+            None,
+            "--sensitivity-by",
+            help="How those points are chosen: influence (Cook's distance from exact leave-one-out "
+            "refits; default) or residual (largest |log L - log L_fit|).",
+        ),
         report: Path | None = ReportOpt,
         config: Path | None = ConfigOpt,
         set_: list[str] | None = SetOpt,
@@ -82,6 +152,10 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JsonOpt,
     ) -> None:
         """Fit L(N, D) = E + A/N^alpha + B/D^beta (Epoch's Huber fit), compute-optimal sizes, over-training.
+
+        Answers beyond the data's range (compute, N, D, target loss) are flagged with how far beyond;
+        the over-training plans carry the bootstrap's 95% intervals; the sensitivity table refits
+        without the most influential points.
         """
         begin(json_out)
         from transferlab.studies.transfer import ChinchillaFitConfig, fit_chinchilla_csv
@@ -93,6 +167,8 @@ def register(app: typer.Typer) -> None:
             ("drop_highest_loss", drop_highest_loss),
             ("max_iter", max_iter),
             ("target_loss", target_loss),
+            ("sensitivity", sensitivity),
+            ("sensitivity_by", sensitivity_by),
         ):
             if val is not None:
                 extra[key] = val
@@ -110,6 +186,7 @@ def register(app: typer.Typer) -> None:
             say(f"  {k:<6} {out[k]:.4g}{_fmt_ci(out[k + '_ci'])}")
         co = out["compute_optimal"]
         say(f"  N_opt ∝ C^{co['N_opt_exponent']:.3f}, D_opt ∝ C^{co['D_opt_exponent']:.3f}")
+        _say_sizing(out)
         for w in out["warnings"]:
             say(f"[red]warning:[/red] {w}")
         typer.echo(f"report: {out['report']}")

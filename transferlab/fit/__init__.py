@@ -5,11 +5,15 @@ fit = fit_chinchilla(N, D, loss)            # 4,500 starts, Huber on log loss
 boot = bootstrap_chinchilla(fit, N, D, loss)
 boot.intervals()                            # 95% percentile intervals
 compute_optimal(fit.law, 1e21)              # (N_opt, D_opt)
+beyond("C", 1e25, 6 * N * D).note()         # '1e25 FLOPs is 772x past the largest budget in the data (1.3e22)'
+sensitivity(fit, N, D, loss, 5).law(5)      # the law without the 5 most influential points (Cook's distance)
 """
 
 from transferlab.fit.bootstrap import ChinchillaBootstrap, bootstrap_chinchilla, percentile_interval
 from transferlab.fit.chinchilla import ChinchillaFit, ChinchillaLaw, epoch_grid, fit_chinchilla
+from transferlab.fit.extrapolation import Beyond, beyond
 from transferlab.fit.powerlaw import PowerLawFit, fit_power_law
+from transferlab.fit.sensitivity import Sensitivity, cooks_distance, sensitivity
 from transferlab.fit.sizing import (
     OvertrainPlan,
     compute_for_loss,
@@ -19,6 +23,7 @@ from transferlab.fit.sizing import (
     optimal_exponents,
     optimal_loss,
     overtrain,
+    overtrain_samples,
     size_penalty,
     tokens_for_loss,
 )
@@ -32,18 +37,22 @@ from transferlab.fit.transfer import (
 )
 
 __all__ = [
+    "Beyond",
     "ChinchillaBootstrap",
     "ChinchillaFit",
     "ChinchillaLaw",
     "FinetunePlan",
     "OvertrainPlan",
     "PowerLawFit",
+    "Sensitivity",
     "TransferAnalysis",
     "TransferLaw",
+    "beyond",
     "bootstrap_chinchilla",
     "compute_for_loss",
     "compute_multiplier",
     "compute_optimal",
+    "cooks_distance",
     "effective_data",
     "epoch_grid",
     "fit_chinchilla",
@@ -53,8 +62,10 @@ __all__ = [
     "optimal_exponents",
     "optimal_loss",
     "overtrain",
+    "overtrain_samples",
     "percentile_interval",
     "plan_finetune_data",
+    "sensitivity",
     "size_penalty",
     "tokens_for_loss",
 ]

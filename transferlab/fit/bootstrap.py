@@ -23,6 +23,7 @@ left out; their number is reported.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,14 +48,37 @@ def resample_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray
     return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot)
 
 
-def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of the finite samples (NaN, NaN when there are none)."""
+def percentile_interval(
+    samples: np.ndarray, level: float = 0.95, *, keep_inf: bool = False
+) -> tuple[float, float]:
+    """Percentile interval of the finite samples (NaN, NaN when there are none).
+
+    With ``keep_inf``, ``+inf`` samples (e.g. "no finite model reaches the target" in a resample)
+    count as larger than every finite one instead of being dropped: a bound whose percentile falls
+    among them is ``inf``. NaN samples are always dropped.
+    """
     v = np.asarray(samples, dtype=float)
-    v = v[np.isfinite(v)]
+    q = [50 * (1 - level), 50 * (1 + level)]
+    if not keep_inf:
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            return (float("nan"), float("nan"))
+        lo, hi = np.percentile(v, q)
+        return (float(lo), float(hi))
+    v = v[~np.isnan(v)]
     if v.size == 0:
         return (float("nan"), float("nan"))
-    lo, hi = np.percentile(v, [50 * (1 - level), 50 * (1 + level)])
-    return (float(lo), float(hi))
+    big = np.isposinf(v)
+    finite = v[~big]
+    if finite.size == 0:
+        return (math.inf, math.inf)
+    lo, hi = (float(x) for x in np.percentile(np.where(big, finite.max(), v), q))
+    share = float(big.mean())
+    if share > 1 - q[1] / 100:
+        hi = math.inf
+    if share > 1 - q[0] / 100:
+        lo = math.inf
+    return (lo, hi)
 
 
 MAX_LOG_PARAM = 700.0  # exp(709) is the largest float64
@@ -114,7 +138,7 @@ def bootstrap_starts(
     return starts
 
 
-def _identifiable(counts: np.ndarray, N: np.ndarray, D: np.ndarray, free: tuple[bool, ...]) -> np.ndarray:
+def identifiable(counts: np.ndarray, N: np.ndarray, D: np.ndarray, free: tuple[bool, ...]) -> np.ndarray:
     """Per resample: enough distinct points, sizes and data amounts for the free parameters."""
     fa, fb, fe, falpha, fbeta = free
     n_free = sum(free)
@@ -162,7 +186,7 @@ def bootstrap_chinchilla(
     B = len(counts)
     starts = bootstrap_starts(fit, n_basins, n_grid, rng, fixed)
     K = len(starts)
-    usable = _identifiable(counts, N, D, fit.free)
+    usable = identifiable(counts, N, D, fit.free)
     rows = np.flatnonzero(usable)
     thetas = np.full((B, 5), np.nan)
     obj = np.full(B, np.nan)

@@ -221,3 +221,42 @@ def overtrain(
         chinchilla_total_flops=tc,
         saving=1.0 - t / tc,
     )
+
+
+def overtrain_samples(
+    laws: list[ChinchillaLaw],
+    target_loss: float,
+    inference_tokens: float,
+    *,
+    train_flops_per_token: float = TRAIN_FLOPS_PER_TOKEN,
+    infer_flops_per_token: float = INFER_FLOPS_PER_TOKEN,
+) -> dict[str, np.ndarray]:
+    """The over-training plan under each law (e.g. bootstrap refits), one array per plan field.
+
+    A law under which ``target_loss`` is out of reach (at or below its E, or exponents <= 0)
+    gives ``inf`` for the sizes, tokens and FLOPs (no finite model reaches the target) and NaN
+    for ``tokens_per_param`` and ``saving``; ``reachable`` marks the others.
+    """
+    keys = ("N", "D", "tokens_per_param", "train_flops", "inference_flops", "total_flops", "saving")
+    out = {k: np.full(len(laws), np.nan) for k in keys}
+    reach = np.zeros(len(laws), dtype=bool)
+    for i, law in enumerate(laws):
+        if law.alpha <= 0 or law.beta <= 0 or target_loss <= law.E:
+            for k in ("N", "D", "train_flops", "inference_flops", "total_flops"):
+                out[k][i] = math.inf
+            continue
+        try:
+            p = overtrain(
+                law,
+                target_loss,
+                inference_tokens,
+                train_flops_per_token=train_flops_per_token,
+                infer_flops_per_token=infer_flops_per_token,
+            )
+        except (FitError, ValueError, OverflowError, ZeroDivisionError):
+            continue
+        reach[i] = True
+        for k in keys:
+            out[k][i] = getattr(p, k)
+    out["reachable"] = reach
+    return out

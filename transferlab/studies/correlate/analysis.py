@@ -269,7 +269,11 @@ def calibration_per_model(table: pd.DataFrame, samples: Mapping[tuple[str, str, 
             cor = np.concatenate([p.correct for p in parts])
             row["ece"] = ece(pm, cor, n_bins)
             row["brier"] = float(np.concatenate([p.brier for p in parts]).mean())
-        if np.all(np.isfinite(conf)) and len(conf):
+        # over the benchmarks that have a confidence (a task without one is noted by the loader)
+        has = np.isfinite(conf)
+        row["n_benchmarks_confidence"] = int(has.sum())
+        acc, conf = acc[has], conf[has]
+        if len(conf):
             row["gap"] = float(np.mean(conf - acc))
             if len(conf) >= 3 and np.ptp(conf) > 0 and np.ptp(acc) > 0:
                 row["alignment"] = float(stats.pearsonr(acc, conf).statistic)

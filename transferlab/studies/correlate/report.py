@@ -64,7 +64,7 @@ def build_page(result: Mapping[str, Any], *, source: str, matrices: Mapping[str,
         f"{s['reliable_threshold']} and its interval's lower end > 0."
     )
     for note in result.get("notes", []):
-        page.text(note)
+        page.text(note, cls="flag" if note.startswith("no confidence") else "note")
     page.heading("Per benchmark")
     page.figure(_heatmap(result["benchmarks"], "Cross-stage correlation per benchmark"),
                 caption="accuracy and confidence (p(gold)); blank = undefined")
@@ -94,10 +94,12 @@ def build_page(result: Mapping[str, Any], *, source: str, matrices: Mapping[str,
     page.heading("Calibration")
     cal = result["calibration"]
     page.table(cal["per_model"],
-               columns=["model", "stage", "mixture", "scale", "ece", "brier", "gap", "alignment"])
+               columns=["model", "stage", "mixture", "scale", "ece", "brier", "gap", "alignment",
+                        "n_benchmarks_confidence"])
     page.text("ece/brier: pooled over docs of all benchmarks (from samples_*.jsonl; absent for a tidy CSV). "
               "gap: mean over benchmarks of confidence − accuracy. alignment: Pearson across benchmarks "
-              "between accuracy and confidence.")
+              "between accuracy and confidence. Both use only the benchmarks that have a confidence "
+              "(n_benchmarks_confidence).")
     fig = _calibration_scatter(cal["per_model"], pre, post)
     if fig is not None:
         page.figure(fig, caption=f"each point is a model: its calibration in {pre} (x) and {post} (y)")

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from transferlab.core.config import StudyConfig
@@ -38,6 +40,17 @@ class ChinchillaFitConfig(StudyConfig):
     inference_tokens: list[float] = Field(
         default_factory=list,
         description="inference tokens for the over-training table (default: 0, 1, 10, 100 x the optimal D)",
+    )
+    sensitivity: int | None = Field(
+        None,
+        ge=0,
+        description="refit with the 1..K most influential points left out (default: 2% of the points, "
+        "1 to 5; 0: skip)",
+    )
+    sensitivity_by: Literal["influence", "residual"] = Field(
+        "influence",
+        description="how the points are chosen: influence (Cook's distance from exact leave-one-out "
+        "refits) or residual (largest |log L - log L_fit|)",
     )
     num_threads: int | None = Field(None, ge=1, description="threads for the fit (default: CPU count)")
 

@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
+from transferlab.fit.extrapolation import fmt, fmt_factor
 from transferlab.fit.sizing import compute_optimal, loss_at_compute, optimal_loss
 from transferlab.fit.transfer import NAME_NOTE
 from transferlab.report import Page
@@ -163,7 +164,9 @@ def chinchilla_page(r: ChinchillaResult, source: str) -> Page:
                 "D_opt": b["D_opt"],
                 "D_opt 95%": _ci_text(b["D_opt_ci"]),
                 "tokens/param": b["tokens_per_param"],
+                "tokens/param 95%": _ci_text(b["tokens_per_param_ci"]),
                 "loss": b["loss"],
+                "beyond the data": _beyond_text(b["extrapolation"]),
             }
             for b in r.budgets
         ]
@@ -209,22 +212,97 @@ def chinchilla_page(r: ChinchillaResult, source: str) -> Page:
             f"Target loss {r.target_loss:.4g}. Minimizes 6ND (training) + 2N D_inf (inference) at that loss; "
             "'saving' is against the compute-optimal model for the same loss serving the same tokens."
         )
+        plans = s["overtrain"]["plans"]
+        if plans and "N_ci" in plans[0]:
+            miss = max(p["unreachable_resamples"] for p in plans)
+            page.text(
+                "Intervals: the same plan under each bootstrap refit, 2.5th-97.5th percentiles"
+                + (
+                    f"; in {miss} of {s['bootstrap']['ok']} refits the target loss is out of reach (at or "
+                    "below that refit's E), which counts as an infinitely large model."
+                    if miss
+                    else "."
+                )
+            )
         page.table(
             [
                 {
-                    "inference tokens": p.inference_tokens,
-                    "N": p.N,
-                    "D": p.D,
-                    "tokens/param": p.tokens_per_param,
-                    "train FLOPs": p.train_flops,
-                    "total FLOPs": p.total_flops,
-                    "Chinchilla total FLOPs": p.chinchilla_total_flops,
-                    "saving": f"{100 * p.saving:.1f}%",
+                    "inference tokens": p["inference_tokens"],
+                    "N": p["N"],
+                    "N 95%": _ci_text(p.get("N_ci", [])),
+                    "D": p["D"],
+                    "D 95%": _ci_text(p.get("D_ci", [])),
+                    "tokens/param": p["tokens_per_param"],
+                    "total FLOPs": p["total_flops"],
+                    "total 95%": _ci_text(p.get("total_flops_ci", [])),
+                    "Chinchilla total FLOPs": p["chinchilla_total_flops"],
+                    "saving": f"{100 * p['saving']:.1f}%",
+                    "saving 95%": _pct_ci(p.get("saving_ci", [])),
+                    "beyond the data": _beyond_text(p["extrapolation"]),
                 }
-                for p in r.overtrain
+                for p in plans
             ]
         )
+    if "sensitivity" in s:
+        _sensitivity_section(page, s["sensitivity"])
     return page
+
+
+def _beyond_text(ex: dict) -> str:
+    if not ex.get("outside"):
+        return "within"
+    out = []
+    for side in ("above", "below"):
+        parts = [f"{k} {fmt_factor(ex[k]['factor'])}" for k in ("C", "N", "D") if ex[k]["side"] == side]
+        if parts:
+            out.append(f"{side}: {', '.join(parts)}")
+    return "; ".join(out)
+
+
+def _pct_ci(ci: list[float]) -> str:
+    if not ci or any(v is None or not math.isfinite(v) for v in ci):
+        return "—"
+    return f"[{100 * ci[0]:.1f}%, {100 * ci[1]:.1f}%]"
+
+
+def _sensitivity_section(page: Page, sens: dict) -> None:
+    page.heading("Sensitivity to the most influential points")
+    page.text(
+        f"The {sens['k']} points the fit leans on most, chosen by {sens['by']} ({sens['score']}), not by "
+        f"rank of loss; the law is refitted with the top 1, 2, ..., {sens['k']} of them left out "
+        f"({sens['starts']})."
+    )
+    for note in sens["notes"]:
+        page.text(note)
+    page.table(
+        [
+            {
+                "data row": p["row"],
+                "N": p["N"],
+                "D": p["D"],
+                "loss": p["loss"],
+                "residual (log)": p["residual"],
+                ("Cook's distance" if sens["by"] == "influence" else "|residual|"): p["score"],
+            }
+            for p in sens["points"]
+        ]
+    )
+    rows = []
+    for e in sens["refits"]:
+        row = {"left out": e["k"], "data rows": ", ".join(str(x) for x in e["dropped_rows"])}
+        for name in ("E", "A", "B", "alpha", "beta"):
+            row[name] = e[name]
+        for b in e["budgets"]:
+            row[f"tokens/param at {fmt(b['C'])}"] = b["tokens_per_param"]
+        rows.append(row)
+    page.table(rows)
+    for m in sens["tokens_per_param"]:
+        page.text(
+            f"Tokens per parameter at {fmt(m['C'])} FLOPs: {m['tokens_per_param']:.3g} on all points, "
+            f"{m['min']:.3g} to {m['max']:.3g} with 1..{sens['k']} points left out"
+            + (" (outside its 95% bootstrap interval)." if m["outside_ci"] else "."),
+            cls="flag" if m["outside_ci"] else "note",
+        )
 
 
 def write_chinchilla(r: ChinchillaResult, path: str | Path, source: str) -> Path:
