@@ -45,7 +45,8 @@ def main() -> None:
     print(
         f"small = {m['small']['size']} ({m['small']['non_embedding_params']:,} non-emb params), "
         f"large = {m['large']['size']} ({m['large']['non_embedding_params']:,}); "
-        f"{m['small']['pretrain_tokens']:,} / {m['large']['pretrain_tokens']:,} {cfg.source_corpus} tokens, fine-tuned on {cfg.finetune_tokens:,} "
+        f"{m['small']['pretrain_tokens']:,} / {m['large']['pretrain_tokens']:,} {cfg.source_corpus} tokens, "
+        f"fine-tuned on {cfg.finetune_tokens:,} "
         f"{cfg.target_corpus} tokens ({m['small-ft']['steps']} / {m['large-ft']['steps']} steps); beta = {cfg.beta:g}"
     )
     print(f"scored {s['scored']['target_tokens']:,} target and {s['scored']['source_tokens']:,} source tokens")
