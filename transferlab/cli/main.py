@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (2 for bad input, with one line on stderr)."""
     cmd = typer.main.get_command(app)
     try:
-        cmd.main(args=argv, prog_name="transferlab", standalone_mode=False)
+        rv = cmd.main(args=argv, prog_name="transferlab", standalone_mode=False)
+        if isinstance(rv, int) and not isinstance(rv, bool):  # click returns an Exit's code here
+            return rv
     except TransferlabError as err:
         print(f"error: {err.one_line()}", file=sys.stderr)
         return 2

@@ -40,13 +40,17 @@ def register(app: typer.Typer) -> None:
         summary = run(cfg, Store(store_path(store)), zoo)
         if json_out:
             emit_json(summary)
-            return
-        if summary.get("analysis_error"):
-            say(f"analysis: {summary['analysis_error']}")
-        else:
+        elif not summary.get("analysis_error"):
+            a, b = summary["alpha"], summary["beta"]
             say(
-                f"D_T = k D_F^alpha N^beta: k={summary['k']:.4g} alpha={summary['alpha']:.3f} "
-                f"beta={summary['beta']:.3f}; D_T grows with N: {summary['D_T_grows_with_N']}"
+                f"D_T = k D_F^alpha N^beta: k={summary['k']:.4g} alpha={a['value']:.3f} {a['ci']} "
+                f"beta={b['value']:.3f} {b['ci']} (Hernandez et al.: alpha 0.18, beta 0.38); "
+                f"D_T grows with N: {summary['D_T_grows_with_N']}"
             )
-        say(f"runs table: {summary['runs_csv']} ({summary['n_runs']} runs)")
-        typer.echo(summary["report"])
+        if not json_out:
+            say(f"runs table: {summary['runs_csv']} ({summary['n_runs']} runs)")
+            typer.echo(summary["report"])
+        if summary.get("analysis_error"):
+            # the runs and the report are kept; the analysis itself could not be made
+            typer.echo(f"error: the transfer analysis could not run: {summary['analysis_error']}", err=True)
+            raise typer.Exit(1)

@@ -167,7 +167,12 @@ def run(cfg: TransferRunConfig, store: Store, zoo_root: str | Path | None = None
     if result is not None:
         fit = result.summary
         growth = dt_by_size(result.analysis.rows)
-        summary.update({k: fit[k] for k in ("k", "k_ci", "alpha", "alpha_ci", "beta", "beta_ci", "names")})
+        # the --json contract: alpha and beta as {"value", "ci"}, k, and D_T per (N, D_F)
+        summary.update({p: {"value": fit[p], "ci": fit[f"{p}_ci"]} for p in ("alpha", "beta")})
+        summary.update({"k": fit["k"], "k_ci": fit["k_ci"], "names": fit["names"]})
+        summary["D_T"] = [{"N": int(r.N), "D_F": int(r.D_F), "D_T": float(r.D_T)}
+                          for r in result.analysis.rows if r.used]
+        summary["anchors"] = {"hernandez2021_text_to_python": {"alpha": 0.18, "beta": 0.38}}
         summary["robust"] = fit["robust"]
         summary["scratch_law"] = fit["scratch_law"]
         summary["D_T_by_size"] = growth

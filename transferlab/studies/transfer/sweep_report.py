@@ -36,6 +36,11 @@ def _learning_curves(rows: list[dict[str, Any]], store: Any, kind: str) -> go.Fi
     return fig
 
 
+def _ci(p: dict[str, Any]) -> str:
+    ci = p.get("ci")
+    return f"[{ci[0]:.3g}, {ci[1]:.3g}]" if ci and None not in ci else "(no interval)"
+
+
 def write_transfer_report(
     cfg: Any,
     rows: list[dict[str, Any]],
@@ -71,8 +76,9 @@ def write_transfer_report(
             "D_T grows with N: " + ("yes" if summary["D_T_grows_with_N"] else "no") + " — geometric-mean D_T "
             "over the shared D_F values: "
             + ", ".join(f"N={g['N']:,}: {g['geomean_D_T']:.4g}" for g in summary["D_T_by_size"])
-            + f". Fitted N exponent beta = {summary['beta']:.3g} (textbook alpha); D_F exponent alpha = "
-            f"{summary['alpha']:.3g} (textbook beta). Hernandez et al. (text->python): alpha 0.18, beta 0.38."
+            + f". Fitted N exponent beta = {summary['beta']['value']:.3g} {_ci(summary['beta'])} (textbook alpha); "
+            f"D_F exponent alpha = {summary['alpha']['value']:.3g} {_ci(summary['alpha'])} (textbook beta). "
+            "Hernandez et al. (text->python): alpha 0.18, beta 0.38."
         )
     page.heading("Ossification (observed)")
     flagged = [o for o in oss if o["ossified"]]
