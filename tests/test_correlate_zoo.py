@@ -165,3 +165,16 @@ def test_mixture_streams_and_cli_reuse(micro):
     # bad input: one clear line, exit code 2
     code_, out, err = _cli(["correlate-zoo", "--preset", "micro", "--set", "n_items=1", "--store", str(store)])
     assert code_ == 2 and err.startswith("error") and "n_items" in err and len(err.strip().splitlines()) == 1
+
+
+def test_terminal_prints_every_defined_statistic():
+    from transferlab.cli.correlate_zoo import cross_stage_table
+
+    c = {"benchmarks": {"b1": {"reliability_accuracy": "reliable", "mean_accuracy_pre": 0.4, "spearman_accuracy": 0.8,
+                               "spearman_accuracy_ci": [0.5, 0.9], "kendall_accuracy": 0.6,
+                               "pearson_accuracy": 0.7, "reliability_confidence": "undefined",
+                               "spearman_confidence": float("nan")}}}
+    lines = cross_stage_table(c).splitlines()
+    assert "Kendall" in lines[0] and "Pearson" in lines[0]
+    assert "+0.80 [+0.50, +0.90]" in lines[1] and "+0.60" in lines[1] and "+0.70" in lines[1]
+    assert lines[2].split()[:3] == ["b1", "confidence", "undefined"] or "undefined" in lines[2]

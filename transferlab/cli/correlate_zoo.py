@@ -13,6 +13,33 @@ import typer
 from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, emit_json, say, store_path
 
 
+def _fmt(v: float | None, ci: list | None = None) -> str:
+    import math
+
+    if v is None or not math.isfinite(v):
+        return "undefined"
+    out = f"{v:+.2f}"
+    if ci and None not in ci and all(math.isfinite(x) for x in ci):
+        out += f" [{ci[0]:+.2f}, {ci[1]:+.2f}]"
+    return out
+
+
+def cross_stage_table(c: dict) -> str:
+    """Every defined cross-stage statistic per benchmark, for accuracy and for confidence (stdout)."""
+    lines = [f"{'benchmark':<18} {'quantity':<10} {'mean pre':>11} {'Spearman [95% CI]':>22} "
+             f"{'Kendall':>8} {'Pearson':>8}  verdict"]
+    for b, r in c["benchmarks"].items():
+        for q in ("accuracy", "confidence"):
+            if r.get(f"reliability_{q}") is None:
+                continue
+            pre = r.get(f"mean_{q}_pre")
+            lines.append(
+                f"{b:<18} {q:<10} {('' if pre is None else f'{pre:.3f}'):>11} "
+                f"{_fmt(r.get(f'spearman_{q}'), r.get(f'spearman_{q}_ci')):>22} "
+                f"{_fmt(r.get(f'kendall_{q}')):>8} {_fmt(r.get(f'pearson_{q}')):>8}  {r.get(f'reliability_{q}')}")
+    return "\n".join(lines)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("correlate-zoo")
     def correlate_zoo(
@@ -37,9 +64,5 @@ def register(app: typer.Typer) -> None:
             return
         c = result["correlate"]
         say(f"[bold]{c['n_models']} models[/bold] · pretrain -> sft · csv {result['csv']}")
-        for r in c["ranking_accuracy"]:
-            rho = r["spearman"] if r["spearman"] is not None else float("nan")
-            ci = r["ci"] or [float("nan")] * 2
-            say(f"  {r['rank']:>2}. {r['benchmark']:<18} Spearman {rho:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]"
-                f"  {r['verdict']}")
+        typer.echo(cross_stage_table(c))
         typer.echo(f"report: {result['report']}")

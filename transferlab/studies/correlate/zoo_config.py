@@ -63,8 +63,9 @@ class ZooPairsConfig(StudyConfig):
 
 
 PRESETS = PresetRegistry()
-PRESETS.add("default", "5 mixtures (100..0% prose) x 2 sizes (xxs, s), 200k pretraining tokens, 60 SFT steps, "
-            "60 items per benchmark; under 15 min on 2 cores", mixtures=[100, 75, 50, 25, 0])
+PRESETS.add("default", "5 mixtures (100..0% prose) x 2 sizes (xs, s): 10 models, 1M pretraining tokens each, 60 SFT "
+            "steps, 200 items per benchmark (zoo v2; wall time not yet measured)", mixtures=[100, 75, 50, 25, 0],
+            sizes=["xs", "s"], tokens=1_000_000, n_items=200)
 PRESETS.add(
     "micro",
     "test-sized: 4 mixtures x 2 tiny sizes, a few thousand tokens, 25 stdlib files; seconds",
