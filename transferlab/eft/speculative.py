@@ -10,10 +10,11 @@ row advances by the smallest count over the unfinished rows. Truncating a row's 
 at a point fixed by the other rows keeps its distribution exact (the rows are independent).
 Caches keep every committed token except the newest ("pending"), which leads the next block.
 
-Draft length (``adaptive=True``, the default): the block grows by one after a fully accepted block
-(up to ``speculative``) and shrinks to one more than the drafts accepted otherwise; when even a
-one-token draft is rejected, decoding falls back to plain EFT steps (a block of zero drafts costs
-one forward per model, as plain decoding does) for 1, 2, 4, ... 64 steps before it drafts again.
+Draft length (``adaptive=True``, the default): the block grows by two after a fully accepted block
+(up to ``speculative``) and otherwise shrinks to halfway between its length and one more than the
+drafts accepted; when even a one-token draft is rejected, decoding falls back to plain EFT steps
+(a block of zero drafts costs one forward per model, as plain decoding does) for 1, 2, 4, ... 64
+steps before it drafts again.
 A draft length chosen from the past keeps every committed token's distribution exact, so the
 output is still the EFT distribution (token for token the same when greedy). With acceptance near
 zero this runs near plain EFT's speed instead of paying for k rejected drafts at every step.
@@ -53,14 +54,14 @@ class DraftLength:
         if not self.adaptive or drafted == 0:
             return
         if accepted >= drafted:
-            self.k = min(self.k_max, drafted + 1)
+            self.k = min(self.k_max, drafted + 2)
             self.backoff = 1
         elif accepted == 0 and drafted == 1:
             self.k = 1
             self.wait = self.backoff
             self.backoff = min(2 * self.backoff, self.max_wait)
         else:
-            self.k = max(1, accepted + 1)
+            self.k = max(1, (drafted + accepted + 1) // 2)
             if accepted:
                 self.backoff = 1
 
