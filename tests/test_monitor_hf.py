@@ -71,9 +71,13 @@ def test_monitor_values_reach_tensorboard(tmp_path):
         pass
 
     logdir = tmp_path / "tb"
+    import dataclasses
+
+    where = {"logging_dir": str(logdir)} if any(f.name == "logging_dir" for f in dataclasses.fields(
+        TrainingArguments)) else {}  # transformers 4.x: an argument; 5.x: the callback's attribute
     args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=8, logging_steps=1,
                              per_device_train_batch_size=4, learning_rate=1e-3, report_to=["tensorboard"],
-                             save_strategy="no", disable_tqdm=True, use_cpu=True, seed=0)
+                             save_strategy="no", disable_tqdm=True, use_cpu=True, seed=0, **where)
     trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[plast, loss_cb])
     trainer.add_callback(Late())
     tb = next(c for c in trainer.callback_handler.callbacks if isinstance(c, TensorBoardCallback))
