@@ -115,6 +115,15 @@ def test_move_before_trackers_replaces_the_list_and_keeps_order():
     assert monitor.move_before_trackers(handler) is True
     assert handler.callbacks == [flow, a, b, printer] and old == [flow, printer, a, b]
     assert monitor.move_before_trackers(handler) is False
+    # through the handler's own event, as the Trainer calls it
+    from transformers import TrainerControl
+
+    h2 = CallbackHandler([flow, printer, a], None, None, None, None)
+    h2.on_train_begin(None, SimpleNamespace(), TrainerControl())
+    assert h2.callbacks == [flow, a, printer]
+    # called some other way, it says so instead of failing silently
+    with pytest.warns(UserWarning, match="could not find the Trainer's callback handler"):
+        monitor.LossPowerLawCallback().on_train_begin(None, SimpleNamespace(), None)
 
 
 def test_time_budget_keeps_the_monitor_share_under_the_fraction():

@@ -195,6 +195,15 @@ def _build(name: str) -> type:
             handler = _calling_handler()
             if handler is not None:
                 move_before_trackers(handler)
+            elif not getattr(self, "_warned", False):
+                import warnings
+
+                self._warned = True
+                warnings.warn(
+                    f"{type(self).__name__} could not find the Trainer's callback handler, so report_to trackers "
+                    "that run before it will miss its values; call transferlab.monitor.move_before_trackers(trainer)",
+                    stacklevel=3,
+                )
 
     class PlasticityCallback(_Monitor):
         """Fisher trace, gradient coherence, gradient noise scale, weight norm, dormant units and the
