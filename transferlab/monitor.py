@@ -108,10 +108,11 @@ def _rows(batch: Any, n: int | None) -> Any:
 class TimeBudget:
     """Decides at each log step whether a monitor may run within a share of the wall time.
 
-    ``due(now)`` is True for the first computation, then only while ``spent + last <= fraction *
-    (now - start + last)``: the monitor's total time, the next computation (estimated by the last
-    one) included, stays within ``fraction`` of the wall time since ``start``. ``record(seconds)``
-    adds one computation. Pure bookkeeping, so it is tested with a fake clock.
+    ``due(now)`` is True for the first computation, then only while ``spent + est <= fraction *
+    (now - start + est)``: the monitor's total time, the next computation included, stays within
+    ``fraction`` of the wall time since ``start``; ``est`` is the longest of the last three
+    computations (a cautious guess, as their cost varies). ``record(seconds)`` adds one
+    computation. Pure bookkeeping, so it is tested with a fake clock.
     """
 
     def __init__(self, fraction: float = 0.10):
@@ -121,6 +122,7 @@ class TimeBudget:
         self.start: float | None = None
         self.spent = 0.0
         self.last: float | None = None
+        self.recent: list[float] = []
 
     def begin(self, now: float) -> None:
         if self.start is None:
@@ -130,11 +132,13 @@ class TimeBudget:
         self.begin(now)
         if self.last is None:
             return True
-        return self.spent + self.last <= self.fraction * (now - self.start + self.last)
+        est = max(self.recent)
+        return self.spent + est <= self.fraction * (now - self.start + est)
 
     def record(self, seconds: float) -> None:
         self.spent += seconds
         self.last = seconds
+        self.recent = [*self.recent[-2:], seconds]
 
     def used(self, now: float) -> float:
         """The share of wall time since ``start`` spent in the monitor."""
