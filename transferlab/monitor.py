@@ -16,12 +16,13 @@ does the same by hand (for a handler built some other way).
 
 Cost: ``PlasticityCallback`` takes per-sample gradients of its probe, which on a small model can cost
 more than the training steps between two logs. By default it uses the first ``probe_size=8`` rows of
-the probe and runs on a *time budget*: at a log step it computes only if its total time, this
-computation included (estimated by the last one), stays within ``budget=0.10`` of the wall time since
-training began; the first log step always computes. So after the first computation the monitor costs
-at most 10% of training time (measured in ``bench/monitor_cost.py``, figures in docs/RESULTS.md).
-``every=N`` instead computes at every N-th logging step whatever it costs. ``monitor/cost_fraction``
-logs the share of wall time spent so far. transformers is imported only when a callback class is first
+the probe and runs on a *time budget* (:class:`TimeBudget`): at a log step it computes only if its
+total time, this computation included (estimated from the last ones), stays within ``budget=0.10`` of
+the training time so far (the wall time outside the monitor); the first log step always computes.
+So, once training has run ten times as long as one computation, the monitor adds at most 10% to the
+training time (measured in ``bench/monitor_cost.py``, figures in docs/RESULTS.md). ``every=N``
+instead computes at every N-th logging step whatever it costs. ``monitor/cost_fraction`` logs the
+monitor's time over the training time so far. transformers is imported only when a callback class is first
 used.
 """
 
@@ -106,13 +107,14 @@ def _rows(batch: Any, n: int | None) -> Any:
 
 
 class TimeBudget:
-    """Decides at each log step whether a monitor may run within a share of the wall time.
+    """Decides at each log step whether a monitor may run within a share of the training time.
 
-    ``due(now)`` is True for the first computation, then only while ``spent + est <= fraction *
-    (now - start + est)``: the monitor's total time, the next computation included, stays within
-    ``fraction`` of the wall time since ``start``; ``est`` is the longest of the last three
-    computations (a cautious guess, as their cost varies). ``record(seconds)`` adds one
-    computation. Pure bookkeeping, so it is tested with a fake clock.
+    Training time is the wall time since ``start`` spent outside the monitor. ``due(now)`` is True
+    for the first computation, then only while ``spent + est <= fraction * (now - start - spent)``:
+    the monitor's total time, the next computation included, stays within ``fraction`` of the
+    training time, so training with the monitor takes at most ``1 + fraction`` times as long as
+    without it. ``est`` is the longest of the last three computations (a cautious guess, as their
+    cost varies). ``record(seconds)`` adds one computation. Pure bookkeeping, tested with a fake clock.
     """
 
     def __init__(self, fraction: float = 0.10):
@@ -133,7 +135,7 @@ class TimeBudget:
         if self.last is None:
             return True
         est = max(self.recent)
-        return self.spent + est <= self.fraction * (now - self.start + est)
+        return self.spent + est <= self.fraction * (now - self.start - self.spent)
 
     def record(self, seconds: float) -> None:
         self.spent += seconds
@@ -141,10 +143,10 @@ class TimeBudget:
         self.recent = [*self.recent[-2:], seconds]
 
     def used(self, now: float) -> float:
-        """The share of wall time since ``start`` spent in the monitor."""
+        """The monitor's time over the training time (the wall time outside it) since ``start``."""
         self.begin(now)
-        elapsed = now - self.start
-        return self.spent / elapsed if elapsed > 0 else 0.0
+        train = now - self.start - self.spent
+        return self.spent / train if train > 0 else float("inf")
 
 
 def move_before_trackers(handler: Any) -> bool:
@@ -216,8 +218,8 @@ def _build(name: str) -> type:
 
         probe: tensor or dict of tensors (e.g. input_ids + labels); targets + loss_fn for plain
         modules (default: the output's ``.loss``). ``probe_size``: rows of the probe used (default
-        8; None = all). ``budget``: the share of wall time the monitor may take (default 0.10; see
-        :class:`TimeBudget`); ``every=N`` replaces it by a fixed schedule (every N-th log step).
+        8; None = all). ``budget``: the monitor's time at most this share of the training time
+        (default 0.10; see :class:`TimeBudget`); ``every=N`` replaces it by a fixed schedule (every N-th log step).
         ``feature_module``: name of the module whose output's effective rank is logged (default:
         none). ``small_batch``: the small batch of the gradient noise scale (0 turns it off).
         ``prefix`` starts every logged key."""
