@@ -1,6 +1,6 @@
 """EFT decoding speed, side by side in one process (random weights; timing only).
 
-    python bench/eft_speed.py [--tokens 64] [--reps 5] [--threads 1]
+    python bench/eft_speed.py [--tokens 64] [--reps 5] [--threads 1] [--low-acceptance]
 
 Models: a 105M-parameter Llama (32 layers, hidden 512, vocab 8000, tied embeddings) as the base,
 and 10.4M-parameter ones (2 layers, same width) as ft and ref (1/10 of the base). The base is a
@@ -10,7 +10,12 @@ plus small noise, so ft drafts are often accepted. Modes, interleaved in every r
   base      the base model alone (transformers generate, greedy)
   eft       plain EFT (our generator, greedy, diagnostics on)
   eft-hf    EFT through EFTLogitsProcessor in base.generate (greedy)
-  spec-K    speculative EFT with draft blocks of K (greedy; token-for-token equal to eft)
+  spec-K    speculative EFT, adaptive draft length up to K (the default; greedy; token-for-token equal to eft)
+  fixed-K   speculative EFT with a fixed draft block of K (adaptive=False)
+
+--low-acceptance makes the base an unrelated random model (not a near-copy of ref), so the EFT
+mix follows the base and ft's drafts are almost never accepted (acceptance ~ 0): the case where
+speculation can only cost.
 
 Prints medians of tokens/s and the per-repetition ratios eft/base and spec/eft (their medians).
 """
@@ -57,10 +62,16 @@ def llama(layers: int, seed: int) -> LlamaForCausalLM:
     return LlamaForCausalLM(cfg).eval()
 
 
-def build() -> tuple[LlamaForCausalLM, LlamaForCausalLM, LlamaForCausalLM]:
+def build(low_acceptance: bool = False) -> tuple[LlamaForCausalLM, LlamaForCausalLM, LlamaForCausalLM]:
     ref = llama(2, seed=1)
     ft = llama(2, seed=1)
     big = llama(32, seed=3)
+    if low_acceptance:
+        with torch.no_grad():
+            g = torch.Generator().manual_seed(0)
+            for p in ft.parameters():
+                p.add_(0.004 * torch.randn(p.shape, generator=g))
+        return big, ft, ref
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in ft.parameters():
@@ -90,10 +101,11 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--blocks", type=int, nargs="+", default=[4, 8])
+    ap.add_argument("--low-acceptance", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     tok = tokenizer()
-    big, ft, ref = build()
+    big, ft, ref = build(args.low_acceptance)
     print(
         f"base {n_params(big) / 1e6:.1f}M params, ft/ref {n_params(ft) / 1e6:.1f}M each "
         f"(ratio 1/{n_params(big) / n_params(ft):.1f}); threads={args.threads}; "
@@ -127,13 +139,14 @@ def main() -> None:
     modes = {"base": base_alone, "eft": eft_plain, "eft-hf": eft_hf}
     accept: dict[str, list[float]] = {}
     for k in args.blocks:
+        for name, adaptive in ((f"spec-{k}", True), (f"fixed-{k}", False)):
 
-        def spec(k=k):
-            res = eft.generate(prompt, max_new_tokens=n, greedy=True, speculative=k)
-            accept.setdefault(f"spec-{k}", []).append(res.stats["acceptance_rate"])
-            return len(res.generations[0].token_ids), res.generations[0].token_ids
+            def spec(k=k, name=name, adaptive=adaptive):
+                res = eft.generate(prompt, max_new_tokens=n, greedy=True, speculative=k, adaptive=adaptive)
+                accept.setdefault(name, []).append(res.stats["acceptance_rate"] or 0.0)
+                return len(res.generations[0].token_ids), res.generations[0].token_ids
 
-        modes[f"spec-{k}"] = spec
+            modes[name] = spec
     for fn in modes.values():  # warm up
         fn()
     rates: dict[str, list[float]] = {m: [] for m in modes}
@@ -147,7 +160,7 @@ def main() -> None:
     for name, r in rates.items():
         extra = f"  acceptance {statistics.median(accept[name]):.2f}" if name in accept else ""
         print(
-            f"{name:8s} median {statistics.median(r):7.2f} tok/s   "
+            f"{name:9s} median {statistics.median(r):7.2f} tok/s   "
             f"all: {', '.join(f'{x:.1f}' for x in r)}{extra}"
         )
     ratio = [e / b for e, b in zip(rates["eft"], rates["base"])]
@@ -155,11 +168,12 @@ def main() -> None:
     print(f"eft / base     median {statistics.median(ratio):.3f} (target >= 0.8)")
     print(f"eft-hf / base  median {statistics.median(ratio_hf):.3f}")
     for k in args.blocks:
-        sp = [s / e for s, e in zip(rates[f"spec-{k}"], rates["eft"])]
-        print(
-            f"spec-{k} / eft  median {statistics.median(sp):.3f} (target >= 1.5); "
-            f"same tokens as eft: {tokens[f'spec-{k}'] == tokens['eft']}"
-        )
+        for name in (f"spec-{k}", f"fixed-{k}"):
+            sp = [s / e for s, e in zip(rates[name], rates["eft"])]
+            print(
+                f"{name} / eft  median {statistics.median(sp):.3f}; "
+                f"same tokens as eft: {tokens[name] == tokens['eft']}"
+            )
     print(f"eft-hf same tokens as eft: {tokens['eft-hf'] == tokens['eft']}")
 
 

@@ -5,9 +5,25 @@
     trainer.add_callback(monitor.PlasticityCallback(probe={"input_ids": ids, "labels": ids}))
     trainer.add_callback(monitor.LossPowerLawCallback())
 
-The callbacks compute on a fixed *probe* batch at every Trainer log step and add their figures to
-the log (the dict the later callbacks see, and ``state.log_history``). transformers is imported only
-when a callback class is first used.
+The callbacks compute on a fixed *probe* batch at Trainer log steps and add their figures to the
+log: the ``logs`` dict every ``report_to`` tracker (TensorBoard, W&B, MLflow, ...) receives, and
+``state.log_history``. The Trainer puts its trackers before the user's callbacks and calls them in
+that order, so at ``on_init_end`` and ``on_train_begin`` each monitor callback moves itself (in
+``trainer.callback_handler.callbacks``) to just after the Trainer's ``DefaultFlowCallback``: the
+monitors write into ``logs`` before any tracker reads it. Callbacks added the ordinary way
+(``Trainer(callbacks=[...])`` or ``trainer.add_callback``) need nothing more; :func:`move_before_trackers`
+does the same by hand (for a handler built some other way).
+
+Cost: ``PlasticityCallback`` takes per-sample gradients of its probe, which on a small model can cost
+more than the training steps between two logs. By default it uses the first ``probe_size=8`` rows of
+the probe and runs on a *time budget* (:class:`TimeBudget`): at a log step it computes only if its
+total time, this computation included (estimated from the last ones), stays within ``budget=0.10`` of
+the training time so far (the wall time outside the monitor); the first log step always computes.
+So, once training has run ten times as long as one computation, the monitor adds at most 10% to the
+training time (measured in ``bench/monitor_cost.py``, figures in docs/RESULTS.md). ``every=N``
+instead computes at every N-th logging step whatever it costs. ``monitor/cost_fraction`` logs the
+monitor's time over the training time so far. transformers is imported only when a callback class is first
+used.
 """
 
 from __future__ import annotations
@@ -50,6 +66,7 @@ __all__ = [
     "moe_pathway_metrics", "noise_scale_from_norms", "pathway_consistency", "pathway_distance",
     "per_sample_gradient_stats", "routing_paths", "weight_norm",
     "PlasticityCallback", "LossPowerLawCallback", "MoEPathwayCallback",  # noqa: F822 (lazy, __getattr__)
+    "TimeBudget", "move_before_trackers",
 ]
 
 _CALLBACKS = {"PlasticityCallback", "LossPowerLawCallback", "MoEPathwayCallback"}
@@ -80,30 +97,155 @@ def _merge(state: Any, logs: dict[str, float] | None, values: dict[str, float]) 
         hist[-1].update(values)
 
 
+def _rows(batch: Any, n: int | None) -> Any:
+    """The first ``n`` rows of a tensor or of every tensor of a dict (all of it when n is None)."""
+    if n is None or batch is None:
+        return batch
+    if isinstance(batch, Mapping):
+        return {k: v[:n] for k, v in batch.items()}
+    return batch[:n]
+
+
+class TimeBudget:
+    """Decides at each log step whether a monitor may run within a share of the training time.
+
+    Training time is the wall time since ``start`` spent outside the monitor. ``due(now)`` is True
+    for the first computation, then only while ``spent + est <= fraction * (now - start - spent)``:
+    the monitor's total time, the next computation included, stays within ``fraction`` of the
+    training time, so training with the monitor takes at most ``1 + fraction`` times as long as
+    without it. ``est`` is the longest of the last three computations (a cautious guess, as their
+    cost varies). ``record(seconds)`` adds one computation. Pure bookkeeping, tested with a fake clock.
+    """
+
+    def __init__(self, fraction: float = 0.10):
+        if not 0 < fraction <= 1:
+            raise MonitorError(f"budget must be in (0, 1], got {fraction}", fix="pass e.g. budget=0.1")
+        self.fraction = float(fraction)
+        self.start: float | None = None
+        self.spent = 0.0
+        self.last: float | None = None
+        self.recent: list[float] = []
+
+    def begin(self, now: float) -> None:
+        if self.start is None:
+            self.start = now
+
+    def due(self, now: float) -> bool:
+        self.begin(now)
+        if self.last is None:
+            return True
+        est = max(self.recent)
+        return self.spent + est <= self.fraction * (now - self.start - self.spent)
+
+    def record(self, seconds: float) -> None:
+        self.spent += seconds
+        self.last = seconds
+        self.recent = [*self.recent[-2:], seconds]
+
+    def used(self, now: float) -> float:
+        """The monitor's time over the training time (the wall time outside it) since ``start``."""
+        self.begin(now)
+        train = now - self.start - self.spent
+        return self.spent / train if train > 0 else float("inf")
+
+
+def move_before_trackers(handler: Any) -> bool:
+    """Put the monitor callbacks of a ``CallbackHandler`` (or a ``Trainer``) just after its
+    ``DefaultFlowCallback``, before every tracker; True if the order changed.
+
+    The list is replaced, not edited in place, so an event loop running over the old list (the
+    one that called ``on_train_begin``) is not disturbed.
+    """
+    handler = getattr(handler, "callback_handler", handler)
+    cbs = list(getattr(handler, "callbacks", None) or [])
+    kinds = tuple(_built.values())
+    ours = [c for c in cbs if kinds and isinstance(c, kinds)]
+    rest = [c for c in cbs if not (kinds and isinstance(c, kinds))]
+    flow = [i for i, c in enumerate(rest) if type(c).__name__ == "DefaultFlowCallback"]
+    at = flow[-1] + 1 if flow else 0
+    new = rest[:at] + ours + rest[at:]
+    if [id(c) for c in new] == [id(c) for c in cbs]:
+        return False
+    handler.callbacks = new
+    return True
+
+
+def _calling_handler() -> Any:
+    """The ``CallbackHandler`` whose ``call_event`` called the running callback method, or None."""
+    import sys
+
+    frame = sys._getframe(1)
+    for _ in range(6):  # _place, the on_* method, (a subclass's super() call), CallbackHandler.call_event
+        frame = frame.f_back
+        if frame is None:
+            return None
+        obj = frame.f_locals.get("self")
+        if type(obj).__name__ == "CallbackHandler" and hasattr(obj, "callbacks"):
+            return obj
+    return None
+
+
 def _build(name: str) -> type:
     from transformers import TrainerCallback
 
-    class PlasticityCallback(TrainerCallback):
+    class _Monitor(TrainerCallback):
+        """Moves itself before the trackers when the Trainer starts (see the module docstring)."""
+
+        def on_init_end(self, args, state, control, **kwargs):
+            self._place()
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self._place()
+
+        def _place(self) -> None:
+            handler = _calling_handler()
+            if handler is not None:
+                move_before_trackers(handler)
+            elif not getattr(self, "_warned", False):
+                import warnings
+
+                self._warned = True
+                warnings.warn(
+                    f"{type(self).__name__} could not find the Trainer's callback handler, so report_to trackers "
+                    "that run before it will miss its values; call transferlab.monitor.move_before_trackers(trainer)",
+                    stacklevel=3,
+                )
+
+    class PlasticityCallback(_Monitor):
         """Fisher trace, gradient coherence, gradient noise scale, weight norm, dormant units and the
-        effective rank of features, on a fixed probe batch, at every log step (in eval mode, so
-        dropout does not make per-sample gradients random; training mode is restored after).
+        effective rank of features, on a fixed probe batch, at log steps (in eval mode, so dropout
+        does not make per-sample gradients random; training mode is restored after).
 
         probe: tensor or dict of tensors (e.g. input_ids + labels); targets + loss_fn for plain
-        modules (default: the output's ``.loss``). ``feature_module``: name of the module whose
-        output's effective rank is logged (default: none). ``small_batch``: the small batch of the
-        gradient noise scale (0 turns it off). ``prefix`` starts every logged key."""
+        modules (default: the output's ``.loss``). ``probe_size``: rows of the probe used (default
+        8; None = all). ``budget``: the monitor's time at most this share of the training time
+        (default 0.10; see :class:`TimeBudget`); ``every=N`` replaces it by a fixed schedule (every N-th log step).
+        ``feature_module``: name of the module whose output's effective rank is logged (default:
+        none). ``small_batch``: the small batch of the gradient noise scale (0 turns it off).
+        ``prefix`` starts every logged key."""
 
         def __init__(self, probe: Any, targets: Any = None, loss_fn: Callable | None = None, *,
+                     probe_size: int | None = 8, budget: float = 0.10, every: int | None = None,
                      chunk_size: int = 32, small_batch: int = 1, tau: float = 0.025,
-                     feature_module: str | None = None, dormant: bool = True, every: int = 1,
-                     prefix: str = "monitor/"):
-            self.probe, self.targets = probe, targets
+                     feature_module: str | None = None, dormant: bool = True, prefix: str = "monitor/"):
+            if probe_size is not None and probe_size < 1:
+                raise MonitorError(f"probe_size must be >= 1 or None, got {probe_size}",
+                                   fix="pass e.g. probe_size=8")
+            if every is not None and every < 1:
+                raise MonitorError(f"every must be >= 1 or None, got {every}", fix="pass e.g. every=10")
+            self.probe, self.targets = _rows(probe, probe_size), _rows(targets, probe_size)
             self.loss_fn = loss_fn or _hf_loss
             self.chunk_size, self.small_batch, self.tau = chunk_size, small_batch, tau
             self.feature_module, self.dormant = feature_module, dormant
             self.every, self.prefix = every, prefix
+            self.budget = TimeBudget(budget)
+            self.clock: Callable[[], float] = time.perf_counter
             self._n_logs = 0
             self.last: dict[str, float] = {}
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self._place()
+            self.budget.begin(self.clock())
 
         def compute(self, model: torch.nn.Module) -> dict[str, float]:
             dev = next(model.parameters()).device
@@ -133,12 +275,19 @@ def _build(name: str) -> type:
             if model is None or logs is None or "loss" not in logs:
                 return
             self._n_logs += 1
-            if (self._n_logs - 1) % self.every:
+            if self.every is not None:
+                if (self._n_logs - 1) % self.every:
+                    return
+            elif not self.budget.due(self.clock()):
                 return
-            self.last = self.compute(model)
-            _merge(state, logs, self.last)
+            t0 = self.clock()
+            values = self.compute(model)
+            self.budget.record(self.clock() - t0)
+            values[f"{self.prefix}cost_fraction"] = self.budget.used(self.clock())
+            self.last = values
+            _merge(state, logs, values)
 
-    class LossPowerLawCallback(TrainerCallback):
+    class LossPowerLawCallback(_Monitor):
         """Feeds each logged training loss to a :class:`LossPowerLawMonitor` and logs the predicted
         loss, its interval and ``loss_deviation`` (+1 above, -1 below, 0 inside)."""
 
@@ -155,7 +304,7 @@ def _build(name: str) -> type:
             if out:
                 _merge(state, logs, {f"{self.prefix}{k}": v for k, v in out.items()})
 
-    class MoEPathwayCallback(TrainerCallback):
+    class MoEPathwayCallback(_Monitor):
         """Pathway distance and consistency (arXiv 2506.21551) of the probe batch at every log step,
         from ``model(**probe, output_router_logits=True).router_logits`` (Mixtral/OLMoE/Qwen-MoE
         style: one (batch*seq, n_experts) tensor per layer), or from ``router_fn(model, probe)``

@@ -33,11 +33,18 @@ class EFTLogitsProcessor(LogitsProcessor):
         attention_mask: torch.Tensor | None = None,
         pad_token_id: int | None = None,
     ):
+        if any(f != "plain" for f in components.formats):
+            raise EFTError(
+                "EFTLogitsProcessor gives every model the base model's token ids, so it cannot give one "
+                "of them a chat-formatted prompt",
+                where="EFTLogitsProcessor",
+                fix="use EFT.generate (it keeps one view of the prompt per model), or drop chat=",
+            )
         self.comp = components
         self.beta = float(beta)
         self.prompt_mask = attention_mask
         self.pad_token_id = components.pad_id() if pad_token_id is None else pad_token_id
-        self.runners = [Runner(m, components.vocab_size) for m in components.models[1:]]
+        self.runners = [Runner(m, components.vocab_size, components.device) for m in components.models[1:]]
         self.last_ids: torch.Tensor | None = None
         self.mask: torch.Tensor | None = None
         self.next_pos: torch.Tensor | None = None

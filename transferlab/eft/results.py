@@ -32,6 +32,7 @@ class Generation:
     text: str
     stopped_at_eos: bool
     tokens: list[TokenInfo] = field(default_factory=list)
+    stop_reason: str | None = None  # "eos", "stop" (a stop string), "criteria", or None (max_new_tokens)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

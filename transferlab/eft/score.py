@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import torch
 
 from transferlab.eft.components import Components, EFTError
-from transferlab.eft.decode import pad_rows, token_infos, token_table
+from transferlab.eft.decode import View, pad_view, token_infos, token_table
 from transferlab.eft.results import Score
+from transferlab.models import hf_causal
 
 
 @torch.inference_mode()
@@ -26,39 +27,48 @@ def score(
             where="--continuation",
             fix="give one prompt, or one prompt per continuation",
         )
+    from transferlab.eft.prompts import render
+
     tok = comp.tokenizer
-    p_ids = [list(tok(p)["input_ids"]) for p in prompts]
     c_ids = [list(tok(c, add_special_tokens=False)["input_ids"]) for c in conts]
     for i, c in enumerate(c_ids):
         if not c:
             raise EFTError("is empty after tokenization", where=f"continuation {i + 1}", fix="give some text")
-        if not p_ids[i]:
-            raise EFTError(
-                "is empty after tokenization",
-                where=f"prompt {i + 1}",
-                fix="give some text (the first continuation token needs a context)",
-            )
-    batch = pad_rows(comp, [p + c for p, c in zip(p_ids, c_ids)], prompts, 0, "prompt + continuation")
-    from transformers import DynamicCache
-
+    views: dict[tuple[str, int], View] = {}
+    per_model: list[View] = []
+    for m_i, fmt in enumerate(comp.formats):  # each model sees the prompt in its own format
+        mtok = tok if fmt == "plain" else comp.model_tokenizers[m_i]
+        key = (fmt, id(mtok))
+        if key not in views:
+            p_ids = [render(mtok, p, fmt, comp.system) for p in prompts]
+            for i, ids in enumerate(p_ids):
+                if not ids:
+                    raise EFTError(
+                        "is empty after tokenization",
+                        where=f"prompt {i + 1}",
+                        fix="give some text (the first continuation token needs a context)",
+                    )
+            views[key] = pad_view(comp, [p + c for p, c in zip(p_ids, c_ids)], 0, "prompt + continuation")
+        per_model.append(views[key])
     logits = []
-    for m in comp.models:
+    for m, v in zip(comp.models, per_model):
+        dev = hf_causal.input_device(m)
         out = m(
-            input_ids=batch.ids,
-            attention_mask=batch.mask,
-            position_ids=batch.pos,
-            past_key_values=DynamicCache(config=m.config),
-            use_cache=True,
+            input_ids=v.ids.to(dev),
+            attention_mask=v.mask.to(dev),
+            position_ids=v.pos.to(dev),
+            use_cache=False,
         )
-        logits.append(out.logits[..., : comp.vocab_size].float())
-    width = batch.ids.shape[1]
+        logits.append(out.logits[..., : comp.vocab_size].float().to(comp.device))
     results = []
     for i, (c, prompt, cont) in enumerate(zip(c_ids, prompts, conts)):
         n = len(c)
-        at = slice(width - n - 1, width - 1)  # logits at t-1 predict token t
-        row_logits = [x[i, at] for x in logits]
+        row_logits = []
+        for x, v in zip(logits, per_model):
+            width = v.ids.shape[1]
+            row_logits.append(x[i, width - n - 1 : width - 1])  # logits at t-1 predict token t
         mix = comp.mix(row_logits, beta)
-        targets = batch.ids[i, width - n :]
+        targets = per_model[0].ids[i, per_model[0].ids.shape[1] - n :]
         table = token_table(comp, row_logits, mix, targets)
         cols = {k: v.cpu().tolist() for k, v in table.items()}
         rows = [{k: cols[k][j] for k in cols} for j in range(n)]

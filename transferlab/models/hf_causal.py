@@ -3,6 +3,13 @@
 Weights are read from safetensors only (``use_safetensors=True``), nothing is downloaded and no
 remote code runs. The helpers here are shared by every study that combines several causal LMs
 (emulated fine-tuning, the model zoo): loading, the shared vocabulary check and the context length.
+
+Placement and precision are optional settings of :func:`load_causal_lm`: ``device`` (``auto`` takes
+CUDA when torch sees it), ``device_map`` (accelerate's dispatch: ``auto``, ``balanced``,
+``sequential`` or a module -> device dict; the model is then not moved as a whole), ``dtype``
+(``auto`` keeps the checkpoint's), ``attn_implementation`` (``eager``, ``sdpa``,
+``flash_attention_2``) and ``quantization`` (``8bit`` / ``4bit`` through bitsandbytes, which must
+be installed and needs a CUDA GPU). Each is checked before anything heavy is read.
 """
 
 from __future__ import annotations
@@ -26,19 +33,122 @@ class VocabMismatchError(ModelLoadError):
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+QUANTIZATIONS = ("8bit", "4bit")
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 
 
-def parse_dtype(name: str | torch.dtype) -> torch.dtype:
-    if isinstance(name, torch.dtype):
+def parse_dtype(name: str | torch.dtype) -> torch.dtype | str:
+    """A torch dtype from its name; ``auto`` (the checkpoint's own dtype) is passed through."""
+    if isinstance(name, torch.dtype) or name == "auto":
         return name
     if name not in _DTYPES:
         raise ModelLoadError(
-            f"unknown dtype '{name}'", where="--dtype", fix=f"use one of {', '.join(_DTYPES)}"
+            f"unknown dtype '{name}'", where="--dtype", fix=f"use one of {', '.join(_DTYPES)} or auto"
         )
     return _DTYPES[name]
 
 
+def resolve_device(device: str | torch.device | None, role: str = "model") -> torch.device:
+    """``auto`` -> cuda when torch sees a GPU, else mps, else cpu; a device torch lacks is one line."""
+    name = "auto" if device is None else str(device)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ModelLoadError(
+            f"'{name}' is not a torch device", where=f"--device ({role})", fix="pass cpu, cuda, cuda:1, mps or auto"
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError(
+                f"device '{name}' was asked for the {role} model but torch {torch.__version__} sees no CUDA GPU",
+                where="--device",
+                fix="pass --device cpu (or auto), or install a CUDA build of torch on a machine with a GPU",
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ModelLoadError(
+                f"device '{name}' was asked for the {role} model but torch sees {torch.cuda.device_count()} GPU(s)",
+                where="--device",
+                fix=f"pass cuda:0 .. cuda:{torch.cuda.device_count() - 1}",
+            )
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ModelLoadError(
+                f"device '{name}' was asked for the {role} model but torch sees no Apple GPU",
+                where="--device",
+                fix="pass --device cpu or auto",
+            )
+    return dev
+
+
+def _need(module: str, what: str, fix: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ModelLoadError(f"{what} needs the '{module}' package, which is not installed", fix=fix)
+
+
+def load_options(
+    *,
+    role: str = "model",
+    dtype: str | torch.dtype = "float32",
+    device: str | torch.device | None = "cpu",
+    device_map: str | Mapping[str, Any] | None = None,
+    attn_implementation: str | None = None,
+    quantization: str | None = None,
+) -> tuple[dict[str, Any], torch.device | None]:
+    """The ``from_pretrained`` keyword arguments for these settings, and the device to move the
+    model to afterwards (None when accelerate places it). Raises one-line errors for bad settings."""
+    kwargs: dict[str, Any] = {"dtype": parse_dtype(dtype)}
+    if attn_implementation is not None:
+        if attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ModelLoadError(
+                f"unknown attention implementation '{attn_implementation}'",
+                where="--attn-implementation",
+                fix=f"use one of {', '.join(ATTN_IMPLEMENTATIONS)}",
+            )
+        if attn_implementation.startswith("flash_attention"):
+            pkg = "flash_attn" if attn_implementation == "flash_attention_2" else "flash_attn_interface"
+            _need(pkg, attn_implementation, "pip install flash-attn on a CUDA machine, or use sdpa")
+        kwargs["attn_implementation"] = attn_implementation
+    if quantization is not None:
+        if quantization not in QUANTIZATIONS:
+            raise ModelLoadError(
+                f"unknown quantization '{quantization}'", where="--load-in", fix="use 8bit or 4bit"
+            )
+        _need("bitsandbytes", f"{quantization} loading",
+              "pip install bitsandbytes (it needs a CUDA GPU), or drop --load-in")
+        if not torch.cuda.is_available():
+            raise ModelLoadError(
+                f"{quantization} loading needs a CUDA GPU and torch sees none", where="--load-in",
+                fix="drop --load-in (use --dtype bfloat16 to halve memory)",
+            )
+        from transformers import BitsAndBytesConfig
+
+        compute = kwargs["dtype"] if isinstance(kwargs["dtype"], torch.dtype) else torch.bfloat16
+        kwargs["quantization_config"] = (
+            BitsAndBytesConfig(load_in_8bit=True)
+            if quantization == "8bit"
+            else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=compute, bnb_4bit_quant_type="nf4")
+        )
+        if device_map is None:  # quantized weights cannot be moved after loading
+            device_map = {"": str(resolve_device(device, role))}
+    if device_map is not None:
+        _need("accelerate", "device_map", "pip install accelerate, or pass --device instead of --device-map")
+        if isinstance(device_map, str) and device_map not in ("auto", "balanced", "balanced_low_0", "sequential"):
+            device_map = {"": str(resolve_device(device_map, role))}
+        kwargs["device_map"] = device_map
+        return kwargs, None
+    return kwargs, resolve_device(device, role)
+
+
 def check_folder(path: str | Path, role: str) -> Path:
+    """The folder, if it exists and holds a config.json (one-line error otherwise)."""
     p = Path(path).expanduser()
     if not p.exists():
         raise ModelLoadError(
@@ -54,14 +164,25 @@ def check_folder(path: str | Path, role: str) -> Path:
 
 
 def load_causal_lm(
-    path: str | Path, *, role: str = "model", dtype: str | torch.dtype = "float32", device: str = "cpu"
+    path: str | Path,
+    *,
+    role: str = "model",
+    dtype: str | torch.dtype = "float32",
+    device: str | torch.device | None = "cpu",
+    device_map: str | Mapping[str, Any] | None = None,
+    attn_implementation: str | None = None,
+    quantization: str | None = None,
 ) -> Any:
-    """A causal LM from a local save_pretrained folder, in eval mode, on ``device``."""
+    """A causal LM from a local save_pretrained folder, in eval mode, on ``device`` (or placed by
+    ``device_map``); see the module docstring for the settings."""
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     p = check_folder(path, role)
-    torch_dtype = parse_dtype(dtype)
+    kwargs, move_to = load_options(
+        role=role, dtype=dtype, device=device, device_map=device_map,
+        attn_implementation=attn_implementation, quantization=quantization,
+    )
     try:
         config = AutoConfig.from_pretrained(p, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as err:
@@ -86,9 +207,9 @@ def load_causal_lm(
     hf_logging.disable_progress_bar()  # stderr stays one line per error, stdout stays JSON
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            p, local_files_only=True, use_safetensors=True, trust_remote_code=False, dtype=torch_dtype
+            p, local_files_only=True, use_safetensors=True, trust_remote_code=False, **kwargs
         )
-    except (OSError, ValueError, RuntimeError) as err:
+    except (OSError, ValueError, RuntimeError, ImportError) as err:
         raise ModelLoadError(
             f"{role} model at '{p}' cannot be loaded ({str(err).splitlines()[0][:160]})",
             fix="check that the folder is complete (config.json and every weight shard)",
@@ -96,7 +217,21 @@ def load_causal_lm(
     finally:
         if bars:
             hf_logging.enable_progress_bar()
-    return model.to(device).eval()
+    if move_to is not None:
+        model = model.to(move_to)
+    return model.eval()
+
+
+def input_device(model: Any) -> torch.device:
+    """Where a model's input ids go: its input embedding's device (differs from the first
+    parameter's under a device_map), else its first parameter's."""
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    weight = getattr(emb, "weight", None)
+    if isinstance(weight, torch.Tensor):
+        return weight.device
+    return next(model.parameters()).device
+
+
 
 
 def has_tokenizer(path: str | Path) -> bool:
