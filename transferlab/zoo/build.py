@@ -144,6 +144,23 @@ def preflight(cfg: ZooConfig) -> None:
         check_memory(s, cfg.vocab_size, cfg.train.batch_for(cfg.tokens_for(s)), cfg.train.seq_len, where=f"size {s}")
 
 
+def say_eta(cfg: ZooConfig, i: int, done: list[dict[str, Any]], vocab: int) -> None:
+    """One status line before each size: its place in the build and, once a model has trained here, the
+    build's remaining time from that model's measured FLOP/s (FLOPs per token x tokens of each size left)."""
+    from transferlab.core.progress import say
+    from transferlab.zoo.model import flops_per_token
+    from transferlab.zoo.train import shape_of
+
+    msg = f"zoo build: size {i + 1}/{len(cfg.sizes)} ({cfg.sizes[i]}, {cfg.tokens_for(cfg.sizes[i]):,} tokens)"
+    trained = [e for e in done if not e.get("reused") and e.get("tokens_per_second")]
+    if trained:
+        e = trained[-1]
+        rate = e["tokens_per_second"] * e["flops_per_token"]
+        left = sum(cfg.tokens_for(s) * flops_per_token(shape_of(s, vocab, cfg.train.seq_len)) for s in cfg.sizes[i:])
+        msg += f"; about {left / rate / 60:.0f} min left at {rate / 1e9:.1f} GFLOP/s"
+    say(msg)
+
+
 def build_zoo(cfg: ZooConfig, store: Store, zoo_root: str | Path | None = None,
               callbacks: list[Callback] | None = None, report: bool = True) -> ZooBuild:
     """Train (or reuse, or resume) every size of ``cfg`` and record it in the zoo's manifest."""
@@ -154,8 +171,11 @@ def build_zoo(cfg: ZooConfig, store: Store, zoo_root: str | Path | None = None,
     tok_dir, tok, data, heldout = prepare(cfg, zoo)
     check_budget(cfg, data)
     tag = corpus_tag(cfg.corpus, data.corpus_key)
-    entries = [pretrain(zoo, store, s, data, tok, cfg.train, cfg.tokens_for(s), tag=tag, heldout=heldout,
-                        callbacks=callbacks) for s in cfg.sizes]
+    entries: list[dict[str, Any]] = []
+    for i, s in enumerate(cfg.sizes):
+        say_eta(cfg, i, entries, len(tok))
+        entries.append(pretrain(zoo, store, s, data, tok, cfg.train, cfg.tokens_for(s), tag=tag, heldout=heldout,
+                                callbacks=callbacks))
     out = ZooBuild(zoo, tok_dir, tok, data, entries, fit=loss_vs_n(entries, cfg.corpus))
     if report:
         from transferlab.zoo.report import write_zoo_report
