@@ -37,7 +37,14 @@ def _run(ray: Any, started_here: bool, store_root: str, groups: list[list[dict[s
             # A local instance leaves out-of-memory handling to the OS instead of killing and retrying
             # tasks whenever the whole machine is busy.
             os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
-        ray.init(**kwargs)
+        try:
+            ray.init(**kwargs)
+        except Exception as err:  # noqa: BLE001 - ray raises several types for an unreachable cluster
+            msg = " ".join(str(err).split())[:200]
+            raise ConfigError(f"cannot start or reach Ray{f' at {address}' if address else ''} ({msg})",
+                              where="--address" if address else "--backend ray",
+                              fix="check the address (ray status on the head node), or drop --address for "
+                                  "local Ray") from None
     try:
         task = ray.remote(num_cpus=1)(_execute_in_worker)
         refs = [task.remote(store_root, g, sweep, mirrors) for g in groups]
