@@ -82,6 +82,8 @@ def run_sweep(
 ) -> dict[str, Any]:
     from transferlab.core.config import build
 
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"unknown backend '{backend}'", where="--backend", fix="use --backend local or --backend ray")
     check_grid(grid, seeds)
     if name is not None:
         check_sweep_name(name)

@@ -8,7 +8,15 @@ from __future__ import annotations
 from pydantic import Field, field_validator, model_validator
 
 from transferlab.core.config import PresetRegistry, StudyConfig
-from transferlab.models.zoo import DEFAULT_SIZES, parse_sizes
+from transferlab.core.memory import check_fits, lm_memory_bytes
+from transferlab.models.zoo import DEFAULT_SIZES, parse_sizes, size_spec
+
+
+def check_lm_memory(sizes: list[str], vocab_size: int, seq_len: int, batch_size: int) -> None:
+    """Refuse a vocabulary or batch that cannot fit before a tokenizer or a model is built."""
+    biggest = max((size_spec(s) for s in sizes), key=lambda sp: sp.d_model * sp.n_layers)
+    need = lm_memory_bytes(vocab_size, biggest.d_model, biggest.n_layers, biggest.d_ff, seq_len, batch_size)
+    check_fits(need, f"size {biggest.name} with vocab_size={vocab_size:,}", "use a smaller vocab_size or batch")
 
 
 def _sizes(v: list[str] | str) -> list[str]:
@@ -51,6 +59,7 @@ class ZooConfig(StudyConfig):
             )
         if self.checkpoint_every % self.eval_every:
             raise ValueError("checkpoint_every must be a multiple of eval_every")
+        check_lm_memory(self.sizes, self.vocab_size, self.seq_len, self.batch_size)
         return self
 
     @property
@@ -109,6 +118,7 @@ class TransferRunConfig(StudyConfig):
             raise ValueError(
                 f"every D must hold at least one window of seq_len + 1 = {self.seq_len + 1} tokens"
             )
+        check_lm_memory(self.sizes, self.vocab_size, self.seq_len, self.batch_size)
         return self
 
     def steps_for(self, D: int) -> int:

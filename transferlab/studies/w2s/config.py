@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from transferlab.core.config import PresetRegistry, StudyConfig
 from transferlab.core.errors import ConfigError
+from transferlab.core.memory import check_fits
 from transferlab.studies.w2s.losses import LOSSES, known_methods
 
 LOSS_PARAM_NAMES = {
@@ -75,8 +76,15 @@ class W2SConfig(StudyConfig):
     ft_batch_size: int = Field(16, ge=1)
     # speed only (not part of the config hash)
     device: str = "cpu"
-    num_threads: int | None = None
+    num_threads: int | None = Field(None, ge=1)
     progress: bool = True
+
+    @field_validator("n_examples")
+    @classmethod
+    def _fits_in_memory(cls, v: int | None) -> int | None:
+        if v is not None:  # a synthetic draw: 20 float64 features in ~8 copies (views, noise, tensors)
+            check_fits(v * 20 * 8 * 8, f"n_examples={v:,}", "draw fewer examples")
+        return v
 
     @field_validator("losses", mode="before")
     @classmethod
