@@ -49,7 +49,7 @@ def test_two_identical_commands_at_once_leave_one_consistent_run(tmp_path):
     results = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in procs]
     codes = sorted(r[0] for r in results)
     assert codes[0] == 0, results
-    for code, out, err in results:
+    for code, _out, err in results:
         assert "Traceback" not in err, err
         if code != 0:
             lines = [ln for ln in err.splitlines() if ln.strip()]
