@@ -130,8 +130,13 @@ def run_members(configs: list[GrokConfig], store: Store, sweep: str | None = Non
     cfg0.check_memory(len(configs))
     runs = [store.open_run(STUDY, c, sweep=sweep) for c in configs]
     todo = [i for i, r in enumerate(runs) if r.status not in FINISHED]
-    for i in todo:  # own every run to train before anything is written (refused if another process has one)
-        runs[i].acquire()
+    try:  # own every run to train before anything is written (refused if another process has one)
+        for i in todo:
+            runs[i].acquire()
+    except TransferlabError:
+        for i in todo:
+            runs[i].release()
+        raise
     todo = [i for i in todo if runs[i].status not in FINISHED]  # another process may have just finished it
     for i, r in enumerate(runs):
         if i not in todo:
