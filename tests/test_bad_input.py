@@ -326,6 +326,10 @@ HAND = [
     ("sweep-too-many", ["sweep", "grok", "--grid", "lr=" + ",".join(f"{1e-4 * (i + 1):.4g}" for i in range(60)),
                         "--seeds", "20", *TINY], "TRANSFERLAB_MAX_RUNS"),
     ("sweep-backend", ["sweep", "grok", "--grid", "lr=1e-3", "--backend", "slurm", *TINY], "--backend"),
+    ("sweep-ray-unreachable", ["sweep", "grok", "--grid", "lr=1e-3", *TINY, "--backend", "ray", "--address",
+                               "127.0.0.1:1"], "127.0.0.1:1"),
+    ("sweep-ray-bad-port", ["sweep", "grok", "--grid", "lr=1e-3", *TINY, "--backend", "ray", "--address",
+                            "head:port"], "--address"),
     # zoo
     ("zoo-vocab-huge", ["zoo", "build", "--set", "vocab_size=1e9"], "vocab_size"),
     ("zoo-vocab-small", ["zoo", "build", "--set", "vocab_size=10"], "vocab_size"),

@@ -86,6 +86,24 @@ def test_kill_9_leaves_no_stale_lock_and_the_rerun_resumes(tmp_path):
     assert run.status == "done" and _steps(run) == list(range(0, 401, 10))
 
 
+def test_sigterm_marks_the_run_interrupted_and_the_rerun_resumes(tmp_path):
+    store = tmp_path / "runs"
+    proc = subprocess.Popen(_grok_cmd(store, 400), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(store.glob("grokking/*/checkpoints/step-*")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    assert "error: interrupted" in proc.stderr.read()
+    st = Store(store)
+    run = st.find(st.index.rows()[0]["id"])
+    assert run.summary()["status"] == "interrupted" and st.index.rows()[0]["status"] == "interrupted"
+    again = subprocess.run(_grok_cmd(store, 400), env=_env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert run.status == "done" and _steps(run) == list(range(0, 401, 10))
+
+
 def test_a_second_owner_is_refused_in_process_and_the_lock_follows_the_process(tmp_path):
     from transferlab.store import lock
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import signal
 import sys
 import traceback
 
@@ -42,8 +43,11 @@ def main(argv: list[str] | None = None) -> int:
 
     forget_open_runs()
     cmd = typer.main.get_command(app)
+    previous = _on_sigterm_interrupt()
     try:
-        cmd.main(args=argv, prog_name="transferlab", standalone_mode=False)
+        rv = cmd.main(args=argv, prog_name="transferlab", standalone_mode=False)
+        if isinstance(rv, int) and not isinstance(rv, bool) and rv != 0:  # typer turns Ctrl-C into Exit(130)
+            return _fail("interrupted", 130, status="interrupted") if rv == 130 else rv
     except TransferlabError as err:
         return _fail(err.one_line(), err.exit_code)
     except KeyboardInterrupt:
@@ -63,7 +67,23 @@ def main(argv: list[str] | None = None) -> int:
         msg = " ".join(f"{type(err).__name__}: {err}".split())
         return _fail(f"internal error ({msg[:300]}) — this is a bug; rerun with TRANSFERLAB_TRACEBACK=1 "
                      "and report it", 1)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _on_sigterm_interrupt():  # type: ignore[no-untyped-def]
+    """A scheduler's SIGTERM ends the command as Ctrl-C does: its unfinished runs are marked interrupted."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _fail(line: str, code: int, status: str = "failed") -> int:

@@ -87,6 +87,10 @@ def run_sweep(
     check_grid(grid, seeds)
     if name is not None:
         check_sweep_name(name)
+    if backend == "ray" and address:  # before any run folder is made
+        from transferlab.sweep.ray_backend import check_reachable
+
+        check_reachable(address)
     points = _points(grid)
     n_trials = len(points) * seeds
     if n_trials > max_runs():
