@@ -86,3 +86,13 @@ def config_or_listing(
         typer.echo(cfg.to_yaml())
         return None
     return cfg
+
+
+def check_paths(store: Optional[Path] = None, out: Optional[Path] = None, out_flag: str = "--out") -> None:
+    """Refuse a bad --store or --out/--report before any work, not after a long fit."""
+    from transferlab.core.paths import check_output_file
+    from transferlab.store import Store
+
+    Store(store_path(store))
+    if out is not None:
+        check_output_file(out, out_flag)

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, emit_json, say, store_path
+from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, check_paths, emit_json, say, store_path
 from transferlab.core.config import load_yaml, resolve
 from transferlab.core.errors import ConfigError
 
@@ -64,6 +64,7 @@ def register(app: typer.Typer) -> None:
             extra["categories"] = {str(k): v for k, v in cats.items()}
         cfg = resolve(CorrelateConfig, presets=PRESETS, preset=preset, config_file=config, overrides=sets,
                       extra=extra)
+        check_paths(store, out, "--out")
         result = run(cfg, store=store_path(store), out=out)
         if json_out:
             emit_json(result)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, emit_json, say, store_path
+from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, check_paths, emit_json, say, store_path
 from transferlab.core.config import resolve
 from transferlab.core.errors import ConfigError
 from transferlab.fit.extrapolation import fmt, fmt_factor
@@ -177,6 +177,7 @@ def register(app: typer.Typer) -> None:
         if inference_tokens:
             extra["inference_tokens"] = list(inference_tokens)
         cfg = resolve(ChinchillaFitConfig, config_file=config, overrides=set_, extra=extra)
+        check_paths(store, report, "--report")
         out = fit_chinchilla_csv(cfg, store=store_path(store), out=report)
         if json_out:
             emit_json(out)
@@ -228,6 +229,7 @@ def register(app: typer.Typer) -> None:
         if plan:
             extra["plan"] = _plans(plan)
         cfg = resolve(TransferFitConfig, config_file=config, overrides=set_, extra=extra)
+        check_paths(store, report, "--report")
         out = fit_transfer_csv(cfg, store=store_path(store), out=report)
         if json_out:
             emit_json(out)

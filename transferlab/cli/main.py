@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
+import signal
 import sys
+import traceback
 
 import typer
 
@@ -36,20 +39,64 @@ _register_commands()
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (2 for bad input, with one line on stderr)."""
+    from transferlab.store.run import forget_open_runs
+
+    forget_open_runs()
     cmd = typer.main.get_command(app)
+    previous = _on_sigterm_interrupt()
     try:
         rv = cmd.main(args=argv, prog_name="transferlab", standalone_mode=False)
-        if isinstance(rv, int) and not isinstance(rv, bool):  # click returns an Exit's code here
-            return rv
+        if isinstance(rv, int) and not isinstance(rv, bool) and rv != 0:  # typer turns Ctrl-C into Exit(130)
+            return _fail("interrupted", 130, status="interrupted") if rv == 130 else rv
     except TransferlabError as err:
-        print(f"error: {err.one_line()}", file=sys.stderr)
-        return 2
+        return _fail(err.one_line(), err.exit_code)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130, status="interrupted")
+    except MemoryError:
+        return _fail("out of memory — use a smaller config (see the memory cap in docs/ARCHITECTURE.md)", 2)
+    except OSError as err:  # a path the user gave: missing, a folder, unwritable, full disk
+        where = f"{err.filename}: " if getattr(err, "filename", None) else ""
+        return _fail(f"{where}{err.strerror or err} — check the path exists, is the right kind (file or folder) "
+                     "and that you may write there", 2)
     except Exception as err:  # click's exceptions (typer may vendor its own copy of click)
-        return _click_exit(err)
+        code = _click_exit(err)
+        if code is not None:
+            return code
+        if os.environ.get("TRANSFERLAB_TRACEBACK"):
+            traceback.print_exc()
+        msg = " ".join(f"{type(err).__name__}: {err}".split())
+        return _fail(f"internal error ({msg[:300]}) — this is a bug; rerun with TRANSFERLAB_TRACEBACK=1 "
+                     "and report it", 1)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 
-def _click_exit(err: Exception) -> int:
+def _on_sigterm_interrupt():  # type: ignore[no-untyped-def]
+    """A scheduler's SIGTERM ends the command as Ctrl-C does: its unfinished runs are marked interrupted."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _fail(line: str, code: int, status: str = "failed") -> int:
+    """One line on stderr; every run this process opened and did not finish is marked with the reason."""
+    from transferlab.store.run import abandon_open_runs
+
+    abandon_open_runs(line, status=status)
+    print(f"error: {line}", file=sys.stderr)
+    return code
+
+
+def _click_exit(err: Exception) -> int | None:
+    """The exit code of click's own exceptions; None for anything else."""
     name = type(err).__name__
     if name == "Abort":
         print("error: aborted", file=sys.stderr)
@@ -62,9 +109,10 @@ def _click_exit(err: Exception) -> int:
     if hasattr(err, "format_message") and hasattr(err, "exit_code"):  # a usage error
         ctx = getattr(err, "ctx", None)
         where = f" ({ctx.command_path})" if ctx is not None else ""
-        print(f"error{where}: {err.format_message()} — see --help", file=sys.stderr)  # type: ignore[attr-defined]
+        msg = " ".join(err.format_message().split())  # type: ignore[attr-defined]
+        print(f"error{where}: {msg} — see --help", file=sys.stderr)
         return 2
-    raise err
+    return None
 
 
 if __name__ == "__main__":

@@ -27,8 +27,19 @@ def ls(
     json_out: bool = JsonOpt,
 ) -> None:
     """One line per run: id, study, status, sweep, updated."""
+    from transferlab.store import lock
+
     begin(json_out)
-    rows = Store(store_path(store)).index.rows(study=study, sweep=sweep)
+    st = Store(store_path(store))
+    rows = st.index.rows(study=study, sweep=sweep)
+    for r in rows:  # a run whose process was killed still says running in the index
+        if r["status"] == "running" and not lock.held_elsewhere(Path(r["path"])):
+            r["status"] = "interrupted"
+    if not rows and st.run_folders() and not (study or sweep):
+        from transferlab.core.errors import StoreError
+
+        raise StoreError(f"the index of {st.root} lists no runs but {len(st.run_folders())} run folders exist",
+                         where=str(st.index.path), fix="rebuild it with `transferlab runs repair`")
     if json_out:
         emit_json([{k: r[k] for k in ("id", "study", "sweep", "status", "created", "updated", "path")}
                    for r in rows])
@@ -62,11 +73,19 @@ def report(run_id: str, store: Optional[Path] = StoreOpt, json_out: bool = JsonO
 
         raise StoreError(f"run {run.id} belongs to study '{run.study}', which writes its report when it runs",
                          fix=f"open {run.path}")
+    from transferlab.core.config import build
+    from transferlab.core.errors import StoreError
     from transferlab.studies.grokking.config import GrokConfig
     from transferlab.studies.grokking.report import write_group_report
     from transferlab.studies.grokking.run import MemberResult
 
-    cfg = GrokConfig(**run.config())
+    try:
+        cfg = build(GrokConfig, run.config())
+    except StoreError:
+        raise
+    except Exception as err:  # a config.yaml that parses but is not a valid config any more
+        raise StoreError(f"{run.path / 'config.yaml'} is not a valid grokking config ({err})",
+                         fix=f"delete {run.path} to rerun it") from None
     path = write_group_report(cfg, [MemberResult(run.id, cfg.to_dict(), run.summary() or {}, run.metrics())], st)
     if json_out:
         emit_json({"report": str(path)})
@@ -98,3 +117,19 @@ def mirror(
         emit_json(out)
     else:
         typer.echo(f"mirrored {len(runs)} run(s): " + ", ".join(f"{k} -> {v}" for k, v in out["mirrors"].items()))
+
+
+@runs_app.command("repair")
+def repair(store: Optional[Path] = StoreOpt, json_out: bool = JsonOpt) -> None:
+    """Rebuild index.sqlite from the run folders (a lost or damaged index hides runs from `runs ls`)."""
+    begin(json_out)
+    out = Store(store_path(store)).repair()
+    if json_out:
+        emit_json(out)
+        return
+    typer.echo(f"indexed {out['runs']} run(s) in {out['index']}"
+               + (f"; removed {len(out['removed'])} entries without a folder" if out["removed"] else ""))
+    if out["broken_index_kept_at"]:
+        typer.echo(f"the damaged index was kept at {out['broken_index_kept_at']}")
+    for line in out["damaged"]:
+        typer.echo(f"damaged: {line}")

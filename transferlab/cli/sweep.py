@@ -39,6 +39,17 @@ def sweep_grok(
 
     begin(json_out)
     grid_values = parse_grid(grid)
+    from transferlab.core.config import parse_override
+    from transferlab.core.errors import ConfigError
+    from transferlab.sweep.runner import check_grid, check_sweep_name
+
+    both = sorted({parse_override(item)[0] for item in set_ or []} & set(grid_values))
+    if both:
+        raise ConfigError(f"'{both[0]}' is set both by --set and by --grid (the grid would override it)",
+                          fix=f"drop --set {both[0]}=... or its --grid")
+    check_grid(grid_values, seeds)
+    if name is not None:
+        check_sweep_name(name)
     name_ = preset if preset is not None or config is not None or set_ else "default"
     base = resolve(GrokConfig, presets=PRESETS, preset=name_, config_file=config, overrides=set_)
     # validate every point before anything runs
@@ -61,3 +72,13 @@ def sweep_grok(
             typer.echo(f"{t['run_id']}  {t['status']:9s} lr={t['lr']:g} wd={t['weight_decay']:g} "
                        f"seed={t['seed']} mem={t['steps_to_memorize']} gen={t['steps_to_generalize']}")
         typer.echo(result["report"])
+    bad = [t for t in result["trials"] if t["status"] not in ("done", "diverged")]
+    if bad:
+        from transferlab.core.errors import SweepIncomplete
+
+        listed = "; ".join(f"{t['run_id']} {t['status']}" + (f" ({t['error']})" if t.get("error") else "")
+                           for t in bad[:5])
+        raise SweepIncomplete(f"{len(bad)} of {len(result['trials'])} trials did not finish: {listed}"
+                              + (f"; and {len(bad) - 5} more" if len(bad) > 5 else ""),
+                              where=f"sweep {result['sweep']}",
+                              fix="fix the cause and run the same command again: finished trials are reused")

@@ -76,9 +76,16 @@ def register(app: typer.Typer) -> None:
 
         begin(json_out)
         root = out if out is not None else store_path(store) / "zoo"
-        entries = sorted(
-            Zoo(root).manifest().values(), key=lambda e: (str(e.get("corpus")), e.get("non_embedding_params", 0))
-        )
+        from transferlab.core.errors import StoreError
+
+        need = ("name", "corpus", "non_embedding_params", "tokens_seen", "val_loss", "path")
+        models = Zoo(root).manifest()
+        for name, e in models.items():
+            missing = [k for k in need if k not in e]
+            if missing:
+                raise StoreError(f"entry '{name}' lacks {', '.join(missing)}", where=f"zoo manifest {root}",
+                                 fix="delete manifest.json; `transferlab zoo build` rewrites it from the runs")
+        entries = sorted(models.values(), key=lambda e: (str(e["corpus"]), float(e["non_embedding_params"])))
         if json_out:
             emit_json({"zoo": str(root), "models": entries})
             return

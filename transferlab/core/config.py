@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, ClassVar, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -25,7 +25,9 @@ NON_IDENTITY_FIELDS = {"device", "num_threads", "progress"}
 class StudyConfig(BaseModel):
     """Base of every study's config: frozen field set, validated on assignment."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: every float field (also inside lists and dicts) must be finite, so lr=inf or
+    # --fix-beta nan is refused at the boundary with the field's name instead of failing deep inside a run.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -33,10 +35,16 @@ class StudyConfig(BaseModel):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
+    # Fields added after runs were stored: left out of the hash while they keep their default, so the runs
+    # already in a store keep their ids (and are reused) when a new field appears.
+    HASH_WHEN_CHANGED: ClassVar[frozenset[str]] = frozenset()
+
     def config_hash(self) -> str:
         """Same config => same hash => same run (fields that only affect speed or place are left out, also
-        inside nested sub-configs)."""
-        ident = _identity(self.to_dict())
+        inside nested sub-configs; fields in HASH_WHEN_CHANGED count only when they differ from their default)."""
+        fields = type(self).model_fields
+        ident = {k: v for k, v in _identity(self.to_dict()).items()
+                 if not (k in self.HASH_WHEN_CHANGED and getattr(self, k) == fields[k].default)}
         blob = json.dumps({"study": type(self).__name__, **ident}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -47,17 +55,22 @@ def _identity(d: dict[str, Any]) -> dict[str, Any]:
 
 def _explain(err: ValidationError, cls: type[BaseModel]) -> ConfigError:
     first = err.errors()[0]
-    field = ".".join(str(x) for x in first["loc"]) or "<config>"
+    field = ".".join(str(x) for x in first["loc"])
+    msg = str(first["msg"]).removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         known = ", ".join(sorted(cls.model_fields))
         return ConfigError(
             f"unknown config key '{field}'", where=cls.__name__, fix=f"known keys are: {known}"
         )
-    given = first.get("input")
+    if not field:  # a check across fields (a model validator): its message names the fields
+        return ConfigError(msg, where=cls.__name__, fix="change the values it names with --set key=...")
+    given = repr(first.get("input"))
+    if len(given) > 80:
+        given = given[:77] + "..."
     return ConfigError(
-        f"bad value {given!r} for '{field}': {first['msg']}",
+        f"bad value {given} for '{field}': {msg}",
         where=cls.__name__,
-        fix=f"set a valid value with --set {field}=...",
+        fix=f"set a valid value with --set {field.split('.')[0]}=...",
     )
 
 
@@ -109,14 +122,51 @@ def _looks_numeric(s: str) -> bool:
     return True
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"key '{key}' is given twice (lines {seen[key]} and {line})",
+                                  fix="keep one of them")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_text_file(path: str | Path, what: str = "file") -> str:
+    """A text file users give us, as UTF-8 (a byte-order mark is dropped), with one clear line when it is
+    missing, a folder, unreadable or not text."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{what} not found: {p}", fix=f"pass an existing {what}")
+    if p.is_dir():
+        raise ConfigError(f"{p} is a folder, not a {what}", fix=f"pass the path of a {what}")
+    try:
+        raw = p.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"cannot read {p} ({err.strerror})", fix="check the file's permissions") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{p} is not UTF-8 text (byte {err.start} is 0x{raw[err.start]:02x})",
+                          fix="save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}", fix="pass an existing YAML file")
+    text = read_text_file(p, "config file")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
+    except ConfigError as err:
+        raise ConfigError(err.what, where=str(p), fix=err.fix) from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{p} is not valid YAML ({err.__class__.__name__})", fix="fix the file") from None
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{p} is not valid YAML{at} ({err.__class__.__name__})", fix="fix the file") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p} must hold a mapping of key: value", fix="write one key: value per line")
     return data

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 
 class TransferlabError(Exception):
-    """Base of every error a user can cause. The CLI prints it on one line and exits 2."""
+    """Base of every error a user can cause. The CLI prints it on one line and exits ``exit_code`` (2)."""
+
+    exit_code = 2
 
     def __init__(self, what: str, *, where: str | None = None, fix: str | None = None):
         self.what = what
@@ -37,3 +39,9 @@ class TrainingDiverged(TransferlabError):
 
 class FitError(TransferlabError):
     """A fit could not be made or did not converge."""
+
+
+class SweepIncomplete(TransferlabError):
+    """Some trials of a sweep failed or were left to another process; the others are recorded."""
+
+    exit_code = 1

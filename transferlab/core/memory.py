@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 MMAP_THRESHOLD = 32 * 1024 * 1024  # the largest glibc accepts on 64-bit systems
@@ -51,3 +52,76 @@ def release_freed_memory() -> bool:
         return False
     trim(0)
     return True
+
+
+# ---- memory bounds: refuse sizes that cannot fit, before anything is allocated ------------------------
+#
+# Each study estimates the bytes its config needs (a lower bound: the tensors it must hold at once) and
+# calls ``check_fits``. The cap is the machine's physical memory (MemTotal in /proc/meminfo, else
+# os.sysconf), or TRANSFERLAB_MAX_MEMORY_GB when set (to allow swap, or to keep a shared machine safe).
+
+MEMORY_ENV = "TRANSFERLAB_MAX_MEMORY_GB"
+GB = 1e9
+
+
+def machine_memory_bytes() -> int | None:
+    """Physical memory of this machine in bytes (None when it cannot be read)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def memory_cap_bytes() -> tuple[float | None, str]:
+    """(cap in bytes, where it comes from)."""
+    raw = os.environ.get(MEMORY_ENV)
+    if raw:
+        try:
+            gb = float(raw)
+            if not gb > 0 or gb != gb or gb == float("inf"):
+                raise ValueError
+        except ValueError:
+            from transferlab.core.errors import ConfigError
+
+            raise ConfigError(f"{MEMORY_ENV}={raw!r} is not a positive number of GB",
+                              fix=f"e.g. export {MEMORY_ENV}=64") from None
+        return gb * GB, f"{MEMORY_ENV}={raw}"
+    total = machine_memory_bytes()
+    return (None, "unknown") if total is None else (float(total), "this machine's memory")
+
+
+def check_fits(nbytes: float, what: str, fix: str) -> None:
+    """Raise ValueError (pydantic turns it into the field's error) when ``nbytes`` exceeds the cap."""
+    cap, source = memory_cap_bytes()
+    if cap is None or nbytes <= cap:
+        return
+    raise ValueError(
+        f"{what} needs about {nbytes / GB:,.1f} GB, more than the {cap / GB:,.1f} GB of {source}; {fix} "
+        f"(or raise the cap with {MEMORY_ENV})"
+    )
+
+
+def lm_memory_bytes(vocab_size: int, d_model: int, n_layers: int, d_ff: int, seq_len: int = 0,
+                    batch_size: int = 0, bytes_per_value: int = 4) -> float:
+    """Lower bound for training a decoder LM: parameters x 4 (weights, gradients, Adam's two moments)
+    plus the logits of one batch. Embedding and output head are counted separately (untied)."""
+    params = 2 * vocab_size * d_model + n_layers * (4 * d_model * d_model + 3 * d_model * d_ff)
+    logits = batch_size * seq_len * vocab_size
+    return float(bytes_per_value * (4 * params + 2 * logits))
+
+
+def max_runs() -> int:
+    """How many run folders one command may create (TRANSFERLAB_MAX_RUNS, default 1,000)."""
+    raw = os.environ.get("TRANSFERLAB_MAX_RUNS", "1000")
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 1000
+    return max(n, 1)

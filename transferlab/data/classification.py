@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import io
 import json
 import sysconfig
 from collections.abc import Callable
@@ -22,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab.core.errors import DataError
+from transferlab.core.config import read_text_file
+from transferlab.core.errors import ConfigError, DataError
 
 
 @dataclass
@@ -336,21 +338,32 @@ def load_user_file(
     if not p.is_file():
         raise DataError(f"data file not found: {p}", fix="pass an existing .csv or .jsonl file")
     suffix = p.suffix.lower()
+    if suffix not in {".csv", ".jsonl", ".ndjson"}:
+        raise DataError(f"unsupported file type '{suffix}'", where=str(p), fix="use .csv or .jsonl")
+    try:
+        text = read_text_file(p, "data file")  # UTF-8, byte-order mark dropped
+    except ConfigError as err:
+        raise DataError(err.what, fix=err.fix) from None
     rows: list[dict] = []
     if suffix == ".csv":
-        with open(p, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    elif suffix in {".jsonl", ".ndjson"}:
-        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            rows = list(csv.DictReader(io.StringIO(text, newline="")))
+        except csv.Error as err:
+            raise DataError(f"cannot be read as CSV ({err})", where=str(p),
+                            fix="write a CSV with a header row") from None
+    else:
+        for i, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError:
                     raise DataError(
                         f"line {i} is not valid JSON", where=str(p), fix="one JSON object per line"
                     ) from None
-    else:
-        raise DataError(f"unsupported file type '{suffix}'", where=str(p), fix="use .csv or .jsonl")
+                if not isinstance(row, dict):
+                    raise DataError(f"line {i} is a JSON {type(row).__name__}, not an object", where=str(p),
+                                    fix='one object per line, e.g. {"text": "...", "label": "pos"}')
+                rows.append(row)
     if not rows:
         raise DataError("the file has no rows", where=str(p), fix="add examples")
     if "label" not in rows[0]:

@@ -111,7 +111,7 @@ def load_backbone(path: str) -> tuple[nn.Module, object]:
     folder = resolve_model_path(path)
     try:
         tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        model = AutoModel.from_pretrained(str(folder), local_files_only=True)
+        model = AutoModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
     except (OSError, ValueError, KeyError) as err:
         raise ModelError(
             f"'{path}' could not be loaded as a text model ({type(err).__name__}: "

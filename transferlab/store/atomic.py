@@ -10,8 +10,14 @@ from typing import Any
 
 
 def write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        from transferlab.core.errors import StoreError
+
+        raise StoreError(f"cannot write {path} ({err.strerror or err})",
+                         fix="pass a path in a folder you may write to") from None
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)

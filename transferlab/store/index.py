@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from transferlab.core.errors import StoreError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -31,10 +33,35 @@ class Index:
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.path, timeout=60)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.executescript(SCHEMA)
+        try:
+            con = sqlite3.connect(self.path, timeout=60)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(SCHEMA)
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"{self.path} is damaged or not a run index ({err})",
+                             fix="rebuild it from the run folders with `transferlab runs repair`") from None
         return con
+
+    def _query(self, q: str, args: tuple | list = ()) -> list[dict[str, Any]]:
+        try:
+            with self._connect() as con:
+                con.row_factory = sqlite3.Row
+                rows = [dict(r) for r in con.execute(q, args)]
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"{self.path} is damaged or not a run index ({err})",
+                             fix="rebuild it from the run folders with `transferlab runs repair`") from None
+        for r in rows:
+            try:
+                r["summary"] = json.loads(r["summary"]) if r["summary"] else None
+            except json.JSONDecodeError:
+                r["summary"] = None
+        return rows
+
+    def delete(self, run_ids: list[str]) -> None:
+        if not run_ids:
+            return
+        with self._connect() as con:
+            con.executemany("DELETE FROM runs WHERE id=?", [(i,) for i in run_ids])
 
     def upsert(
         self,
@@ -71,21 +98,12 @@ class Index:
             q += " AND sweep=?"
             args.append(sweep)
         q += " ORDER BY created"
-        with self._connect() as con:
-            con.row_factory = sqlite3.Row
-            out = [dict(r) for r in con.execute(q, args)]
-        for r in out:
-            r["summary"] = json.loads(r["summary"]) if r["summary"] else None
-        return out
+        return self._query(q, args)
 
     def get(self, run_id: str) -> dict[str, Any] | None:
         if not self.path.exists():
             return None
-        with self._connect() as con:
-            con.row_factory = sqlite3.Row
-            rows = [dict(r) for r in con.execute("SELECT * FROM runs WHERE id LIKE ?", (run_id + "%",))]
+        rows = self._query("SELECT * FROM runs WHERE id LIKE ?", (run_id.replace("%", "") + "%",))
         if len(rows) != 1:
             return None
-        r = rows[0]
-        r["summary"] = json.loads(r["summary"]) if r["summary"] else None
-        return r
+        return rows[0]

@@ -14,6 +14,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from transferlab.core.errors import ConfigError, TransferlabError
+from transferlab.core.memory import max_runs
 from transferlab.core.progress import progress_bar
 from transferlab.store import Store
 from transferlab.studies.grokking.config import GrokConfig
@@ -38,9 +40,13 @@ def group_configs(configs: list[GrokConfig], max_group: int = MAX_GROUP) -> list
 
 
 def _record_failure(store: Store, cfg: GrokConfig, sweep: str, err: BaseException) -> None:
+    from transferlab.store.lock import RunLocked
+
+    if isinstance(err, RunLocked):
+        return  # another process owns (and will record) that run: nothing of it is ours to write
     run = store.open_run("grokking", cfg, sweep=sweep)
-    run.finish({"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(limit=5)},
-               status="failed")
+    reason = err.one_line() if isinstance(err, TransferlabError) else f"{type(err).__name__}: {err}"
+    run.finish({"error": reason, "traceback": traceback.format_exc(limit=5)}, status="failed")
 
 
 def execute_group(store_root: str, configs: list[dict[str, Any]], sweep: str,
@@ -76,9 +82,22 @@ def run_sweep(
 ) -> dict[str, Any]:
     from transferlab.core.config import build
 
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"unknown backend '{backend}'", where="--backend", fix="use --backend local or --backend ray")
+    check_grid(grid, seeds)
+    if name is not None:
+        check_sweep_name(name)
+    if backend == "ray" and address:  # before any run folder is made
+        from transferlab.sweep.ray_backend import check_reachable
+
+        check_reachable(address)
     points = _points(grid)
-    configs = [build(GrokConfig, {**base.to_dict(), **pt, "seed": base.seed + s})
-               for pt in points for s in range(seeds)]
+    n_trials = len(points) * seeds
+    if n_trials > max_runs():
+        raise ConfigError(f"the sweep has {n_trials} trials, more than the cap of {max_runs()} run folders",
+                          where="--grid/--seeds", fix="sweep fewer values, or raise the cap with TRANSFERLAB_MAX_RUNS")
+    configs = dedupe([build(GrokConfig, {**base.to_dict(), **pt, "seed": pt.get("seed", base.seed) + s})
+                      for pt in points for s in range(seeds)])
     sweep = name or sweep_name(base, grid, seeds)
     before = {c.config_hash(): store.open_run("grokking", c, sweep=sweep).status for c in configs}
     pending = [c for c in configs if before[c.config_hash()] not in ("done", "diverged")]
@@ -94,10 +113,43 @@ def run_sweep(
                 execute_group(str(store.root), g, sweep, store.mirror_names)
                 bar.update(advance=1)
     else:
-        from transferlab.core.errors import ConfigError
-
         raise ConfigError(f"unknown backend '{backend}'", fix="use --backend local or --backend ray")
     return collect(store, sweep, configs, trained=[c.config_hash() for c in pending], grid=grid)
+
+
+def check_grid(grid: dict[str, list[Any]], seeds: int) -> None:
+    """Refuse what a sweep would silently override or repeat: the seed key together with --seeds > 1 (the
+    runner sets seed..seed+K-1 itself) and a value listed twice for one key."""
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}", fix="e.g. --seeds 3")
+    if "seed" in grid and seeds > 1:
+        raise ConfigError("--grid seed=... and --seeds > 1 both set the seed",
+                          fix="give the seeds either as --grid seed=0,1,2 or as --seeds 3, not both")
+    for key, values in grid.items():
+        seen: set[str] = set()
+        for v in values:
+            norm = repr(float(v)) if isinstance(v, (int, float)) and not isinstance(v, bool) else repr(v)
+            if norm in seen:
+                raise ConfigError(f"--grid {key} lists the value {v!r} twice",
+                                  fix="give each value once: a trial that repeats another is the same run")
+            seen.add(norm)
+
+
+def check_sweep_name(name: str) -> None:
+    """A sweep name labels runs and names the report file in the store: a plain name, no path."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name) or ".." in name:
+        raise ConfigError(f"--name {name!r} is not a plain name",
+                          fix="use letters, digits, '.', '_' and '-' (no '/' or '..'), at most 100 characters")
+
+
+def dedupe(configs: list[GrokConfig]) -> list[GrokConfig]:
+    """Identical trials (same config hash) run once."""
+    seen: dict[str, GrokConfig] = {}
+    for c in configs:
+        seen.setdefault(c.config_hash(), c)
+    return list(seen.values())
 
 
 def _points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:

@@ -38,6 +38,9 @@ class Schedule:
     checkpoint_every: int = 500
     order_seed: int = 0
     chunk_size: int = 0  # >0: accumulate each step's gradient over row chunks of this size (same math)
+    # a member whose training loss exceeds this many times its first training loss has diverged (as NaN/Inf
+    # does); 0 turns the bound off. A loss 1,000x its start is never a slow phase of training.
+    explode_factor: float = 1e3
 
     def eval_steps(self) -> set[int]:
         s = set(range(0, self.steps + 1, max(1, self.eval_every))) | {self.steps}
@@ -108,6 +111,8 @@ class Engine:
         self.description = description
         if runs is not None and len(runs) != self.k:
             raise ValueError(f"{len(runs)} runs for {self.k} members")
+        self._loss0: list[float | None] = [None] * self.k  # first training loss per member (explode bound)
+        self.exploded: dict[int, tuple[float, float]] = {}  # member -> (loss, first loss) past the bound
 
     # ---- batches --------------------------------------------------------------
     def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,7 +139,10 @@ class Engine:
                 continue
             tensors = {f"param.{n}": v[k] for n, v in self.params.items()}
             tensors.update({f"state.{n}": v[k] for n, v in flat.items()})
-            run.save_checkpoint(step, tensors, {"member": k})
+            state: dict[str, Any] = {"member": k}
+            if self._loss0[k] is not None:
+                state["loss0"] = self._loss0[k]
+            run.save_checkpoint(step, tensors, state)
 
     def _resume(self) -> int:
         """Load the newest step every member has and return it (0 if none).
@@ -150,12 +158,12 @@ class Engine:
             for r in self.runs:
                 r.truncate_metrics(0)
             return 0
-        step = max(common)
+        step, loaded_all = self._newest_intact(common)
         flat = self.chain.flat_state(self.states)
         for k, run in enumerate(self.runs):
-            loaded = run.load_checkpoint(step)
-            assert loaded is not None
-            tensors, state = loaded
+            tensors, state = loaded_all[k]
+            if "loss0" in state:
+                self._loss0[k] = float(state["loss0"])
             for n, v in self.params.items():
                 v[k].copy_(tensors[f"param.{n}"])
             for n, v in flat.items():
@@ -163,6 +171,27 @@ class Engine:
             run.truncate_metrics(int(state["metrics_bytes"]))
         self._resumed = True
         return step
+
+    def _newest_intact(self, common: set[int]) -> tuple[int, list[tuple[Tensors, dict[str, Any]]]]:
+        """The newest step whose checkpoint is intact (checksums) for every member, with one warning line
+        for each damaged one skipped; StoreError when none is."""
+        from transferlab.core.errors import StoreError
+        from transferlab.store.run import warn
+
+        assert self.runs is not None
+        skipped: list[str] = []
+        for step in sorted(common, reverse=True):
+            try:
+                loaded = [run.load_checkpoint(step) for run in self.runs]
+            except StoreError as err:
+                skipped.append(err.what)
+                continue
+            for what in skipped:
+                warn(f"{what}; resuming from the intact checkpoint at step {step} instead")
+            return step, loaded  # type: ignore[return-value]
+        raise StoreError(f"every checkpoint is corrupt or unreadable ({'; '.join(skipped)})",
+                         where=str(self.runs[0].ckpt_dir),
+                         fix=f"delete {self.runs[0].ckpt_dir} to restart the run from step 0")
 
     # ---- the loop -------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -213,8 +242,13 @@ class Engine:
                 for k in bad:
                     alive[k] = False
                     where = "" if self.runs is None else f" in {self.runs[k].path}"
+                    what = "loss became NaN/Inf"
+                    if k in self.exploded:
+                        loss, l0 = self.exploded[k]
+                        what = (f"loss exploded to {loss:.3g}, over {sched.explode_factor:g}x its first value "
+                                f"{l0:.3g}")
                     diverged[k] = (
-                        f"loss became NaN/Inf at step {step}; last good checkpoint at step {last_good[k]}"
+                        f"{what} at step {step}; last good checkpoint at step {last_good[k]}"
                         f" kept{where}"
                     )
                 if not any(alive):
@@ -243,6 +277,16 @@ class Engine:
             total = torch.where(live, per_member, torch.zeros_like(per_member)).sum()
             grads = torch.autograd.grad(total, list(self.params.values()))
         finite = torch.isfinite(per_member)
+        factor = self.schedule.explode_factor
+        if factor > 0:
+            values = per_member.detach().double().tolist()
+            for k, v in enumerate(values):
+                if self._loss0[k] is None and math.isfinite(v):
+                    self._loss0[k] = abs(v)
+                l0 = self._loss0[k]
+                if l0 is not None and l0 > 0 and math.isfinite(v) and v > factor * l0:
+                    finite[k] = False
+                    self.exploded[k] = (v, l0)
         ok = finite & alive_t
         newly_bad = [k for k in range(self.k) if alive[k] and not bool(finite[k])]
         with torch.no_grad():

@@ -170,11 +170,11 @@ class Zoo:
         try:
             models = json.loads(p.read_text())["models"]
             if not isinstance(models, dict) or not all(isinstance(e, dict) for e in models.values()):
-                raise TypeError("models is not a mapping of entries")
+                raise TypeError("'models' is not a mapping of name -> entry")
             return models
-        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, OSError) as err:
             raise StoreError(
-                f"zoo manifest {p} is unreadable ({err})",
+                f"zoo manifest {p} is unreadable ({type(err).__name__}: {err})",
                 where=str(p),
                 fix="delete it; `transferlab zoo build` rewrites it from the finished runs",
             ) from None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from transferlab.core.config import PresetRegistry, StudyConfig
 
@@ -32,6 +32,12 @@ class CorrelateConfig(StudyConfig):
     )
     min_models: int = Field(3, ge=2, description="fewest models a correlation is computed on")
     ece_bins: int = Field(10, ge=2, le=100)
+
+    @model_validator(mode="after")
+    def _distinct_stages(self) -> CorrelateConfig:
+        if self.pre_stage == self.post_stage:
+            raise ValueError(f"--pre and --post are both '{self.pre_stage}': a stage correlates with itself")
+        return self
 
     def stages(self) -> tuple[str, str]:
         return self.pre_stage, self.post_stage

@@ -156,6 +156,12 @@ def load_tidy_csv(path: Path, *, stages: tuple[str, str], tasks: Iterable[str] |
     if missing:
         raise DataError(f"missing column(s) {', '.join(missing)} (has: {', '.join(df.columns)})",
                         where=str(path), fix=f"a tidy CSV needs columns {', '.join(COLUMNS)}")
+    for col in ("model", "stage", "benchmark"):
+        empty = df[col].isna() | (df[col].astype(str).str.strip() == "")
+        if empty.any():
+            i = int(np.flatnonzero(empty.to_numpy())[0])
+            raise DataError(f"row {i + 2}: the {col} cell is empty", where=str(path),
+                            fix=f"give every row a {col}")
     df["model"] = df["model"].astype(str).str.strip()
     df["stage"] = df["stage"].astype(str).str.strip()
     df["benchmark"] = df["benchmark"].astype(str).str.strip()
@@ -174,6 +180,12 @@ def load_tidy_csv(path: Path, *, stages: tuple[str, str], tasks: Iterable[str] |
             i = int(np.flatnonzero(bad.to_numpy())[0])
             raise DataError(f"row {i + 2}: {col} {df[col].iloc[i]!r} is not a number", where=str(path),
                             fix=f"write {col} as a number in [0, 1]")
+        out = ~num.between(0.0, 1.0) & num.notna()
+        if out.any():
+            i = int(np.flatnonzero(out.to_numpy())[0])
+            hint = " (a percent? divide by 100)" if 1 < num.iloc[i] <= 100 else ""
+            raise DataError(f"row {i + 2}: {col} {num.iloc[i]:g} is outside [0, 1]{hint}", where=str(path),
+                            fix=f"write {col} as a fraction in [0, 1], e.g. 0.755 for 75.5%")
         df[col] = num.astype(float)
     _check_stages(set(df["stage"]), stages, str(path), kind="stage value")
     df = df[df["stage"].isin(stages)]

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from transferlab.core.config import PresetRegistry, StudyConfig
+from transferlab.core.memory import check_fits
 from transferlab.data.algorithmic import MODULAR_OPERATIONS, OPERATIONS, S5_OPERATIONS, is_prime
 
 
@@ -60,6 +61,10 @@ class GrokConfig(StudyConfig):
     stop_after_generalized: int = -1  # stop this many steps after every member generalized (-1: never)
     generalized_when: Literal["val_acc_99", "val_loss_001"] = "val_acc_99"  # what "generalized" means for it
     progress_measures: bool = True  # Fourier measures of Nanda et al. (modular addition only)
+    # stop a member whose training loss exceeds this many times its first one (diverged); 0 = only NaN/Inf
+    explode_factor: float = Field(1e3, ge=0.0)
+
+    HASH_WHEN_CHANGED = frozenset({"explode_factor"})
     # plasticity monitors (Fisher trace, gradient coherence and noise scale, dormant units, feature
     # effective rank) every this many evaluations and at the last step; 0 = off
     monitor_every: int = Field(10, ge=0)
@@ -77,7 +82,34 @@ class GrokConfig(StudyConfig):
             raise ValueError("eq_output (a readout class for the '=' token) needs model=transformer")
         if self.model == "transformer" and self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        self.check_memory(1)
         return self
+
+    def memory_bytes(self, members: int = 1) -> float:
+        """Lower bound of the bytes a run of ``members`` needs at once: the task's pairs, each member's
+        parameters x 5 (weights, gradient, Adam's two moments, checkpoint copy), and one member's
+        full-batch logits and hidden activations x 2 (values and softmax or gradient; members can run
+        one by one, so activations are counted once). Absurd sizes are refused; a borderline one may
+        still run out of memory."""
+        n_tok = self.n_tokens
+        n_classes = n_tok + (1 if self.eq_output else 0)
+        pairs = float(n_tok) ** 2
+        if self.model == "mlp":
+            params = 2 * n_tok * self.width + (self.depth - 1) * self.width ** 2 + self.width * n_classes
+            hidden_per_row = self.width * self.depth
+        else:
+            d = self.d_model
+            params = n_tok * d + 3 * d + self.n_layers * (4 * d * d + 2 * d * self.d_mlp) + d * n_classes
+            hidden_per_row = 3 * self.n_layers * (6 * d + self.d_mlp + 3 * self.n_heads)
+        value = 8 if self.loss_dtype == "float64" else 4
+        acts = 2 * pairs * (n_classes * value + hidden_per_row * 4)
+        return 24 * pairs + members * 5 * 4 * float(params) + acts
+
+    def check_memory(self, members: int = 1) -> None:
+        what = f"p={self.p}" if self.n_tokens == self.p else self.operation
+        check_fits(self.memory_bytes(members),
+                   f"this grokking setup ({what}, {self.model}, {members} member{'s' if members > 1 else ''})",
+                   "use a smaller p, width, d_model or fewer --seeds")
 
     @property
     def n_tokens(self) -> int:

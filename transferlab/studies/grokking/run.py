@@ -9,7 +9,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from transferlab.core.errors import ConfigError, TrainingDiverged
+from transferlab.core.errors import ConfigError, TrainingDiverged, TransferlabError
+from transferlab.core.memory import max_runs
 from transferlab.data.algorithmic import AlgorithmicData, make_dataset
 from transferlab.models.mlp import OneHotMLP
 from transferlab.models.transformer import AlgorithmicTransformer
@@ -23,6 +24,7 @@ from transferlab.train.losses import make_loss
 from transferlab.train.plasticity import combine_extras, logs_at, plasticity_extra
 
 STUDY = "grokking"
+FINISHED = ("done", "diverged")
 
 
 def model_factory(cfg: GrokConfig, n_tokens: int, n_classes: int) -> Callable[[], nn.Module]:
@@ -125,11 +127,29 @@ def run_members(configs: list[GrokConfig], store: Store, sweep: str | None = Non
         raise ConfigError("members of one ensemble may differ only in seed, lr and weight_decay",
                           fix="group configs with GrokConfig.ensemble_key() first")
     cfg0 = configs[0]
-    data = make_dataset(cfg0.operation, cfg0.p, cfg0.train_fraction, cfg0.split_seed, cfg0.split_style)
+    cfg0.check_memory(len(configs))
     runs = [store.open_run(STUDY, c, sweep=sweep) for c in configs]
-    todo = [i for i, r in enumerate(runs) if r.status not in ("done", "diverged")]
+    todo = [i for i, r in enumerate(runs) if r.status not in FINISHED]
+    try:  # own every run to train before anything is written (refused if another process has one)
+        for i in todo:
+            runs[i].acquire()
+    except TransferlabError:
+        for i in todo:
+            runs[i].release()
+        raise
+    todo = [i for i in todo if runs[i].status not in FINISHED]  # another process may have just finished it
+    for i, r in enumerate(runs):
+        if i not in todo:
+            r.release()
     if todo:
-        _train(cfg0, [configs[i] for i in todo], [runs[i] for i in todo], data, description)
+        data = make_dataset(cfg0.operation, cfg0.p, cfg0.train_fraction, cfg0.split_seed, cfg0.split_style)
+        try:
+            _train(cfg0, [configs[i] for i in todo], [runs[i] for i in todo], data, description)
+        except Exception as err:
+            reason = err.one_line() if isinstance(err, TransferlabError) else f"{type(err).__name__}: {err}"
+            for i in todo:
+                runs[i].mark_unfinished(reason)
+            raise
     return [MemberResult(r.id, c.to_dict(), r.summary() or {}, r.metrics()) for c, r in zip(configs, runs)]
 
 
@@ -145,7 +165,8 @@ def _train(cfg0: GrokConfig, cfgs: list[GrokConfig], runs: list, data: Algorithm
     evaluator = evaluate_classification(tdata, loss_fn, scale.current_lr, wd, extra=extra)
     schedule = Schedule(steps=cfg0.steps, batch_size=cfg0.batch_size, eval_every=cfg0.eval_every,
                         log_spaced_evals=cfg0.log_spaced_evals, checkpoint_every=cfg0.checkpoint_every,
-                        order_seed=cfg0.order_seed, chunk_size=cfg0.chunk_size)
+                        order_seed=cfg0.order_seed, chunk_size=cfg0.chunk_size,
+                        explode_factor=cfg0.explode_factor)
     stopper = StopAfterGeneralized(cfg0.stop_after_generalized, cfg0.generalized_when)
     for r in runs:
         r.start()
@@ -188,6 +209,13 @@ def run(cfg: GrokConfig, store: Store, seeds: int = 1, report: bool = True,
 
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}", fix="e.g. --seeds 4")
+    if seeds > max_runs():
+        raise ConfigError(f"--seeds {seeds} would create {seeds} run folders, more than the cap of {max_runs()}",
+                          fix="use fewer seeds, or raise the cap with TRANSFERLAB_MAX_RUNS")
+    try:
+        cfg.check_memory(seeds)
+    except ValueError as err:
+        raise ConfigError(str(err), where="--seeds") from None
     t0 = time.perf_counter()
     members = run_members(members_for(cfg, seeds), store, description=f"grok {cfg.operation} p={cfg.p}")
     out: dict[str, Any] = {"members": [_member_json(m) for m in members], "aggregate": aggregate(members),
@@ -197,9 +225,22 @@ def run(cfg: GrokConfig, store: Store, seeds: int = 1, report: bool = True,
     diverged = [m for m in members if m.summary.get("status") == "diverged"]
     if diverged and raise_on_divergence:
         raise TrainingDiverged(diverged[0].summary["error"],
-                               fix="lower lr, or use loss_dtype=float64 / stablemax; the report is at "
-                                   + out.get("report", "(none)"))
+                               fix=divergence_advice(cfg.model_copy(update={"lr": diverged[0].config["lr"],
+                                                     "weight_decay": diverged[0].config["weight_decay"]}))
+                               + "; the report is at " + out.get("report", "(none)"))
     return out
+
+
+def divergence_advice(cfg: GrokConfig) -> str:
+    """What to change after a divergence. Decoupled weight decay multiplies the weights by (1 - lr x wd)
+    each step: past 1 it flips their sign and past 2 it makes them grow, whatever the lr alone is."""
+    shrink = cfg.lr * cfg.weight_decay
+    if cfg.weight_decay_style == "decoupled" and shrink >= 1:
+        return (f"lower weight_decay: lr x weight_decay = {shrink:g} >= 1, so each step's decay overshoots "
+                f"zero (keep it well below 1, e.g. weight_decay <= {0.1 / cfg.lr:g})")
+    if cfg.loss in ("cross_entropy", "stablemax") and cfg.loss_dtype == "float32":
+        return "lower lr, or use loss_dtype=float64 / loss=stablemax"
+    return "lower lr"
 
 
 def _member_json(m: MemberResult) -> dict[str, Any]:

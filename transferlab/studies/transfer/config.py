@@ -20,7 +20,7 @@ class ChinchillaFitConfig(StudyConfig):
     file: str = Field(..., description="CSV with columns N, D (or C = training FLOPs), loss")
     file_sha256: str = Field("", description="content hash of the file (filled in when it is read)")
     bootstrap: int = Field(1000, ge=0, le=100_000, description="bootstrap refits for the 95% intervals")
-    seed: int = Field(0, description="seed of the bootstrap resamples")
+    seed: int = Field(0, ge=0, description="seed of the bootstrap resamples")
     delta: float = Field(1e-3, gt=0, description="Huber delta on residuals of log loss")
     drop_highest_loss: int = Field(
         0, ge=0, description="leave out this many highest-loss points (Epoch AI dropped 5 on their data)"
@@ -54,7 +54,14 @@ class ChinchillaFitConfig(StudyConfig):
     )
     num_threads: int | None = Field(None, ge=1, description="threads for the fit (default: CPU count)")
 
-    @field_validator("budgets", "inference_tokens")
+    @field_validator("budgets")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        if any(not (x > 0) for x in v):
+            raise ValueError("training FLOP budgets must be > 0, e.g. --budget 1e21")
+        return v
+
+    @field_validator("inference_tokens")
     @classmethod
     def _non_negative(cls, v: list[float]) -> list[float]:
         if any(not (x >= 0) for x in v):
@@ -68,7 +75,7 @@ class TransferFitConfig(StudyConfig):
     file: str = Field(..., description="CSV with columns kind (scratch|finetune), N, D, loss")
     file_sha256: str = Field("", description="content hash of the file (filled in when it is read)")
     bootstrap: int = Field(1000, ge=0, le=100_000, description="bootstrap resamples for the 95% intervals")
-    seed: int = Field(0, description="seed of the bootstrap resamples")
+    seed: int = Field(0, ge=0, description="seed of the bootstrap resamples")
     delta: float = Field(1e-3, gt=0, description="Huber delta of the scratch-law fit (log loss)")
     fix: dict[str, float] = Field(
         default_factory=dict,
@@ -92,4 +99,14 @@ class TransferFitConfig(StudyConfig):
                 raise ValueError(
                     f"unknown scratch-law parameter '{k}' (choose from {', '.join(PARAM_NAMES)})"
                 )
+            if not v[k] > 0:
+                raise ValueError(f"{k}={v[k]:g}: the scratch law's parameters are all > 0")
+        return v
+
+    @field_validator("plan")
+    @classmethod
+    def _plan_positive(cls, v: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        for loss, n in v:
+            if not (loss > 0 and n > 0):
+                raise ValueError(f"plan {loss:g}@{n:g}: target loss and N must both be > 0, e.g. --plan 2.5@1e7")
         return v

@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from transferlab.core.config import PresetRegistry, StudyConfig
 from transferlab.core.devices import Device
 from transferlab.core.errors import ConfigError
+from transferlab.core.memory import check_fits
 from transferlab.studies.w2s.losses import LOSSES, known_methods
 
 LOSS_PARAM_NAMES = {
@@ -77,8 +78,15 @@ class W2SConfig(StudyConfig):
     # speed only (not part of the config hash)
     device: Device = Field("auto", description="where the fine-tuning backend and the zoo/causal-LM features "
                            "run: auto (CUDA when present) | cpu | cuda; frozen-feature heads train on the CPU")
-    num_threads: int | None = None
+    num_threads: int | None = Field(None, ge=1)
     progress: bool = True
+
+    @field_validator("n_examples")
+    @classmethod
+    def _fits_in_memory(cls, v: int | None) -> int | None:
+        if v is not None:  # a synthetic draw: 20 float64 features in ~8 copies (views, noise, tensors)
+            check_fits(v * 20 * 8 * 8, f"n_examples={v:,}", "draw fewer examples")
+        return v
 
     @field_validator("losses", mode="before")
     @classmethod
