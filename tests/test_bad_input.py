@@ -55,6 +55,8 @@ def _tidy(path: Path, edit=None) -> Path:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     from transferlab.store import Store
+    from transferlab.core.config import resolve
+    from transferlab.studies.grokking.config import PRESETS as GROK_PRESETS
     from transferlab.studies.grokking.config import GrokConfig
 
     t = tmp_path_factory.mktemp("bad")
@@ -108,7 +110,9 @@ def env(tmp_path_factory):
     # stores with one damaged run each, and a store with a garbage index
     for kind in ("summary", "config", "summary_list"):
         st = Store(t / f"store_{kind}")
-        run = st.open_run("grokking", GrokConfig(p=23, width=8, steps=10))
+        # the config `grok --set p=23 --set width=8 --set steps=10` resolves to (on top of the default preset)
+        cfg = resolve(GrokConfig, presets=GROK_PRESETS, preset="default", overrides=["p=23", "width=8", "steps=10"])
+        run = st.open_run("grokking", cfg)
         run.finish({"final_val_acc": 1.0})
         if kind == "summary":
             run.summary_path.write_text('{"status": "done", "final')
