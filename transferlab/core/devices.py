@@ -68,17 +68,3 @@ def resolve_dtype(dtype: str, device: torch.device, where: str = "dtype") -> tor
 def autocast(device: torch.device, dtype: torch.dtype) -> torch.autocast:
     """``torch.autocast`` for a training dtype (disabled for float32)."""
     return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-
-
-def memory_available_bytes() -> int:
-    """Memory this process could still use: MemAvailable from /proc/meminfo (or total RAM elsewhere)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import os
-
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

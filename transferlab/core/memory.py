@@ -108,15 +108,6 @@ def check_fits(nbytes: float, what: str, fix: str) -> None:
     )
 
 
-def lm_memory_bytes(vocab_size: int, d_model: int, n_layers: int, d_ff: int, seq_len: int = 0,
-                    batch_size: int = 0, bytes_per_value: int = 4) -> float:
-    """Lower bound for training a decoder LM: parameters x 4 (weights, gradients, Adam's two moments)
-    plus the logits of one batch. Embedding and output head are counted separately (untied)."""
-    params = 2 * vocab_size * d_model + n_layers * (4 * d_model * d_model + 3 * d_model * d_ff)
-    logits = batch_size * seq_len * vocab_size
-    return float(bytes_per_value * (4 * params + 2 * logits))
-
-
 def max_runs() -> int:
     """How many run folders one command may create (TRANSFERLAB_MAX_RUNS, default 1,000)."""
     raw = os.environ.get("TRANSFERLAB_MAX_RUNS", "1000")

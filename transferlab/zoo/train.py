@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from transferlab.core.devices import memory_available_bytes, resolve_device, resolve_dtype
+from transferlab.core.devices import resolve_device, resolve_dtype
 from transferlab.core.errors import ConfigError, DataError, TrainingDiverged
 from transferlab.core.progress import say
 from transferlab.store import Store
@@ -63,12 +63,18 @@ def memory_estimate(size: str, vocab: int, batch: int, seq_len: int) -> int:
 
 
 def check_memory(size: str, vocab: int, batch: int, seq_len: int, where: str = "zoo") -> None:
-    need, have = memory_estimate(size, vocab, batch, seq_len), memory_available_bytes()
-    if need > have:
+    """Refuse, before allocating, a run whose :func:`memory_estimate` exceeds the project's memory cap
+    (:func:`transferlab.core.memory.memory_cap_bytes`: the machine's memory, or TRANSFERLAB_MAX_MEMORY_GB)."""
+    from transferlab.core.memory import MEMORY_ENV, memory_cap_bytes
+
+    need = memory_estimate(size, vocab, batch, seq_len)
+    cap, source = memory_cap_bytes()
+    if cap is not None and need > cap:
         raise ConfigError(
             f"training size {size} with vocab_size {vocab}, batch {batch} x seq_len {seq_len} needs about "
-            f"{need / 2**30:.1f} GB but {have / 2**30:.1f} GB is available",
-            where=where, fix="use a smaller vocab_size, batch_size, seq_len or size",
+            f"{need / 2**30:.1f} GB, more than the {cap / 2**30:.1f} GB of {source}",
+            where=where,
+            fix=f"use a smaller vocab_size, train.batch_size, train.seq_len or size (or raise {MEMORY_ENV})",
         )
 
 
