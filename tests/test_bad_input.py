@@ -54,8 +54,8 @@ def _tidy(path: Path, edit=None) -> Path:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    from transferlab.store import Store
     from transferlab.core.config import resolve
+    from transferlab.store import Store
     from transferlab.studies.grokking.config import PRESETS as GROK_PRESETS
     from transferlab.studies.grokking.config import GrokConfig
 
