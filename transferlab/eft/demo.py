@@ -150,7 +150,7 @@ PRESETS.add(
 PRESETS.add(
     "mini",
     "xxs (13k) vs s (151k, 11x) to 20 tokens/param, fine-tuned on 100k code tokens, scoring 64k held-out "
-    "tokens per corpus; 1-3 min",
+    "tokens per corpus (not yet timed; meant for 1-3 min)",
     small="xxs", large="s", finetune_tokens=100_000, score_tokens=65_536, max_steps=200, bootstrap=300,
 )
 PRESETS.add(

@@ -73,12 +73,12 @@ PRESETS = PresetRegistry()
 PRESETS.add(
     "full",
     "all 6 sizes (13k..1.55M non-embedding params, 116x) to 20 tokens per parameter on the large prose corpus; "
-    "~64M tokens in all; <= 90 min on 2 cores",
+    "~64M tokens in all; ~89 min on 2 cores projected from quiet per-size rates (the whole build not yet timed)",
 )
 PRESETS.add(
     "mini",
-    "the 3 smallest sizes (13k, 56k, 151k) to 20 tokens per parameter on the large prose corpus; ~2 min on "
-    "2 cores once the corpus is extracted",
+    "the 3 smallest sizes (13k, 56k, 151k) to 20 tokens per parameter on the large prose corpus; ~5 min on "
+    "2 cores (quiet per-size rates) once the corpus is extracted and encoded",
     sizes=["xxs", "xs", "s"],
 )
 PRESETS.add(
