@@ -142,7 +142,7 @@ def zoo_page(zb: Any, run_dirs: list[Path]) -> Page:
                 "tokens / param": round(e.get("tokens_per_param", 0), 1),
                 "passes": round(e.get("epochs", 0), 2),
                 "dtype": e.get("dtype"),
-                "val loss": e["val_loss"],
+                "val loss (first eval_tokens)": e["val_loss"],
                 **{f"held-out {c}": v for c, v in (e.get("heldout_loss") or {}).items()},
                 "tokens/s": e.get("tokens_per_second"),
                 "wall s": e.get("build_wall_seconds"),
