@@ -114,3 +114,28 @@ def test_usage_errors_are_one_line_exit_2(cli):
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     code, _, err = cli(["grok", "--seeds", "many"])
     assert code == 2 and "seeds" in err and len(err.strip().splitlines()) == 1
+
+
+def test_version_and_runs_ls_vocabulary(cli, tmp_path):
+    """`--version`; `runs ls` has a header, takes the CLI's study names, and hides the runs studies make for
+    themselves (zoo models: study `lm`) unless --all."""
+    from transferlab import __version__
+    from transferlab.store import Store
+    from transferlab.studies.grokking import GrokConfig
+    from transferlab.zoo.build import PRESETS, ZooConfig
+
+    code, out, _ = cli(["--version"])
+    assert code == 0 and out.strip() == f"transferlab {__version__}"
+    st = Store(tmp_path)
+    grok = st.open_run("grokking", GrokConfig(p=23, width=8, steps=10))
+    grok.finish({})
+    child = st.open_run("lm", ZooConfig(**PRESETS.values("micro")))
+    child.finish({})
+    code, out, _ = cli(["runs", "ls", "--store", str(tmp_path)])
+    lines = out.strip().splitlines()
+    assert code == 0 and lines[0].split()[:3] == ["id", "study", "status"]
+    assert len(lines) == 2 and grok.id in lines[1] and child.id not in out
+    code, out, _ = cli(["runs", "ls", "--all", "--store", str(tmp_path)])
+    assert child.id in out and grok.id in out
+    code, out, _ = cli(["runs", "ls", "--study", "grok", "--json", "--store", str(tmp_path)])
+    assert code == 0 and [r["id"] for r in json.loads(out)] == [grok.id]

@@ -22,6 +22,22 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from transferlab import __version__
+
+        typer.echo(f"transferlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """A lab for how pretraining knowledge transfers and generalizes."""
+
+
 def _register_commands() -> None:
     import transferlab.cli as pkg
 

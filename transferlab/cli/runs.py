@@ -19,18 +19,31 @@ def register(app: typer.Typer) -> None:
     app.add_typer(runs_app, name="runs")
 
 
+# the CLI's command names -> the study names runs are stored under
+STUDY_ALIASES = {"grok": "grokking", "correlate-zoo": "correlate_zoo", "eft-demo": "eft_demo", "eft": "eft_demo"}
+# runs that studies make for their own use (zoo models, cached features, baselines): hidden unless --all
+CHILD_STUDIES = {"lm", "w2s-features", "w2s-baseline"}
+
+
+def stored_study(name: str | None) -> str | None:
+    return None if name is None else STUDY_ALIASES.get(name, name)
+
+
 @runs_app.command("ls")
 def ls(
-    study: Optional[str] = typer.Option(None, "--study"),
-    sweep: Optional[str] = typer.Option(None, "--sweep"),
+    study: Optional[str] = typer.Option(None, "--study", help="Only runs of this study (grok, w2s, transfer, ...)."),
+    sweep: Optional[str] = typer.Option(None, "--sweep", help="Only runs of this sweep."),
+    all_runs: bool = typer.Option(False, "--all", help="Also the runs studies make for themselves (zoo models, "
+                                  "cached features, baselines)."),
     store: Optional[Path] = StoreOpt,
     json_out: bool = JsonOpt,
 ) -> None:
-    """One line per run: id, study, status, sweep, updated."""
+    """One line per run: id, study, status, updated, sweep (with a header)."""
     from transferlab.store import lock
 
     begin(json_out)
     st = Store(store_path(store))
+    study = stored_study(study)
     rows = st.index.rows(study=study, sweep=sweep)
     for r in rows:  # a run whose process was killed still says running in the index
         if r["status"] == "running" and not lock.held_elsewhere(Path(r["path"])):
@@ -40,13 +53,17 @@ def ls(
 
         raise StoreError(f"the index of {st.root} lists no runs but {len(st.run_folders())} run folders exist",
                          where=str(st.index.path), fix="rebuild it with `transferlab runs repair`")
+    if not (all_runs or study):
+        rows = [r for r in rows if r["study"] not in CHILD_STUDIES]
     if json_out:
         emit_json([{k: r[k] for k in ("id", "study", "sweep", "status", "created", "updated", "path")}
                    for r in rows])
         return
+    if rows:
+        typer.echo(f"{'id':16s}  {'study':13s} {'status':11s} {'updated':16s}  sweep")
     for r in rows:
         when = dt.datetime.fromtimestamp(r["updated"]).strftime("%Y-%m-%d %H:%M")
-        typer.echo(f"{r['id']}  {r['study']:10s} {r['status']:9s} {when}  {r['sweep'] or ''}")
+        typer.echo(f"{r['id']}  {r['study']:13s} {r['status']:11s} {when}  {r['sweep'] or ''}")
 
 
 @runs_app.command("show")
@@ -107,6 +124,7 @@ def mirror(
     begin(json_out)
     st = Store(store_path(store))
     runs = [st.find(r) for r in run_ids] if run_ids else [st.find(r["id"]) for r in st.index.rows(study=study)]
+    study = stored_study(study)
     runs = [r for r in runs if study is None or r.study == study]
     mirrors = make_mirrors(to, st.root, "--to")  # bad ids, names or missing packages fail before any write
     for run in runs:
