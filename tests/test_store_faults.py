@@ -35,6 +35,11 @@ def _grok_cmd(store: Path, steps: int) -> list[str]:
             "--store", str(store), "--json"]
 
 
+# long enough that a kill after the first checkpoint lands mid-run on a quiet machine too (400 steps of this
+# config can finish between two polls)
+LONG = 6000
+
+
 def _steps(run) -> list[int]:
     return [r["step"] for r in run.metrics()]
 
@@ -66,12 +71,12 @@ def test_two_identical_commands_at_once_leave_one_consistent_run(tmp_path):
 
 def test_kill_9_leaves_no_stale_lock_and_the_rerun_resumes(tmp_path):
     store = tmp_path / "runs"
-    proc = subprocess.Popen(_grok_cmd(store, 400), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(_grok_cmd(store, LONG), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     ckpts: list[Path] = []
     while time.time() < deadline and not ckpts:
         ckpts = list(store.glob("grokking/*/checkpoints/step-*"))
-        time.sleep(0.2)
+        time.sleep(0.02)
     assert ckpts, "the run wrote no checkpoint in 120 s"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -81,27 +86,27 @@ def test_kill_9_leaves_no_stale_lock_and_the_rerun_resumes(tmp_path):
     code = subprocess.run([sys.executable, "-m", "transferlab.cli.main", "runs", "ls", "--store", str(store), "--json"],
                           env=_env(), capture_output=True, text=True)
     assert json.loads(code.stdout)[0]["status"] == "interrupted"
-    again = subprocess.run(_grok_cmd(store, 400), env=_env(), capture_output=True, text=True, timeout=300)
+    again = subprocess.run(_grok_cmd(store, LONG), env=_env(), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
-    assert run.status == "done" and _steps(run) == list(range(0, 401, 10))
+    assert run.status == "done" and _steps(run) == list(range(0, LONG + 1, 10))
 
 
 def test_sigterm_marks_the_run_interrupted_and_the_rerun_resumes(tmp_path):
     store = tmp_path / "runs"
-    proc = subprocess.Popen(_grok_cmd(store, 400), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(_grok_cmd(store, LONG), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not list(store.glob("grokking/*/checkpoints/step-*")):
-        time.sleep(0.2)
+        time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 130
     assert "error: interrupted" in proc.stderr.read()
     st = Store(store)
     run = st.find(st.index.rows()[0]["id"])
     assert run.summary()["status"] == "interrupted" and st.index.rows()[0]["status"] == "interrupted"
-    again = subprocess.run(_grok_cmd(store, 400), env=_env(), capture_output=True, text=True, timeout=300)
+    again = subprocess.run(_grok_cmd(store, LONG), env=_env(), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
-    assert run.status == "done" and _steps(run) == list(range(0, 401, 10))
+    assert run.status == "done" and _steps(run) == list(range(0, LONG + 1, 10))
 
 
 def test_a_second_owner_is_refused_in_process_and_the_lock_follows_the_process(tmp_path):
