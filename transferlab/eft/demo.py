@@ -39,6 +39,7 @@ from pydantic import Field, field_validator, model_validator
 from transferlab.core.config import PresetRegistry, StudyConfig
 from transferlab.core.progress import say
 from transferlab.store import Store
+from transferlab.train.lm import spread_windows
 from transferlab.zoo.settings import TrainSettings
 from transferlab.zoo.sizes import FAMILY, size_spec
 
@@ -175,20 +176,8 @@ PRESETS.add(
 
 
 # ---- models ------------------------------------------------------------------------------------
-def heldout_windows(ids: torch.Tensor, seq_len: int, tokens: int = 0) -> torch.Tensor:
-    """Non-overlapping windows of ``seq_len + 1`` tokens of a validation stream: all of them
-    (``tokens = 0``), or ``tokens // (seq_len + 1)`` spread evenly over the whole stream.
-
-    Evenly spread, not the first ones: a stream is the split's files in path order, and files
-    differ a lot (the stdlib's prose split holds long, very regular codec tables in a few files).
-    """
-    from transferlab.train.lm import windows
-
-    w = windows(ids, seq_len)
-    keep = max(1, tokens // (seq_len + 1)) if tokens else len(w)
-    if keep >= len(w):
-        return w
-    return w[torch.linspace(0, len(w) - 1, keep).round().long()]
+# the held-out windows the 2x2 is scored on: evenly spread over the split (see spread_windows)
+heldout_windows = spread_windows
 
 
 # ---- statistics --------------------------------------------------------------------------------

@@ -125,6 +125,20 @@ def windows(ids: torch.Tensor, seq_len: int, max_tokens: int = 0, seed: int | No
     return out.contiguous()
 
 
+def spread_windows(ids: torch.Tensor, seq_len: int, tokens: int = 0) -> torch.Tensor:
+    """Non-overlapping windows of ``seq_len + 1`` tokens of a validation stream: all of them
+    (``tokens = 0``), or ``tokens // (seq_len + 1)`` spread evenly over the whole stream.
+
+    Evenly spread, not the first ones: a stream is the split's files in path order, and files
+    differ a lot (the stdlib's prose split holds long, very regular codec tables in a few files).
+    """
+    w = windows(ids, seq_len)
+    keep = max(1, tokens // (seq_len + 1)) if tokens else len(w)
+    if keep >= len(w):
+        return w
+    return w[torch.linspace(0, len(w) - 1, keep).round().long()]
+
+
 def lm_data(train_ids: torch.Tensor, val_ids: torch.Tensor, cfg: LMRunConfig) -> TrainData:
     """TrainData whose inputs and targets are both the windows (the loss shifts them)."""
     tr = windows(train_ids, cfg.seq_len, cfg.train_tokens, seed=cfg.data_seed)
@@ -341,8 +355,3 @@ def train_lm(
         deviations=list(monitor.deviations) if monitor else [],
         tokens_trained=result.steps_run * cfg.tokens_per_step,
     )
-
-
-def flops_per_token(non_embedding: int, vocab_size: int, d_model: int, n_layers: int, seq_len: int) -> float:  # noqa: E501
-    """Training FLOPs per token: 6 x (non-embedding params + LM head) + attention (6 n_layers T d)."""
-    return 6.0 * (non_embedding + vocab_size * d_model) + 6.0 * n_layers * seq_len * d_model

@@ -26,7 +26,7 @@ from transferlab.core.progress import say
 from transferlab.store import Store
 from transferlab.store.run import Run
 from transferlab.train.engine import Callback
-from transferlab.train.lm import LMRunConfig, LMTrainResult, train_lm, windows
+from transferlab.train.lm import LMRunConfig, LMTrainResult, spread_windows, train_lm
 from transferlab.zoo.model import LMShape, ZooLM, flops_per_token, from_hf, new_lm, to_hf
 from transferlab.zoo.settings import TrainSettings
 from transferlab.zoo.sizes import size_spec
@@ -113,10 +113,7 @@ def heldout_loss(model: torch.nn.Module, ids: torch.Tensor, seq_len: int, tokens
     ``seq_len + 1`` spread evenly over the stream."""
     from transferlab.train.lm import CausalLMLogits, LMCrossEntropy
 
-    w = windows(ids, seq_len)
-    keep = max(1, tokens // (seq_len + 1))
-    if keep < len(w):
-        w = w[torch.linspace(0, len(w) - 1, keep).round().long()]
+    w = spread_windows(ids, seq_len, tokens)
     dev = next(model.parameters()).device
     f = CausalLMLogits(model, getattr(torch, dtype)).eval()
     loss = LMCrossEntropy()
@@ -203,8 +200,10 @@ def run_lm(
         if (zoo.model_dir(name) / "config.json").is_file() and name in zoo.manifest():
             return {**zoo.get(name), "reused": True}
     spec = size_spec(cfg.size)
-    pool = len(windows(data.train, cfg.seq_len, cfg.train_tokens)) * (cfg.seq_len + 1)
-    epochs = cfg.steps * cfg.tokens_per_step / pool
+    w = cfg.seq_len + 1  # the pool train_lm cuts, counted without copying the stream into windows
+    n = len(data.train) // w
+    pool = (min(n, cfg.train_tokens // w) if cfg.train_tokens else n) * w
+    epochs = cfg.steps * cfg.tokens_per_step / pool if pool else float("inf")  # no window: train_lm says so
     say(f"zoo: {name or description} ({spec.non_embedding_params():,} non-embedding params, {cfg.steps} steps "
         f"of {cfg.batch_size}x{cfg.seq_len} tokens, {epochs:.2f} passes, {cfg.dtype} on {cfg.device})")
     model = initial_model(zoo, cfg, init_name).to(cfg.device)
