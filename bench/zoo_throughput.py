@@ -2,7 +2,7 @@
 each against the same-dtype matmul peak measured in the same script.
 
     python bench/zoo_throughput.py [--sizes xxs,xs,s,m,l,xl] [--steps 12] [--threads 2] [--json OUT]
-                                   [--baseline]
+                                   [--baseline] [--compiled]
 
 Each size trains with the zoo's own settings (seq_len 128, batch 32, vocab 4096) as the ``full`` build does.
 Rows: ``zoo-fp32`` and ``zoo-bf16`` (the zoo's :class:`~transferlab.zoo.model.ZooLM`, float32 or bf16
@@ -52,7 +52,8 @@ def engine_tokens_per_s(kind: str, size: str, steps: int, seq_len: int, batch: i
         torch.manual_seed(0)
         model, dtype = LlamaForCausalLM(hf_config(shape, 0)), torch.float32
     else:
-        model, dtype = new_lm(shape, 0), (torch.bfloat16 if kind == "zoo-bf16" else torch.float32)
+        model, dtype = new_lm(shape, 0), (torch.bfloat16 if "bf16" in kind else torch.float32)
+    compile = kind.endswith("-compiled")
     wrapper = CausalLMLogits(model, dtype)
     params = {n: p.detach().clone().unsqueeze(0) for n, p in wrapper.named_parameters()}
     w = torch.randint(0, vocab, (batch * (steps + 2), seq_len + 1))
@@ -62,13 +63,16 @@ def engine_tokens_per_s(kind: str, size: str, steps: int, seq_len: int, batch: i
         T.AddDecayedWeights(torch.tensor([0.01])),
         T.ScaleByLR(torch.tensor([1e-3]), T.make_schedule("cosine", 2, steps)),
     )
-    # two untimed warm-up steps, then the timed ones
-    Engine(StackedForward(wrapper), params, LMCrossEntropy(), chain, data,
-           Schedule(steps=2, batch_size=batch, eval_every=10**9, checkpoint_every=10**9),
-           evaluator=lambda p, f, s: [{"step": s}], description="warm-up").run()
-    eng = Engine(StackedForward(wrapper), params, LMCrossEntropy(), chain, data,
+    # two untimed warm-up steps (for the compiled kinds: the compilation), then the timed ones
+    forward, loss = StackedForward(wrapper), LMCrossEntropy()
+    warm = Engine(forward, params, loss, chain, data,
+                  Schedule(steps=2, batch_size=batch, eval_every=10**9, checkpoint_every=10**9),
+                  evaluator=lambda p, f, s: [{"step": s}], description="warm-up", compile=compile)
+    warm.run()
+    eng = Engine(forward, params, loss, chain, data,
                  Schedule(steps=steps, batch_size=batch, eval_every=10**9, checkpoint_every=10**9),
-                 evaluator=lambda p, f, s: [{"step": s}], description=f"bench {size}")
+                 evaluator=lambda p, f, s: [{"step": s}], description=f"bench {size}", compile=compile)
+    eng._compiled = warm._compiled  # the compiled step, reused (not compiled again)
     res = eng.run()
     return res.steps_run * batch * seq_len / res.train_seconds
 
@@ -82,6 +86,7 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=4096)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--baseline", action="store_true", help="also time the pre-v2 path (HF Llama, fp32)")
+    ap.add_argument("--compiled", action="store_true", help="also time the zoo through torch.compile")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -89,20 +94,22 @@ def main() -> None:
     load = os.getloadavg()[0]
     peaks = {"fp32": matmul_flops(torch.float32), "bf16": matmul_flops(torch.bfloat16)}
     kinds = (["hf-fp32"] if args.baseline else []) + ["zoo-fp32", "zoo-bf16"]
+    if args.compiled:
+        kinds += ["zoo-fp32-compiled", "zoo-bf16-compiled"]
     rows = []
     for size in parse_sizes(args.sizes):
         shape = shape_of(size, args.vocab, args.seq_len)
         fpt = flops_per_token(shape)
         for kind in kinds:
             tps = engine_tokens_per_s(kind, size, args.steps, args.seq_len, args.batch, args.vocab)
-            peak = peaks["bf16" if kind.endswith("bf16") else "fp32"]
+            peak = peaks["bf16" if "bf16" in kind else "fp32"]
             rows.append({"size": size, "kind": kind, "tokens_per_s": tps, "flops_per_token": fpt,
                          "achieved_gflops": tps * fpt / 1e9, "fraction_of_same_dtype_peak": tps * fpt / peak})
-            print(f"{size:4s} {kind:9s} {tps:>10,.0f} tok/s {tps * fpt / 1e9:>7.1f} GFLOP/s "
-                  f"{100 * tps * fpt / peak:>5.1f}% of {kind[-4:]} peak", flush=True)
+            print(f"{size:4s} {kind:17s} {tps:>10,.0f} tok/s {tps * fpt / 1e9:>7.1f} GFLOP/s "
+                  f"{100 * tps * fpt / peak:>5.1f}% of {'bf16' if 'bf16' in kind else 'fp32'} peak", flush=True)
     by = {(r["size"], r["kind"]): r["tokens_per_s"] for r in rows}
-    speedups = {s: by[(s, "zoo-bf16")] / by[(s, "hf-fp32")] for s in parse_sizes(args.sizes)
-                if (s, "hf-fp32") in by}
+    speedups = {f"{s} {k}": by[(s, k)] / by[(s, "hf-fp32")] for s in parse_sizes(args.sizes)
+                for k in ("zoo-bf16", "zoo-bf16-compiled") if (s, "hf-fp32") in by and (s, k) in by}
     peaks_after = {"fp32": matmul_flops(torch.float32), "bf16": matmul_flops(torch.bfloat16)}
     out = {"threads": args.threads, "seq_len": args.seq_len, "batch": args.batch, "vocab": args.vocab,
            "steps": args.steps, "load_average_before": load, "load_average_after": os.getloadavg()[0],
@@ -113,7 +120,7 @@ def main() -> None:
           f"{peaks['bf16'] / 1e9:.1f} GFLOP/s (after: {peaks_after['fp32'] / 1e9:.1f}, "
           f"{peaks_after['bf16'] / 1e9:.1f}); load {load:.2f} -> {out['load_average_after']:.2f}")
     for s, x in speedups.items():
-        print(f"{s}: zoo-bf16 / hf-fp32 = {x:.2f}x")
+        print(f"{s} / hf-fp32 = {x:.2f}x")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)

@@ -96,6 +96,7 @@ class Engine:
         runs: list[Run] | None = None,
         callbacks: list[Callback] | None = None,
         description: str = "train",
+        compile: bool = False,
     ):
         self.forward = forward
         self.params = {k: v.clone() for k, v in params.items()}
@@ -109,6 +110,9 @@ class Engine:
         self.runs = runs
         self.callbacks = callbacks or []
         self.description = description
+        # compile: each member's forward + loss (and its backward) through torch.compile; the step then
+        # goes member by member (K=1 included) on leaf views of the member's own parameters
+        self._compiled = _compiled_member_loss(forward, loss_fn) if compile else None
         if runs is not None and len(runs) != self.k:
             raise ValueError(f"{len(runs)} runs for {self.k} members")
         self._loss0: list[float | None] = [None] * self.k  # first training loss per member (explode bound)
@@ -268,7 +272,7 @@ class Engine:
         cs = self.schedule.chunk_size
         if 0 < cs < x.shape[0]:
             per_member, grads = self._chunked_loss_and_grads(x, y, alive_t, cs)
-        elif self.forward.one_by_one(self.params, x):
+        elif self._compiled is not None or self.forward.one_by_one(self.params, x):
             per_member, grads = self._member_by_member(x, y, alive_t)
         else:
             logits = self.forward(self.params, x)
@@ -318,7 +322,10 @@ class Engine:
 
         def one_member(i: int) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
             own = {n: self.params[n][i].detach().requires_grad_(True) for n in names}
-            loss = self.loss_fn(self.forward.member(own, x).unsqueeze(0), y).mean(-1)[0]
+            if self._compiled is not None:
+                loss = self._compiled(own, x, y)
+            else:
+                loss = self.loss_fn(self.forward.member(own, x).unsqueeze(0), y).mean(-1)[0]
             if bool(alive[i]) and bool(torch.isfinite(loss)):
                 return loss.detach(), torch.autograd.grad(loss, list(own.values()))
             return loss.detach(), tuple(torch.zeros_like(v) for v in own.values())
@@ -355,6 +362,17 @@ class Engine:
         for k, run in enumerate(self.runs):
             if alive[k]:
                 run.log(records[k])
+
+
+def _compiled_member_loss(forward: StackedForward, loss_fn: torch.nn.Module) -> Callable[..., torch.Tensor]:
+    """One member's mean training loss from its own parameters, through ``torch.compile`` (Inductor fuses
+    the elementwise work around the matmuls: norms, activations, casts, the log-softmax). The first call
+    compiles (tens of seconds on CPU); shapes stay fixed over a run, so it compiles once."""
+
+    def member_loss(own: Tensors, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return loss_fn(forward.member(own, x).unsqueeze(0), y).mean(-1)[0]
+
+    return torch.compile(member_loss, dynamic=False)
 
 
 def _progress_info(records: list[dict[str, Any]], alive: list[bool]) -> dict[str, float]:

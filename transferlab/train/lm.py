@@ -26,6 +26,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from transferlab.core.config import StudyConfig
+from transferlab.core.devices import threads_for
 from transferlab.core.errors import DataError
 from transferlab.core.progress import console, is_quiet
 from transferlab.store.run import Run
@@ -76,6 +77,7 @@ class LMRunConfig(StudyConfig):
     dtype: Literal["bfloat16", "float32"] = Field("float32", description="autocast dtype (resolved, not auto)")
     device: str = Field("cpu", description="where it trains (not part of the run's identity)")
     num_threads: int | None = Field(None, ge=1)
+    compile: bool = Field(False, description="the training step through torch.compile (not part of the identity)")
 
     @model_validator(mode="after")
     def _consistent(self) -> LMRunConfig:
@@ -272,14 +274,9 @@ def lm_evaluator(data: TrainData, cfg: LMRunConfig, lr_of_step, monitor: LiveLos
     return evaluate
 
 
-SMALL_STEP_FLOPS = 2e9
-
-
 def auto_threads(model: nn.Module, tokens_per_step: int) -> int:
-    """1 thread for steps too small to split (intra-op threads then cost more than they save; on a busy
-    machine 2 threads were measured ~100x slower than 1 on a 13k-parameter model), else all threads."""
-    flops = 6.0 * sum(p.numel() for p in model.parameters()) * tokens_per_step
-    return 1 if flops < SMALL_STEP_FLOPS else torch.get_num_threads()
+    """Threads for a step of ``tokens_per_step`` tokens through ``model`` (see ``core.devices.threads_for``)."""
+    return threads_for(6.0 * sum(p.numel() for p in model.parameters()) * tokens_per_step)
 
 
 # ---- one run -----------------------------------------------------------------------------------
@@ -338,6 +335,7 @@ def train_lm(
         runs=[run],
         callbacks=cbs,
         description=description,
+        compile=cfg.compile,
     )
     threads_before = torch.get_num_threads()
     torch.set_num_threads(cfg.num_threads or auto_threads(model, cfg.tokens_per_step))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from transferlab.core.devices import Device, DType
+from transferlab.core.devices import Compile, Device, DType
 
 
 class TrainSettings(BaseModel):
@@ -31,6 +31,8 @@ class TrainSettings(BaseModel):
     eval_tokens: int = Field(16384, ge=1, description="validation tokens scored at each evaluation")
     dtype: DType = Field("auto", description="auto: bf16 autocast where the hardware has it, else float32")
     device: Device = Field("auto", description="auto (CUDA when present) | cpu | cuda")
+    compile: Compile = Field("auto", description="train through torch.compile: auto (where it can, for runs "
+                             "of 300+ steps) | true | false")
     num_threads: int | None = Field(None, ge=1, description="CPU threads (default: from the work per step)")
     seed: int = Field(0, ge=0, description="initialization seed; also the data order")
     monitor: bool = Field(True, description="flag training losses off the live power-law fit")

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from transferlab.core.devices import resolve_device, resolve_dtype
+from transferlab.core.devices import resolve_compile, resolve_device, resolve_dtype
 from transferlab.core.errors import ConfigError, DataError, TrainingDiverged
 from transferlab.core.progress import say
 from transferlab.store import Store
@@ -102,6 +102,7 @@ def lm_config(kind: str, size: str, data: TokenData, vocab: int, settings: Train
         seed=settings.seed, order_seed=settings.seed, monitor=settings.monitor and kind == "pretrain",
         dtype="bfloat16" if dtype == torch.bfloat16 else "float32", device=str(device),
         num_threads=settings.num_threads,
+        compile=resolve_compile(settings.compile, device, n_steps, where="train.compile"),
     )
 
 
@@ -144,6 +145,7 @@ def run_stats(cfg: LMRunConfig, run: Run, res: LMTrainResult | None) -> dict[str
         "n_evals": len(recs),
         "dtype": cfg.dtype,
         "device": cfg.device,
+        "compiled": cfg.compile,
     }
     if res is not None:
         r = res.result
