@@ -78,7 +78,9 @@ class TransferRunConfig(StudyConfig):
         return ZooConfig(
             sizes=self.sizes, tokens_per_param=self.pretrain_tokens_per_param, tokens=self.pretrain_tokens,
             corpus=self.pretrain_corpus, vocab_size=self.vocab_size,
-            tokenizer_corpora=sorted({self.pretrain_corpus, self.target_corpus}),
+            # the zoo build's order (prose, code), so a zoo built by `transferlab zoo build` is reused
+            tokenizer_corpora=[c for c in ("prose", "code") if c in {self.pretrain_corpus, self.target_corpus}]
+            + sorted({self.pretrain_corpus, self.target_corpus} - {"prose", "code"}),
             heldout=sorted({self.pretrain_corpus, self.target_corpus}), val_percent=self.val_percent,
             max_files=self.max_files, train=self.pretrain,
         )
