@@ -61,7 +61,7 @@ class EFTDemoConfig(StudyConfig):
 
     preset: str = "custom"
     small: str = Field("xs", description="zoo size of the small model")
-    large: str = Field("m", description="zoo size of the large model")
+    large: str = Field("l", description="zoo size of the large model")
     source_corpus: str = Field(
         "prose+code", description="pretraining corpus (knowledge); the paper's bases have seen the target domain"
     )
