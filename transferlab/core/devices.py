@@ -14,7 +14,7 @@ from typing import Literal
 
 import torch
 
-from transferlab.core.errors import ConfigError
+from transferlab.core.errors import ConfigError, TransferlabError
 
 Device = Literal["auto", "cpu", "cuda"]
 DType = Literal["auto", "bfloat16", "float32"]
@@ -26,21 +26,41 @@ Compile = Literal["auto"] | bool
 COMPILE_MIN_STEPS = 300
 
 
-def resolve_device(device: str, where: str = "device") -> torch.device:
-    """The torch device for ``auto`` | ``cpu`` | ``cuda`` (or ``cuda:N``); one clear error when CUDA is asked
-    for and absent."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cpu":
-        return torch.device("cpu")
-    if device == "cuda" or device.startswith("cuda:"):
+def resolve_device(device: str | torch.device | None, where: str = "device", *, role: str | None = None,
+                   auto_mps: bool = False, error: type[TransferlabError] = ConfigError) -> torch.device:
+    """The one device resolver of the project. ``auto`` (or None) picks CUDA when torch sees a GPU, else (with
+    ``auto_mps``, as the Hugging Face loaders do) an Apple GPU, else the CPU; ``cpu``, ``cuda``, ``cuda:N`` and
+    ``mps`` are checked against what torch sees, with one clear ``error`` (naming ``role``'s model if given)."""
+    name = "auto" if device is None else str(device)
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = mps is not None and mps.is_available()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if auto_mps and has_mps else "cpu")
+    who = f" the {role} model" if role else ""
+    cpu_hint = f"{where} cpu" if where.startswith("--") else f"{where}=cpu"
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise error(f"'{name}' is not a torch device", where=where, fix="use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(
-                f"device '{device}' was asked for but this machine has no CUDA GPU (or torch is a CPU build)",
-                where=where, fix="use device=auto or device=cpu",
+            raise error(
+                f"device '{name}' was asked for{who} but torch {torch.__version__} sees no CUDA GPU (a CPU build of "
+                "torch, or no GPU on this machine)", where=where,
+                fix=f"use {cpu_hint} (or auto), or install a CUDA build of torch on a machine with a GPU",
             )
-        return torch.device(device)
-    raise ConfigError(f"unknown device '{device}'", where=where, fix="use auto, cpu or cuda")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise error(f"device '{name}' was asked for{who} but torch sees {torch.cuda.device_count()} GPU(s)",
+                        where=where, fix=f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+    elif dev.type == "mps":
+        if not has_mps:
+            raise error(f"device '{name}' was asked for{who} but torch sees no Apple GPU", where=where,
+                        fix=f"use {cpu_hint} (or auto)")
+    elif dev.type != "cpu":
+        raise error(f"unknown device '{name}'", where=where, fix="use auto, cpu, cuda, cuda:N or mps")
+    return dev
 
 
 @functools.cache

@@ -49,41 +49,11 @@ def parse_dtype(name: str | torch.dtype) -> torch.dtype | str:
 
 
 def resolve_device(device: str | torch.device | None, role: str = "model") -> torch.device:
-    """``auto`` -> cuda when torch sees a GPU, else mps, else cpu; a device torch lacks is one line."""
-    name = "auto" if device is None else str(device)
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ModelLoadError(
-            f"'{name}' is not a torch device", where=f"--device ({role})", fix="pass cpu, cuda, cuda:1, mps or auto"
-        ) from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ModelLoadError(
-                f"device '{name}' was asked for the {role} model but torch {torch.__version__} sees no CUDA GPU",
-                where="--device",
-                fix="pass --device cpu (or auto), or install a CUDA build of torch on a machine with a GPU",
-            )
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ModelLoadError(
-                f"device '{name}' was asked for the {role} model but torch sees {torch.cuda.device_count()} GPU(s)",
-                where="--device",
-                fix=f"pass cuda:0 .. cuda:{torch.cuda.device_count() - 1}",
-            )
-    if dev.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise ModelLoadError(
-                f"device '{name}' was asked for the {role} model but torch sees no Apple GPU",
-                where="--device",
-                fix="pass --device cpu or auto",
-            )
-    return dev
+    """``auto`` -> cuda when torch sees a GPU, else mps, else cpu; a device torch lacks is one line
+    (``core.devices.resolve_device``, the project's one resolver)."""
+    from transferlab.core.devices import resolve_device as resolve
+
+    return resolve(device, where="--device", role=role, auto_mps=True, error=ModelLoadError)
 
 
 def _need(module: str, what: str, fix: str) -> None:
