@@ -1,1 +1,1 @@
-"""Layer 1: configuration, errors, seeding, progress, paths."""
+"""Layer 1: configuration, errors, devices, progress, paths, memory."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import torch
@@ -139,3 +141,16 @@ def threads_for(flops_per_step: float, requested: int | None = None) -> int:
     if requested:
         return requested
     return 1 if flops_per_step < SMALL_STEP_FLOPS else torch.get_num_threads()
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[int]:
+    """torch's intra-op threads set to ``n`` (None or 0: left as they are) inside the block, restored after;
+    yields the count in force."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)

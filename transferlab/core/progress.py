@@ -34,11 +34,6 @@ def say(text: str) -> None:
         console.print(text)
 
 
-class _NullTask:
-    def update(self, **kwargs) -> None:  # noqa: D401 - mimics the progress handle
-        pass
-
-
 class ProgressHandle:
     def __init__(self, progress: Progress | None, task_id):
         self._progress = progress

@@ -37,6 +37,7 @@ import torch
 from pydantic import Field, field_validator, model_validator
 
 from transferlab.core.config import PresetRegistry, StudyConfig
+from transferlab.core.devices import torch_threads
 from transferlab.core.progress import say
 from transferlab.store import Store
 from transferlab.train.lm import spread_windows
@@ -262,20 +263,15 @@ def run_zoo_demo(
     mixes["eft-up"] = EFT(models["large"], ft=models["small-ft"], ref=models["small"], tokenizer=tok, beta=cfg.beta)
     mixes["eft-down"] = EFT(models["small"], ft=models["large-ft"], ref=models["large"], tokenizer=tok, beta=cfg.beta)
     betas = {"eft-up": cfg.betas, "eft-down": cfg.betas}
-    threads = torch.get_num_threads()
-    if cfg.pretrain.num_threads:
-        torch.set_num_threads(cfg.pretrain.num_threads)
     scored: dict[str, dict[str, torch.Tensor]] = {}
     n_windows: dict[str, int] = {}
     t_score = time.perf_counter()
-    try:
+    with torch_threads(cfg.pretrain.num_threads):
         for split, data in (("target", target), ("source", source)):
             w = heldout_windows(data.val, cfg.seq_len, cfg.score_tokens)
             n_windows[split] = len(w)
             say(f"eft demo: scoring {len(w)} held-out {data.corpus} windows x {cfg.seq_len} tokens")
             scored[split] = window_logprobs(mixes, w, batch_size=cfg.score_batch, betas=betas)
-    finally:
-        torch.set_num_threads(threads)
     score_seconds = time.perf_counter() - t_score
 
     loss = {split: {k: heldout_loss(v) for k, v in tab.items()} for split, tab in scored.items()}

@@ -364,9 +364,6 @@ class Run:
         for old in sorted(self.ckpt_dir.glob("step-*"))[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
 
-    def has_checkpoint(self) -> bool:
-        return (self.ckpt_dir / LATEST).exists()
-
     def checkpoint_steps(self) -> list[int]:
         """Steps of the complete checkpoints on disk (a folder is complete once renamed)."""
         if not self.ckpt_dir.exists():

@@ -26,7 +26,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from transferlab.core.config import StudyConfig
-from transferlab.core.devices import threads_for
+from transferlab.core.devices import threads_for, torch_threads
 from transferlab.core.errors import DataError
 from transferlab.core.progress import console, is_quiet
 from transferlab.store.run import Run
@@ -337,12 +337,8 @@ def train_lm(
         description=description,
         compile=cfg.compile,
     )
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(cfg.num_threads or auto_threads(model, cfg.tokens_per_step))
-    try:
+    with torch_threads(cfg.num_threads or auto_threads(model, cfg.tokens_per_step)):
         result = engine.run()
-    finally:
-        torch.set_num_threads(threads_before)
     with torch.no_grad():
         for n, p in wrapper.named_parameters():
             p.copy_(result.params[n][0].to(p.device))

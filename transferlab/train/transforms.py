@@ -193,10 +193,6 @@ class Chain:
         return {f"opt{i}.{t.name}.{k}": v for i, (t, s) in enumerate(zip(self.transforms, states))
                 for k, v in s.items()}
 
-    def load_flat_state(self, states: list[Tensors], flat: Tensors) -> None:
-        for i, (t, s) in enumerate(zip(self.transforms, states)):
-            for k in s:
-                s[k].copy_(flat[f"opt{i}.{t.name}.{k}"])
 
 
 def chain(*transforms: GradientTransform) -> Chain:

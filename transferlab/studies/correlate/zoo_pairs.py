@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from transferlab.core.devices import torch_threads
 from transferlab.core.progress import say
 from transferlab.store import Store
 from transferlab.studies.correlate import zoo_benchmarks as zb
@@ -97,38 +98,34 @@ def build_pairs(cfg: ZooPairsConfig, store: Store, zoo_root: str | Path | None =
                                                  "gold": v[0].gold}} for b, v in benches.items()},
                   "build_seconds": time.perf_counter() - t0, "sft_docs": sft.info["docs"],
                   "sft_train_tokens": sft.info["train_tokens"]}
-    threads = torch.get_num_threads()
     rows: list[dict[str, Any]] = []
     models: list[dict[str, Any]] = []
-    try:
-        for p in cfg.mixtures:
-            data = mixture_data(prose, code, p)
-            for size in cfg.sizes:
-                entry = pretrain(zoo, store, size, data, tok, cfg.pretrain, cfg.tokens, tag=f"mix{p}")
-                pre_name = entry["name"]
-                sft_tokens = cfg.sft_steps * cfg.sft.batch_size * cfg.sft.seq_len
-                sft_entry = finetune(zoo, store, pre_name, sft, tok, cfg.sft, sft_tokens, tag="sft",
-                                     steps=cfg.sft_steps)
-                sft_name = sft_entry["name"]
-                sft_model = zoo.load(sft_name)
-                model_id = f"mix{p}-{size}"
-                torch.set_num_threads(cfg.pretrain.num_threads or threads)
-                t1 = time.perf_counter()
+    for p in cfg.mixtures:
+        data = mixture_data(prose, code, p)
+        for size in cfg.sizes:
+            entry = pretrain(zoo, store, size, data, tok, cfg.pretrain, cfg.tokens, tag=f"mix{p}")
+            pre_name = entry["name"]
+            sft_tokens = cfg.sft_steps * cfg.sft.batch_size * cfg.sft.seq_len
+            sft_entry = finetune(zoo, store, pre_name, sft, tok, cfg.sft, sft_tokens, tag="sft",
+                                 steps=cfg.sft_steps)
+            sft_name = sft_entry["name"]
+            sft_model = zoo.load(sft_name)
+            model_id = f"mix{p}-{size}"
+            t1 = time.perf_counter()
+            with torch_threads(cfg.pretrain.num_threads):
                 for stage, m in (("pretrain", zoo.load(pre_name)), ("sft", sft_model)):
                     for b, items in benches.items():
                         s = zb.score_benchmark(m, tok, items, cfg.seq_len)
-                        rows.append({"model": model_id, "stage": stage, "mixture": mixture_name(p), "scale": size,
-                                     "benchmark": b, "accuracy": s["accuracy"], "confidence": s["confidence"]})
-                torch.set_num_threads(threads)
-                models.append({"model": model_id, "mixture": mixture_name(p), "scale": size,
-                               "non_embedding_params": entry["non_embedding_params"],
-                               "pretrain": pre_name, "sft": sft_name, "pretrain_val_loss": entry.get("val_loss"),
-                               "pretrain_tokens": entry.get("tokens_seen"),
-                               "eval_seconds": time.perf_counter() - t1})
-                say(f"{model_id}: " + ", ".join(f"{r['stage']}/{r['benchmark']}={r['accuracy']:.2f}"
-                                                 for r in rows[-2 * len(benches):]))
-    finally:
-        torch.set_num_threads(threads)
+                        rows.append({"model": model_id, "stage": stage, "mixture": mixture_name(p),
+                                     "scale": size, "benchmark": b, "accuracy": s["accuracy"],
+                                     "confidence": s["confidence"]})
+            models.append({"model": model_id, "mixture": mixture_name(p), "scale": size,
+                           "non_embedding_params": entry["non_embedding_params"],
+                           "pretrain": pre_name, "sft": sft_name, "pretrain_val_loss": entry.get("val_loss"),
+                           "pretrain_tokens": entry.get("tokens_seen"),
+                           "eval_seconds": time.perf_counter() - t1})
+            say(f"{model_id}: " + ", ".join(f"{r['stage']}/{r['benchmark']}={r['accuracy']:.2f}"
+                                             for r in rows[-2 * len(benches):]))
     return rows, models, bench_info
 
 

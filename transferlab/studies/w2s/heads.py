@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from transferlab.core.devices import torch_threads
 from transferlab.core.errors import ConfigError
 from transferlab.studies.w2s.losses import W2SLoss
 
@@ -51,12 +52,8 @@ class HeadResult:
 def single_thread() -> Iterator[None]:
     """The per-step ops here are tiny; with several threads the time goes to synchronising them (10x slower
     measured on 2 shared cores), so heads train on one thread and the caller's setting is restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def train_heads(x: Tensor, jobs: list[HeadJob], **kwargs) -> list[HeadResult]:

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from transferlab.core import progress
 from transferlab.core.config import StudyConfig, build
+from transferlab.core.devices import torch_threads
 from transferlab.core.errors import DataError
 from transferlab.metrics import accuracy, agreement, auroc, check_gap, ece, misfit
 from transferlab.store.run import Run, Store
@@ -327,13 +328,8 @@ def train_students(
 # --------------------------------------------------------------------------- the study
 def run(cfg: W2SConfig, store: Store | None = None, *, write_report: bool = True) -> dict[str, Any]:
     """Run (or reuse) the study for ``cfg``; returns the summary (also in the run's summary.json)."""
-    before = torch.get_num_threads()
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    try:
+    with torch_threads(cfg.num_threads):
         return _run(cfg, store, write_report)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _run(cfg: W2SConfig, store: Store | None, write_report: bool) -> dict[str, Any]:
