@@ -23,6 +23,7 @@ from transferlab.data.corpora import (
 )
 from transferlab.data.tokenizer import encode_documents, load_tokenizer, save_tokenizer, train_tokenizer
 from transferlab.store import Store
+from transferlab.train.engine import Callback
 from transferlab.zoo import FAMILY, Zoo, parse_sizes
 from transferlab.zoo.build import ZooConfig, build_zoo
 from transferlab.zoo.model import count_non_embedding, to_hf
@@ -180,7 +181,7 @@ class Interrupt(Exception):
     pass
 
 
-class KillAt:
+class KillAt(Callback):
     """Raises in the middle of the ``size`` model's training, like a kill."""
 
     def __init__(self, step: int):

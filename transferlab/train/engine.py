@@ -65,10 +65,17 @@ class Evaluator(Protocol):
     def __call__(self, params: Tensors, forward: StackedForward, step: int) -> list[dict[str, Any]]: ...
 
 
-class Callback(Protocol):
+class Callback:
+    """What the engine tells a callback (subclass it and override what you need, as with transformers'
+    ``TrainerCallback``): every evaluation (``on_eval``, which may stop the run) and, once, the metrics
+    already logged when a run resumes from a checkpoint (``on_resume``, to rebuild the callback's state)."""
+
     def on_eval(self, step: int, records: list[dict[str, Any]], alive: list[bool]) -> bool:
         """Return True to stop training after this evaluation."""
-        ...
+        return False
+
+    def on_resume(self, records: list[list[dict[str, Any]]]) -> None:
+        """The metrics each member logged before the checkpoint the run continues from."""
 
 
 @dataclass
@@ -117,6 +124,9 @@ class Engine:
             raise ValueError(f"{len(runs)} runs for {self.k} members")
         self._loss0: list[float | None] = [None] * self.k  # first training loss per member (explode bound)
         self.exploded: dict[int, tuple[float, float]] = {}  # member -> (loss, first loss) past the bound
+        self._perm: torch.Tensor | None = None  # this epoch's minibatch order (see _batch)
+        self._perm_epoch = -1
+        self._resumed = False  # continuing from a checkpoint: its evaluation is not logged twice
 
     # ---- batches --------------------------------------------------------------
     def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,7 +136,7 @@ class Engine:
             return self.data.x_train, self.data.y_train
         per_epoch = n // bs
         epoch, i = divmod(step, per_epoch)
-        if i == 0 or not hasattr(self, "_perm") or self._perm_epoch != epoch:
+        if i == 0 or self._perm is None or self._perm_epoch != epoch:
             g = torch.Generator().manual_seed(self.schedule.order_seed * 1_000_003 + epoch)
             self._perm = torch.randperm(n, generator=g).to(self.data.x_train.device)
             self._perm_epoch = epoch
@@ -207,8 +217,7 @@ class Engine:
         if start > 0 and self.runs is not None:
             previous = [r.metrics() for r in self.runs]
             for cb in self.callbacks:
-                if hasattr(cb, "on_resume"):
-                    cb.on_resume(previous)
+                cb.on_resume(previous)
         eval_at = sched.eval_steps()
         alive = [True] * self.k
         diverged: list[str | None] = [None] * self.k
@@ -223,7 +232,7 @@ class Engine:
         with progress_bar(self.description, total=sched.steps) as bar:
             bar.update(completed=start)
             while step <= sched.steps:
-                if step in eval_at and not (step == start and getattr(self, "_resumed", False)):
+                if step in eval_at and not (step == start and self._resumed):
                     records = self._evaluate(step)
                     all_records.append(records)
                     self._log(records, alive)

@@ -178,7 +178,7 @@ class LMCrossEntropy(nn.Module):
 
 
 # ---- live monitor ------------------------------------------------------------------------------
-class LiveLossMonitor:
+class LiveLossMonitor(Callback):
     """Engine callback + evaluator hook: the training loss against a power law fitted on earlier points.
 
     Uses :class:`~transferlab.train.monitors.LossPowerLawMonitor` (t = tokens seen). On resume the
@@ -213,7 +213,7 @@ class LiveLossMonitor:
         return self.mon.deviations
 
 
-class EarlyStopping:
+class EarlyStopping(Callback):
     """Stop once ``patience`` evaluations in a row brought no better val_loss (0: never)."""
 
     def __init__(self, patience: int):
