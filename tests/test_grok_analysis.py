@@ -43,17 +43,6 @@ def test_mean_ci_matches_scipy_t_interval_and_counts_missing():
     assert out["ci"] == pytest.approx([lo, hi])
 
 
-def test_delay_law_fit_recovers_the_constant_and_predicts_held_out_runs():
-    rng = np.random.default_rng(0)
-    lr, wd = rng.uniform(1e-3, 1e-2, 20), rng.uniform(0.1, 3, 20)
-    ratio = rng.uniform(1.5, 4, 20)
-    x = np.log(ratio) / (lr * wd)
-    delay = 0.5 * x * rng.normal(1, 0.03, 20)  # c = 0.5 -> kappa = 1
-    fit = A.fit_delay_law(x, delay)
-    assert fit.c == pytest.approx(0.5, rel=0.03) and fit.kappa == pytest.approx(1.0, rel=0.03)
-    assert fit.r2 > 0.97 and fit.heldout_mape < 0.06
-
-
 def test_predict_grok_step_from_norm_decay():
     t_mem, rate, log_ratio = 200, 1e-3, math.log(3.0)
     steps = list(range(t_mem, 600, 20))
@@ -88,3 +77,98 @@ def test_early_predictions_leave_one_out():
     assert len(preds) == 3
     for p in preds:
         assert p["seen_until"] < p["actual"] and p["abs_pct_error"] < 0.02
+
+
+def _sweep_trials(c=0.5, noise=0.05, cap=None, seeds=(0,), post=40.0, rng_seed=0):
+    """Synthetic sweep: every trial memorizes at ||θ||² V_mem and generalizes at V_post after
+    c · log(V_mem / V_post) / (lr wd) steps (with log-normal noise); past ``cap`` it is censored."""
+    rng = np.random.default_rng(rng_seed)
+    out = []
+    for seed in seeds:
+        for i, (lr, wd) in enumerate([(1e-3, w) for w in (0.5, 1, 2, 4)] + [(3e-3, w) for w in (0.5, 1, 2, 4)]):
+            v_mem = float(rng.uniform(150, 400))
+            t_mem = int(rng.uniform(100, 300))
+            delay = c * math.log(v_mem / post) / (lr * wd) * float(np.exp(rng.normal(0, noise)))
+            t_gen = t_mem + int(delay)
+            last = t_gen + 300 if cap is None else cap
+            gen = t_gen if cap is None or t_gen <= cap else None
+            out.append({"run_id": f"r{seed}-{i}", "status": "done", "seed": seed, "lr": lr, "weight_decay": wd,
+                        "steps_to_memorize": t_mem, "steps_to_generalize": gen, "norm_at_memorize": v_mem,
+                        "norm_at_generalize": post * float(np.exp(rng.normal(0, 0.02))) if gen else None,
+                        "last_step": last})
+    return out
+
+
+def test_delay_law_recovers_the_constant_with_norms_from_other_runs():
+    law = A.delay_law(_sweep_trials(seeds=(0, 1)))
+    assert law.why_not is None and law.n_used == 16 and law.n_censored == 0 and not law.excluded
+    assert law.constant == pytest.approx(0.5, rel=0.05)
+    assert law.constant_ci[0] < 0.5 < law.constant_ci[1]
+    assert law.r2 > 0.95 and law.mape_loo < 0.1 and law.mape_heldout < 0.1
+    assert "seed 0" in law.heldout_rule
+    # V_post is never the trial's own norm at its T_grok
+    for p in law.points:
+        assert p["norm_post"] != pytest.approx(40.0, rel=1e-9)
+
+
+def test_delay_law_keeps_censored_trials_and_says_why_it_excludes():
+    trials = _sweep_trials(cap=1200)
+    cens = [t for t in trials if t["steps_to_generalize"] is None]
+    assert cens, "the cap must censor the slowest trials"
+    trials.append({"run_id": "nowd", "status": "done", "seed": 0, "lr": 1e-3, "weight_decay": 0.0,
+                   "steps_to_memorize": 100, "steps_to_generalize": None, "norm_at_memorize": 100.0,
+                   "last_step": 1200})
+    trials.append({"run_id": "div", "status": "diverged", "error": "loss became NaN/Inf at step 7",
+                   "seed": 0, "lr": 1e-3, "weight_decay": 1.0, "last_step": 7})
+    law = A.delay_law(trials)
+    assert law.n_censored == len(cens)
+    reasons = {e["run_id"]: e["reason"] for e in law.excluded}
+    assert "weight_decay = 0" in reasons["nowd"] and "NaN" in reasons["div"]
+    # dropping the censored trials biases c down (they are the slow ones); the censored fit does not
+    naive = A.delay_law([t for t in trials if t.get("steps_to_generalize") is not None])
+    assert abs(law.constant - 0.5) < abs(naive.constant - 0.5) or law.constant == pytest.approx(0.5, rel=0.05)
+    assert law.constant_ci[0] < 0.5 < law.constant_ci[1]
+
+
+def test_delay_law_says_why_it_cannot_fit():
+    trials = _sweep_trials()[:2]
+    law = A.delay_law(trials)
+    assert law.constant is None and "need 3" in law.why_not
+
+
+def test_censored_fit_without_censoring_is_the_t_interval_of_the_log_ratio():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(100, 1000, 7)
+    d = 0.7 * x * np.exp(rng.normal(0, 0.1, 7))
+    c, ci, _ = A.fit_censored_constant(x, d, [False] * 7)
+    r = np.log(d / x)
+    from scipy import stats
+
+    lo, hi = stats.t.interval(0.95, 6, loc=r.mean(), scale=stats.sem(r))
+    assert c == pytest.approx(math.exp(r.mean())) and ci == pytest.approx([math.exp(lo), math.exp(hi)])
+
+
+def _fn_records(steps, train_acc, val_acc, norm):
+    return [{"step": s, "train_acc": train_acc(s), "val_acc": val_acc(s), "val_loss": 1.0 - val_acc(s),
+             "train_loss": 0.01, "weight_norm_sq": norm(s)} for s in steps]
+
+
+def test_diagnose_tells_a_stalled_norm_from_a_falling_one():
+    steps = range(0, 6001, 20)
+    mem = lambda s: 1.0 if s >= 80 else 0.3  # noqa: E731
+    chance = lambda s: 0.02  # noqa: E731
+    stalled = A.diagnose(_fn_records(steps, mem, chance, lambda s: 300.0 * (1 + 1e-6 * s)), lr=3e-3, weight_decay=1.0)
+    assert stalled["code"] == "norm_stalled" and stalled["steps_to_memorize"] == 80
+    assert "weight_decay=2" in stalled["message"] and "train_fraction" in stalled["message"]
+    rate = 2 * 3e-3 * 0.5  # half the pure weight-decay rate
+    decaying = _fn_records(steps, mem, chance, lambda s: 300.0 * math.exp(-rate * s))
+    falling = A.diagnose(decaying, lr=3e-3, weight_decay=1.0)
+    assert falling["code"] == "norm_falling"
+    assert falling["observed_log_norm_rate"] == pytest.approx(rate, rel=1e-6)
+    assert falling["steps_per_halving_observed"] == pytest.approx(math.log(2) / rate, rel=1e-6)
+    never = A.diagnose(_fn_records(steps, lambda s: 0.5, chance, lambda s: 300.0), lr=3e-3, weight_decay=1.0)
+    assert never["code"] == "not_memorized" and "50.0%" in never["message"]
+    nowd = A.diagnose(_fn_records(steps, mem, chance, lambda s: 300.0), lr=3e-3, weight_decay=0.0)
+    assert nowd["code"] == "no_weight_decay"
+    assert A.diagnose(_fn_records(steps, mem, lambda s: 1.0 if s > 2000 else 0.02, lambda s: 300.0),
+                      lr=3e-3, weight_decay=1.0) is None

@@ -53,7 +53,8 @@ def test_seeds_contract_lists_members_with_mean_and_interval(cli, tmp_path):
 def test_list_presets_and_print_config(cli):
     code, out, _ = cli(["grok", "--list-presets"])
     assert code == 0
-    for name in ("default", "power2022", "nanda2023", "gromov2023", "grokfast2024", "prieto2025"):
+    for name in ("default", "power2022", "nanda2023", "gromov2023", "grokfast2024", "grokfast2024-ma",
+                 "grokfast2024-baseline", "prieto2025-stablemax", "prieto2025-orthograd"):
         assert name in out
     code, out, _ = cli(["grok", "--preset", "nanda2023", "--set", "lr=0.002", "--print-config"])
     assert code == 0 and "p: 113" in out and "lr: 0.002" in out
@@ -67,6 +68,8 @@ def test_list_presets_and_print_config(cli):
     (["--set", "train_fraction=0"], "train_fraction"),
     (["--set", "lr"], "no '='"),
     (["--set", "eq_output=true"], "needs model=transformer"),
+    (["--set", "model=power_transformer", "--set", "layer_norm=true"], "always post-LN"),
+    (["--set", "model=transformer", "--set", "init=gromov"], "MLP option"),
     (["--set", "ensemble_mode=threads"], "ensemble_mode"),
     (["--set", "split_style=numpy"], "split_style"),
 ])
@@ -139,3 +142,27 @@ def test_version_and_runs_ls_vocabulary(cli, tmp_path):
     assert child.id in out and grok.id in out
     code, out, _ = cli(["runs", "ls", "--study", "grok", "--json", "--store", str(tmp_path)])
     assert code == 0 and [r["id"] for r in json.loads(out)] == [grok.id]
+
+
+def test_explain_lists_every_key_with_a_description(cli):
+    import json as _json
+
+    from transferlab.cli.common import explain_fields
+    from transferlab.eft.demo import EFTDemoConfig
+    from transferlab.studies.grokking import PRESETS, GrokConfig
+    from transferlab.studies.transfer.zoo_config import TransferRunConfig
+    from transferlab.zoo.build import ZooConfig
+
+    for cls in (GrokConfig, ZooConfig, TransferRunConfig, EFTDemoConfig):
+        rows = explain_fields(cls)
+        assert [r["key"] for r in rows if not r["description"]] == [], cls.__name__
+    code, out, _ = cli(["grok", "--explain", "--json"])
+    rows = {r["key"]: r for r in _json.loads(out)}
+    assert code == 0 and set(rows) == set(GrokConfig.model_fields) - {"preset"}
+    assert rows["lr"]["default"] == "0.003" and "learning rate" in rows["lr"]["description"]
+    code, out, _ = cli(["zoo", "build", "--explain"])
+    assert code == 0 and "train.lr" in out and "peak learning rate" in out  # nested keys, as --set takes them
+    # the Python default is the CLI's default run
+    from transferlab.core.config import resolve
+
+    assert resolve(GrokConfig, presets=PRESETS, preset="default").config_hash() == GrokConfig().config_hash()

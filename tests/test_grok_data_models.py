@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -107,3 +109,68 @@ def test_quadratic_activation_gradients_are_exact_and_work_under_vmap():
     assert torch.autograd.gradcheck(act, (x,)) and torch.autograd.gradgradcheck(act, (x,))
     per_row = vmap(grad(lambda row: act(row).sum()))(x.detach())
     assert torch.equal(per_row, 2 * x.detach())
+
+
+def _mha_reference_block(block, style):
+    """The same block written with torch's nn.MultiheadAttention and nn.Sequential, as the public reference
+    code writes it (post-LN for Power et al.'s reproduction, LN-then-residual for Grokfast's)."""
+    import torch.nn as nn
+
+    d = block.norm1.normalized_shape[0]
+    bias = style == "grokfast"
+    mha = nn.MultiheadAttention(d, block.n_heads, bias=bias, batch_first=True)
+    mlp = nn.Sequential(nn.Linear(d, block.mlp_in.out_features, bias=bias),
+                        nn.GELU() if bias else nn.ReLU(), nn.Linear(block.mlp_in.out_features, d, bias=bias))
+    with torch.no_grad():
+        mha.in_proj_weight.copy_(block.in_proj)
+        mha.out_proj.weight.copy_(block.out_proj.weight)
+        if bias:
+            mha.in_proj_bias.copy_(block.in_bias)
+            mha.out_proj.bias.copy_(block.out_proj.bias)
+        mlp[0].weight.copy_(block.mlp_in.weight)
+        mlp[2].weight.copy_(block.mlp_out.weight)
+        if bias:
+            mlp[0].bias.copy_(block.mlp_in.bias)
+            mlp[2].bias.copy_(block.mlp_out.bias)
+
+    def run(x):
+        t = x.shape[1]
+        mask = torch.triu(torch.full((t, t), float("-inf")), diagonal=1)
+        if style == "power":
+            a, _ = mha(x, x, x, attn_mask=mask, need_weights=False)
+            x = block.norm1(x + a)
+            return block.norm2(x + mlp(x))
+        x = block.norm1(x)
+        a, _ = mha(x, x, x, attn_mask=mask, need_weights=False)
+        x = x + a
+        return x + mlp(block.norm2(x))
+
+    return run
+
+
+@pytest.mark.parametrize("style", ["power", "grokfast"])
+def test_equation_transformer_blocks_equal_the_references_module_layout(style):
+    from transferlab.models.transformer import EquationTransformer
+
+    torch.manual_seed(0)
+    model = EquationTransformer(97, 97, style=style)
+    x = torch.randn(5, 4, 128)
+    ref = _mha_reference_block(model.blocks[0], style)
+    assert torch.allclose(model.blocks[0](x), ref(x), atol=1e-5)
+    # [x, ∘, y, =]: 4 tokens in, p + 2 outputs; the embeddings are nn.Embedding's N(0, 1)
+    assert model(torch.tensor([[3, 5]])).shape == (1, 99)
+    assert model.embed.std().item() == pytest.approx(1.0, rel=0.05)
+    assert (model.op_token, model.eq_token) == ((97, 98) if style == "power" else (98, 97))
+
+
+def test_mlp_inits_follow_their_references():
+    from transferlab.models.mlp import OneHotMLP
+
+    torch.manual_seed(0)
+    g = OneHotMLP(97, 97, width=500, init="gromov")
+    assert g.embed.std().item() == pytest.approx(0.05, rel=0.03)
+    assert g.readout.weight.std().item() == pytest.approx(0.05, rel=0.03)
+    pt = OneHotMLP(113, 113, width=200, depth=2, activation="relu", init="pytorch")
+    bound = 1 / math.sqrt(226)  # nn.Linear(226, 200)'s default: uniform ±1/sqrt(fan_in)
+    assert pt.embed.abs().max().item() <= bound and pt.embed.abs().max().item() > 0.95 * bound
+    assert pt.readout.weight.abs().max().item() <= 1 / math.sqrt(200)

@@ -67,3 +67,34 @@ def test_real_two_trial_sweep_on_local_ray(cli, tmp_path, monkeypatch):
         assert run.metrics()[-1]["step"] == 30
         # the Ray workers mirrored it live: one TensorBoard event file per trial
         assert list((tmp_path / "mirrors" / "tensorboard" / "grokking" / t["run_id"]).glob("events.out.tfevents.*"))
+
+
+def test_delay_law_plan_accounts_for_every_trial(cli, tmp_path):
+    """`sweep grok --plan delay-law` (shrunk with --set): the JSON's delay_law puts every trial somewhere:
+    used, censored or excluded with its reason; the report draws every trial's curves."""
+    code, out, err = cli(["sweep", "grok", "--plan", "delay-law", "--set", "p=23", "--set", "width=48",
+                          "--set", "steps=400", "--set", "train_fraction=0.6", "--store", str(tmp_path), "--json"])
+    assert code == 0, err
+    res = json.loads(out)
+    law = res["delay_law"]
+    assert len(res["trials"]) == 20  # 5 weight decays x 2 learning rates x 2 seeds
+    assert set(law) >= {"constant", "constant_ci", "r2", "mape_loo", "mape_heldout", "n_used", "excluded"}
+    assert law["n_used"] + law["n_censored"] + len(law["excluded"]) == 20
+    assert all(e["reason"] for e in law["excluded"])
+    if law["constant"] is None:
+        assert law["why_not"]
+    else:
+        lo, hi = law["constant_ci"]
+        assert lo <= law["constant"] <= hi
+    page = open(res["report"]).read()
+    assert "Every trial" in page and "Delay law" in page
+
+
+def test_sweep_plan_bad_input(cli, tmp_path):
+    code, _, err = cli(["sweep", "grok", "--plan", "nope", "--store", str(tmp_path)])
+    assert code == 2 and "unknown sweep plan 'nope'" in err
+    code, _, err = cli(["sweep", "grok", "--plan", "delay-law", "--grid", "lr=1e-3", "--store", str(tmp_path)])
+    assert code == 2 and "--plan brings its own grid" in err
+    code, _, err = cli(["sweep", "grok", "--store", str(tmp_path)])
+    assert code == 2 and "no grid to sweep" in err
+    assert not any(tmp_path.iterdir())  # nothing written

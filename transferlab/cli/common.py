@@ -55,6 +55,9 @@ def say(text: str) -> None:
     progress.console.print(text)
 
 
+EXPLAIN_HELP = "Print every config key with its type, default and description, and exit."
+
+
 def config_or_listing(
     cls: Any,
     presets: Any,
@@ -66,12 +69,23 @@ def config_or_listing(
     list_presets: bool,
     print_config: bool,
     json_out: bool,
+    explain: bool = False,
 ) -> Any:
-    """The shared front of a study command: answer --list-presets / --print-config, else return the
-    resolved config (``default_preset`` when the user gave no preset, file or override). Returns None when
+    """The shared front of a study command: answer --list-presets / --print-config / --explain, else return
+    the resolved config (``default_preset`` when the user gave no preset, file or override). Returns None when
     the command has already answered."""
     from transferlab.core.config import resolve
 
+    if explain:
+        rows = explain_fields(cls)
+        if json_out:
+            emit_json(rows)
+        else:
+            width = max(len(r["key"]) for r in rows)
+            for r in rows:
+                typer.echo(f"{r['key']:{width}s}  {r['type']}  (default: {r['default']})\n"
+                           f"{'':{width}s}  {r['description']}")
+        return None
     if list_presets:
         docs = {n: presets.doc(n) for n in presets.names()}
         if json_out:
@@ -96,3 +110,25 @@ def check_paths(store: Optional[Path] = None, out: Optional[Path] = None, out_fl
     Store(store_path(store))
     if out is not None:
         check_output_file(out, out_flag)
+
+
+def explain_fields(cls: Any, prefix: str = "") -> list[dict[str, str]]:
+    """Every config key of a pydantic class (nested sub-configs as dotted keys, as --set takes them) with its
+    type, default and description."""
+    import typing
+
+    from pydantic import BaseModel
+
+    rows: list[dict[str, str]] = []
+    for name, f in cls.model_fields.items():
+        if name == "preset":
+            continue
+        ann = f.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            rows.extend(explain_fields(ann, f"{prefix}{name}."))
+            continue
+        default = f.get_default(call_default_factory=True)
+        kind = getattr(ann, "__name__", None) if typing.get_origin(ann) is None else None
+        rows.append({"key": prefix + name, "type": kind or str(ann).replace("typing.", ""),
+                     "default": repr(default), "description": f.description or ""})
+    return rows

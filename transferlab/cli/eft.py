@@ -7,7 +7,17 @@ from typing import Any
 
 import typer
 
-from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, config_or_listing, emit_json, say, store_path
+from transferlab.cli.common import (
+    EXPLAIN_HELP,
+    JsonOpt,
+    SetOpt,
+    StoreOpt,
+    begin,
+    config_or_listing,
+    emit_json,
+    say,
+    store_path,
+)
 
 BaseOpt = typer.Option(
     ..., "--base", help="The model whose knowledge is kept (e.g. the large pretrained one)."
@@ -307,6 +317,7 @@ def demo(
     json_out: bool = JsonOpt,
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit.", metavar=""),
     list_presets: bool = typer.Option(False, "--list-presets", help="List the presets and exit.", metavar=""),
+    explain: bool = typer.Option(False, "--explain", help=EXPLAIN_HELP, metavar=""),
 ) -> None:
     """The zoo demo: small-ft, large-ft, up- and down-scaled EFT on target and source held-out loss."""
     from transferlab.eft.demo import PRESETS, EFTDemoConfig
@@ -314,6 +325,7 @@ def demo(
     begin(json_out)
     cfg = config_or_listing(EFTDemoConfig, PRESETS, preset=preset, config=config, overrides=set_,
                             default_preset="default", list_presets=list_presets, print_config=print_config,
+                                explain=explain,
                             json_out=json_out)
     if cfg is None:
         return

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from transferlab.cli.common import (
+    EXPLAIN_HELP,
     JsonOpt,
     MirrorOpt,
     SetOpt,
@@ -15,7 +16,6 @@ from transferlab.cli.common import (
     begin,
     config_or_listing,
     emit_json,
-    say,
     store_path,
 )
 from transferlab.store import Store
@@ -33,6 +33,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JsonOpt,
         print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
         list_presets: bool = typer.Option(False, "--list-presets", help="List the presets and exit."),
+        explain: bool = typer.Option(False, "--explain", help=EXPLAIN_HELP),
     ) -> None:
         """Train a grokking setup: memorization first, generalization much later."""
         from transferlab.studies.grokking import PRESETS, GrokConfig
@@ -41,6 +42,7 @@ def register(app: typer.Typer) -> None:
         begin(json_out)
         cfg = config_or_listing(GrokConfig, PRESETS, preset=preset, config=config, overrides=set_,
                                 default_preset="default", list_presets=list_presets, print_config=print_config,
+                                explain=explain,
                                 json_out=json_out)
         if cfg is None:
             return
@@ -53,8 +55,12 @@ def register(app: typer.Typer) -> None:
                 v = agg[key]["mean"]
                 return "never" if v is None else f"{v:g}"
 
-            say(f"memorized at step {fmt('steps_to_memorize')}, generalized (99% val) at step "
-                f"{fmt('steps_to_generalize')}, final val acc {fmt('final_val_acc')}")
+            typer.echo(f"memorized at step {fmt('steps_to_memorize')}, generalized (99% val) at step "
+                f"{fmt('steps_to_generalize')}, final val acc {fmt('final_val_acc')} "
+                f"({result['members'][0].get('threads')} thread(s))")
+            for m in result["members"]:
+                if "diagnosis" in m:
+                    typer.echo(f"seed {m['seed']}: {m['diagnosis']['message']}")
             typer.echo(result["report"])
 
 
@@ -65,7 +71,8 @@ def _contract(result: dict, seeds: int) -> dict:
         return {"steps_to_memorize": m["steps_to_memorize"], "steps_to_generalize": m["steps_to_generalize"],
                 "final_val_acc": m["final_val_acc"], "wall_seconds": result["wall_seconds"],
                 "report": result["report"], "run_id": m["run_id"], "steps_to_95": m["steps_to_95"],
-                "grok_onset": m["grok_onset"], "steps_to_val_loss_001": m["steps_to_val_loss_001"]}
+                "grok_onset": m["grok_onset"], "steps_to_val_loss_001": m["steps_to_val_loss_001"],
+                "threads": m["threads"], **({"diagnosis": m["diagnosis"]} if "diagnosis" in m else {})}
     agg = result["aggregate"]
     return {"members": members,
             "mean": {k: agg[k]["mean"] for k in ("steps_to_memorize", "steps_to_generalize", "final_val_acc")},

@@ -6,7 +6,17 @@ from pathlib import Path
 
 import typer
 
-from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, config_or_listing, emit_json, say, store_path
+from transferlab.cli.common import (
+    EXPLAIN_HELP,
+    JsonOpt,
+    SetOpt,
+    StoreOpt,
+    begin,
+    config_or_listing,
+    emit_json,
+    say,
+    store_path,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -24,6 +34,7 @@ def register(app: typer.Typer) -> None:
             False, "--print-config", help="Print the resolved config and exit."
         ),
         list_presets: bool = typer.Option(False, "--list-presets", help="List the presets and exit."),
+        explain: bool = typer.Option(False, "--explain", help=EXPLAIN_HELP),
     ) -> None:
         """Pretrain on prose, then train from scratch and fine-tune on code over grids of D; fit D_T."""
         from transferlab.studies.transfer.zoo_config import PRESETS, TransferRunConfig
@@ -31,6 +42,7 @@ def register(app: typer.Typer) -> None:
         begin(json_out)
         cfg = config_or_listing(TransferRunConfig, PRESETS, preset=preset, config=config, overrides=set_,
                                 default_preset="quick", list_presets=list_presets, print_config=print_config,
+                                explain=explain,
                                 json_out=json_out)
         if cfg is None:
             return

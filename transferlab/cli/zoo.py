@@ -6,7 +6,17 @@ from pathlib import Path
 
 import typer
 
-from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, config_or_listing, emit_json, say, store_path
+from transferlab.cli.common import (
+    EXPLAIN_HELP,
+    JsonOpt,
+    SetOpt,
+    StoreOpt,
+    begin,
+    config_or_listing,
+    emit_json,
+    say,
+    store_path,
+)
 
 ZooOpt = typer.Option(None, "--zoo", "--out", help="Zoo folder (default: <store>/zoo).")
 
@@ -32,6 +42,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JsonOpt,
         print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
         list_presets: bool = typer.Option(False, "--list-presets", help="List the presets and exit."),
+        explain: bool = typer.Option(False, "--explain", help=EXPLAIN_HELP),
     ) -> None:
         """Train (or reuse, or resume) each size; writes models, manifest.json and report.html."""
         from transferlab.zoo.build import PRESETS, ZooConfig, build_zoo
@@ -42,6 +53,7 @@ def register(app: typer.Typer) -> None:
             extra += [f"tokens={tokens}", "tokens_per_param=null"]
         cfg = config_or_listing(ZooConfig, PRESETS, preset=preset, config=config, overrides=(set_ or []) + extra,
                                 default_preset="full", list_presets=list_presets, print_config=print_config,
+                                explain=explain,
                                 json_out=json_out)
         if cfg is None:
             return

@@ -24,6 +24,7 @@ class QuadraticActivation(nn.Module):
 
 
 ACTIVATIONS = {"relu": nn.ReLU, "quadratic": QuadraticActivation, "gelu": nn.GELU}
+MLP_INITS = ("unit", "pytorch", "gromov")
 
 
 class OneHotMLP(nn.Module):
@@ -36,23 +37,47 @@ class OneHotMLP(nn.Module):
         activation: str = "quadratic",
         bias: bool = False,
         n_inputs: int = 2,
+        init: str = "unit",
     ):
+        """``init``: ``"unit"`` — pre-activations of unit variance (first layer N(0, 1/n_inputs), the others
+        N(0, 1/width), biases 0); ``"pytorch"`` — ``nn.Linear``'s default on every layer (Prieto et al.'s
+        code): uniform ±1/sqrt(fan_in), the first layer's fan-in being n_inputs x n_tokens;
+        ``"gromov"`` — every weight N(0, (0.5 / (2 width)^(1/3))²), as Gromov's group's code (no bias)."""
         super().__init__()
+        if init not in MLP_INITS:
+            raise ValueError(f"unknown MLP init '{init}'; choose one of {', '.join(MLP_INITS)}")
         self.n_inputs = n_inputs
-        # One table per operand; pre-activations have unit variance at init.
-        self.embed = nn.Parameter(torch.randn(n_inputs, n_tokens, width) / math.sqrt(n_inputs))
+        fan_in = n_inputs * n_tokens
+        # One table per operand (the first Linear, split by operand)
+        self.embed = nn.Parameter(torch.empty(n_inputs, n_tokens, width))
         self.first_bias = nn.Parameter(torch.zeros(width)) if bias else None
         self.act = ACTIVATIONS[activation]()
         hidden = []
         for _ in range(depth - 1):
-            layer = nn.Linear(width, width, bias=bias)
-            nn.init.normal_(layer.weight, std=1 / math.sqrt(width))
-            if bias:
-                nn.init.zeros_(layer.bias)
-            hidden += [layer, ACTIVATIONS[activation]()]
+            hidden += [nn.Linear(width, width, bias=bias), ACTIVATIONS[activation]()]
         self.hidden = nn.Sequential(*hidden)
         self.readout = nn.Linear(width, n_classes, bias=False)
-        nn.init.normal_(self.readout.weight, std=1 / math.sqrt(width))
+        linears = [m for m in self.hidden if isinstance(m, nn.Linear)] + [self.readout]
+        with torch.no_grad():
+            if init == "unit":
+                self.embed.normal_(0, 1 / math.sqrt(n_inputs))
+                for layer in linears:
+                    layer.weight.normal_(0, 1 / math.sqrt(width))
+                    if layer.bias is not None:
+                        layer.bias.zero_()
+            elif init == "pytorch":
+                bound = 1 / math.sqrt(fan_in)
+                self.embed.uniform_(-bound, bound)
+                if self.first_bias is not None:
+                    self.first_bias.uniform_(-bound, bound)
+                # the hidden layers and the readout keep nn.Linear's own default initialization
+            else:
+                std = 0.5 / (2 * width) ** (1 / 3)
+                self.embed.normal_(0, std)
+                for layer in linears:
+                    layer.weight.normal_(0, std)
+                    if layer.bias is not None:
+                        layer.bias.zero_()
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens: [n, n_inputs] integer ids -> logits [n, n_classes]."""

@@ -1,8 +1,11 @@
 """Small decoder-only transformers for algorithmic tasks (Power et al. 2022; Nanda et al. 2023).
 
-Input is the sequence ``[a, b, =]``; the answer is read out at the last position. Because only
-that position is read, the final layer computes queries, the attention output and the MLP for
-the last position alone (keys and values still see every position). This is exact, and makes
+:class:`AlgorithmicTransformer` is Nanda et al.'s; :class:`EquationTransformer` (at the end) is Power et al.'s,
+as the public reproductions of Power et al. and of Grokfast build it.
+
+For :class:`AlgorithmicTransformer` the input is the sequence ``[a, b, =]``; the answer is read out at the
+last position. Because only that position is read, the final layer computes queries, the attention output
+and the MLP for the last position alone (keys and values still see every position). This is exact, and makes
 the 1-layer model of Nanda et al. about twice as cheap per step. Without a LayerNorm before the first
 attention, its query/key/value projections are also taken on the vocabulary table instead of per sample.
 
@@ -107,3 +110,81 @@ class AlgorithmicTransformer(nn.Module):
                 projected = tuple(_lookup(self.embed @ W, seq) + pos @ W for W in (block.W_Q, block.W_K, block.W_V))
             x = block(x, last_only=(i == last), projected=projected)
         return self.ln_f(x[:, -1, :]) @ self.unembed
+
+
+class EquationBlock(nn.Module):
+    """A decoder block of the equation transformers, as their public reference code builds it.
+
+    ``style="power"`` (danielmamay/grokking, Power et al.): post-LN, x = LN(x + attn(x)), then
+    x = LN(x + mlp(x)); ReLU MLP; no biases.
+    ``style="grokfast"`` (ironjr/grokfast): x = LN(x) first and the attention added to the *normalized*
+    stream, x = x + attn(x), then pre-LN x = x + mlp(LN(x)); GELU MLP; biases everywhere.
+
+    Initialized as PyTorch initializes those modules: the fused q/k/v projection Xavier-uniform and its bias
+    0 (``nn.MultiheadAttention``), the attention output projection ``nn.Linear``'s default weight with bias 0,
+    the MLP ``nn.Linear``'s default (weights and biases uniform ±1/sqrt(fan_in)), LayerNorm 1 and 0."""
+
+    def __init__(self, d_model: int, n_heads: int, d_mlp: int, style: str):
+        super().__init__()
+        self.n_heads, self.style = n_heads, style
+        bias = style == "grokfast"
+        self.in_proj = nn.Parameter(torch.empty(3 * d_model, d_model))
+        nn.init.xavier_uniform_(self.in_proj)
+        self.in_bias = nn.Parameter(torch.zeros(3 * d_model)) if bias else None
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        if bias:
+            nn.init.zeros_(self.out_proj.bias)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.mlp_in = nn.Linear(d_model, d_mlp, bias=bias)
+        self.act = nn.GELU() if style == "grokfast" else nn.ReLU()  # a module: monitors hook the neurons
+        self.mlp_out = nn.Linear(d_mlp, d_model, bias=bias)
+        self.norm2 = nn.LayerNorm(d_model)
+
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, d = x.shape
+        qkv = torch.nn.functional.linear(x, self.in_proj, self.in_bias)
+        q, k, v = qkv.view(n, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        z = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.out_proj(z.transpose(1, 2).reshape(n, t, d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [n, t, d]
+        if self.style == "power":
+            x = self.norm1(x + self.attend(x))
+            return self.norm2(x + self.mlp_out(self.act(self.mlp_in(x))))
+        x = self.norm1(x)
+        x = x + self.attend(x)
+        return x + self.mlp_out(self.act(self.mlp_in(self.norm2(x))))
+
+
+class EquationTransformer(nn.Module):
+    """The equation transformers of Power et al. 2022 (arXiv 2201.02177) as their public reproductions build
+    them: the input is ``[x, ∘, y, =]`` (4 tokens), learned token and position embeddings (``nn.Embedding``:
+    N(0, 1)), 2 blocks (:class:`EquationBlock`) and an untied bias-free readout over all p + 2 tokens at the
+    '=' position (a prediction of ∘ or = counts as wrong, as in the references).
+
+    ``style="power"``: danielmamay/grokking (∘ = p, = = p + 1; no final LayerNorm).
+    ``style="grokfast"``: ironjr/grokfast's algorithmic task (= = p, ∘ = p + 1; a final LayerNorm)."""
+
+    def __init__(self, n_tokens: int, n_classes: int, d_model: int = 128, n_heads: int = 4, d_mlp: int = 512,
+                 n_layers: int = 2, style: str = "power"):
+        super().__init__()
+        if n_classes != n_tokens:
+            raise ValueError("an equation transformer reads out over the input vocabulary (n_classes = n_tokens)")
+        if style not in ("power", "grokfast"):
+            raise ValueError(f"unknown equation transformer style '{style}'")
+        self.op_token, self.eq_token = (n_tokens, n_tokens + 1) if style == "power" else (n_tokens + 1, n_tokens)
+        self.embed = nn.Parameter(torch.randn(n_tokens + 2, d_model))
+        self.pos = nn.Parameter(torch.randn(4, d_model))
+        self.blocks = nn.ModuleList(EquationBlock(d_model, n_heads, d_mlp, style) for _ in range(n_layers))
+        self.ln_f = nn.LayerNorm(d_model) if style == "grokfast" else nn.Identity()
+        self.head = nn.Linear(d_model, n_tokens + 2, bias=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens: [n, 2] operand ids -> logits [n, p + 2] at the '=' position."""
+        op = torch.full_like(tokens[:, :1], self.op_token)
+        eq = torch.full_like(tokens[:, :1], self.eq_token)
+        seq = torch.cat([tokens[:, :1], op, tokens[:, 1:], eq], dim=1)
+        x = _lookup(self.embed, seq) + self.pos
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln_f(x[:, -1, :]))

@@ -171,6 +171,7 @@ def collect(store: Store, sweep: str, configs: list[GrokConfig], trained: list[s
                        "weight_decay": c.weight_decay, "steps_to_memorize": s.get("steps_to_memorize"),
                        "steps_to_generalize": s.get("steps_to_generalize"),
                        "final_val_acc": s.get("final_val_acc"), "norm_at_memorize": s.get("norm_at_memorize"),
-                       "norm_at_generalize": s.get("norm_at_generalize"), "error": s.get("error")})
+                       "norm_at_generalize": s.get("norm_at_generalize"), "last_step": s.get("last_step"),
+                       "error": s.get("error")})
     return {"sweep": sweep, "store": str(Path(store.root)), "trials": trials, "trained": trained,
             "counts": {st: sum(t["status"] == st for t in trials) for st in {t["status"] for t in trials}}}

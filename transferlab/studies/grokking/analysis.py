@@ -70,6 +70,70 @@ def detect_phases(records: Sequence[dict[str, Any]], window: int = 5) -> Phases:
     )
 
 
+def diagnose(records: Sequence[dict[str, Any]], lr: float, weight_decay: float,
+             weight_decay_style: str = "decoupled") -> dict[str, Any] | None:
+    """Why a run did not generalize, from its metrics log: a short ``code``, a ``message`` with the numbers
+    and what to change, and the figures behind it. ``None`` when the run generalized (99% validation).
+
+    After memorization, weight decay alone shrinks ‖θ‖² by (1 − lr·wd)² per step, a rate of ≈ 2·lr·wd in
+    log ‖θ‖²; the delay law puts generalization where the norm has fallen to the generalizing solution's.
+    A norm falling far slower than that (under 10% of it) is held by the gradient: waiting will not help."""
+    if not records:
+        return {"code": "no_records", "message": "the run logged no evaluations"}
+    ph = detect_phases(records)
+    if ph.steps_to_generalize is not None:
+        return None
+    last = int(records[-1]["step"])
+    if ph.steps_to_memorize is None:
+        best = max(float(r["train_acc"]) for r in records)
+        return {"code": "not_memorized", "last_step": last, "best_train_acc": best,
+                "message": f"never memorized: train accuracy reached {100 * best:.1f}% by step {last} (99% needed); "
+                           "run longer, or raise lr or the model's width"}
+    gamma = lr * weight_decay
+    t_mem = ph.steps_to_memorize
+    if gamma <= 0:
+        return {"code": "no_weight_decay", "steps_to_memorize": t_mem, "last_step": last,
+                "message": f"memorized at step {t_mem} but not generalized by step {last}, with no weight decay "
+                           "(lr x wd = 0): nothing pulls the weight norm down to a generalizing solution; set "
+                           "weight_decay > 0 (e.g. 1), or use the orthograd / stablemax options"}
+    after = [(int(r["step"]), float(r["weight_norm_sq"])) for r in records
+             if int(r["step"]) >= t_mem and r.get("weight_norm_sq") and float(r["weight_norm_sq"]) > 0]
+    tail = after[len(after) * 2 // 3:]  # the last third of the time since memorization
+    theory_rate = -2 * math.log1p(-min(gamma, 0.999))  # per step in log ‖θ‖², from weight decay alone
+    out: dict[str, Any] = {"steps_to_memorize": t_mem, "last_step": last, "gamma_eff": gamma,
+                           "weight_decay_style": weight_decay_style, "final_val_acc": ph.final_val_acc,
+                           "theory_log_norm_rate": theory_rate}
+    if len(tail) < 3:
+        return {**out, "code": "too_short", "message": f"memorized at step {t_mem}, and too few evaluations after it "
+                f"to judge the weight norm; run longer (e.g. steps={2 * last})"}
+    t = np.array([p[0] for p in tail], float)
+    lv = np.log(np.array([p[1] for p in tail], float))
+    rate = -float(np.polyfit(t, lv, 1)[0])
+    span = int(t[-1] - t[0])
+    change = math.exp(lv[-1] - lv[0]) - 1
+    pure = math.exp(-theory_rate * span) - 1
+    out.update(observed_log_norm_rate=rate, norm_change_last=change, window_steps=span,
+               steps_per_halving_observed=math.log(2) / rate if rate > 0 else None,
+               steps_per_halving_theory=math.log(2) / theory_rate)
+    if rate < 0.1 * theory_rate:
+        fix = (f"weight_decay={2 * weight_decay:g}" if lr * 2 * weight_decay < 0.5 else f"lr={lr / 2:g}")
+        return {**out, "code": "norm_stalled",
+                "message": f"memorized at step {t_mem} but not generalized by step {last} (val acc "
+                           f"{100 * ph.final_val_acc:.1f}%), and the weight norm stopped falling: ‖θ‖² changed "
+                           f"{100 * change:+.1f}% over the last {span} steps, where weight decay alone (lr x wd = "
+                           f"{gamma:.3g}) would shrink it {100 * pure:.0f}%; the gradient holds the memorizing "
+                           f"solution, so waiting will not help: try more weight decay ({fix}) or a larger "
+                           "train_fraction"}
+    need = math.log(2) / rate
+    return {**out, "code": "norm_falling",
+            "message": f"memorized at step {t_mem}, not generalized by step {last} (val acc "
+                       f"{100 * ph.final_val_acc:.1f}%), but ‖θ‖² is still falling, halving every {need:,.0f} steps "
+                       f"({rate / theory_rate:.0%} of the pure weight-decay rate at lr x wd = {gamma:.3g}): by the "
+                       "delay law it generalizes once the norm reaches the generalizing solution's; run longer "
+                       f"(e.g. steps={last + int(2 * need)}), or measure that norm with "
+                       "`transferlab sweep grok --plan delay-law`"}
+
+
 def phase_spans(ph: Phases, last_step: int) -> list[tuple[str, int, int]]:
     """(name, start, end) for memorizing, circuit formation, generalized."""
     spans = []
@@ -100,56 +164,6 @@ def mean_ci(values: Sequence[float | None], level: float = 0.95) -> dict[str, An
 # ---------------------------------------------------------------------------- delay law
 
 
-@dataclass
-class DelayLawFit:
-    """T_grok - T_mem = c * x with x = log(||θ_mem||² / ||θ_post||²) / (lr·wd)  (arXiv 2603.13331).
-
-    The follow-up (arXiv 2605.18845) writes the same law as log(V_mem / V*) / (2 κ lr wd): κ = 1 / (2c).
-    """
-
-    c: float
-    intercept: float
-    r2: float
-    kappa: float
-    heldout_mape: float | None
-    n: int
-    x: list[float]
-    delay: list[float]
-
-
-def delay_law_x(lr: float, wd: float, norm_mem: float, norm_post: float) -> float:
-    return math.log(norm_mem / norm_post) / (lr * wd)
-
-
-def fit_delay_law(x: Sequence[float], delay: Sequence[float], with_intercept: bool = False) -> DelayLawFit:
-    """Least squares of delay on x (through the origin by default, as the law states), R² and the
-    leave-one-out mean absolute percentage error on held-out runs."""
-    xa, ya = np.asarray(x, float), np.asarray(delay, float)
-    if len(xa) < 3:
-        raise ValueError(f"need at least 3 grokked runs to fit the delay law, got {len(xa)}")
-
-    def fit(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float]:
-        if with_intercept:
-            c, b = np.polyfit(xs, ys, 1)
-            return float(c), float(b)
-        return float((xs @ ys) / (xs @ xs)), 0.0
-
-    c, b = fit(xa, ya)
-    pred = c * xa + b
-    ss_res = float(((ya - pred) ** 2).sum())
-    ss_tot = float(((ya - ya.mean()) ** 2).sum())
-    r2 = 1 - ss_res / ss_tot if ss_tot > 0 else float("nan")
-    errs = []
-    for i in range(len(xa)):
-        m = np.arange(len(xa)) != i
-        ci, bi = fit(xa[m], ya[m])
-        if ya[i] > 0:
-            errs.append(abs(ci * xa[i] + bi - ya[i]) / ya[i])
-    return DelayLawFit(c=c, intercept=b, r2=r2, kappa=1 / (2 * c) if c > 0 else float("nan"),
-                       heldout_mape=float(np.mean(errs)) if errs else None, n=len(xa),
-                       x=xa.tolist(), delay=ya.tolist())
-
-
 def predict_grok_step(steps: Sequence[int], norms: Sequence[float], t_mem: int, log_ratio: float) -> float | None:
     """Predict T_grok early from a running run's weight-norm decay after memorization.
 
@@ -167,6 +181,205 @@ def predict_grok_step(steps: Sequence[int], norms: Sequence[float], t_mem: int, 
     if r <= 0:
         return None
     return float(t_mem + log_ratio / r)
+
+
+# ---------------------------------------------------------------------------- the delay law on a sweep
+
+THEORY_CONSTANT = 0.5  # weight decay alone shrinks ||θ||² by (1 - lr wd)² ≈ exp(-2 lr wd) per step: c = 1/2
+
+
+@dataclass
+class DelayLaw:
+    """The delay law T_grok − T_mem = c · x, x = log(V_mem / V_post) / (lr · wd), fitted across a sweep.
+
+    V_post (‖θ‖² of the generalizing solution) is *not* the run's own norm at its T_grok: for each trial
+    it is the geometric mean of the other generalized trials' norms at generalization, so x is known
+    before the trial generalizes. Trials that had not generalized by their last step are right-censored:
+    their delay is only known to exceed ``last_step − T_mem``, and the fit treats them so (a Tobit model
+    on log delay: log delay = log c + log x + ε, ε ~ N(0, σ²)), instead of dropping them.
+    """
+
+    constant: float | None
+    constant_ci: list[float | None]
+    sigma: float | None  # spread of log delay around the law
+    r2: float | None  # of delay against c·x over the generalized trials
+    mape_loo: float | None  # leave-one-out over generalized trials (refit without it, V_post without it)
+    mape_heldout: float | None  # fit on one part of the sweep, predicted on the other (see heldout_rule)
+    heldout_rule: str
+    n_used: int
+    n_censored: int
+    points: list[dict[str, Any]]
+    excluded: list[dict[str, Any]]
+    log_norm_post_sd: float | None  # spread of log V_post across generalized trials (is it one norm?)
+    theory_constant: float = THEORY_CONSTANT
+    why_not: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _tobit_loglik(log_c: float, log_sigma: float, lx: np.ndarray, ly: np.ndarray, cens: np.ndarray) -> float:
+    sigma = math.exp(log_sigma)
+    z = (ly - (log_c + lx)) / sigma
+    ll = np.where(cens, stats.norm.logsf(z), stats.norm.logpdf(z) - log_sigma)
+    return float(ll.sum())
+
+
+def fit_censored_constant(x: Sequence[float], delay: Sequence[float], censored: Sequence[bool],
+                          level: float = 0.95) -> tuple[float, list[float], float]:
+    """Maximum likelihood of c (and σ) in log delay = log c + log x + ε with right-censored delays, and a
+    profile-likelihood interval for c (critical value t²(n−1) of the uncensored count, which with no
+    censoring gives the exact t-interval of the mean of log(delay / x))."""
+    from scipy.optimize import brentq, minimize_scalar
+
+    lx, ly, cens = np.log(np.asarray(x, float)), np.log(np.asarray(delay, float)), np.asarray(censored, bool)
+    n_unc = int((~cens).sum())
+    if n_unc < 2:
+        raise ValueError(f"need at least 2 generalized trials, got {n_unc}")
+    r = ly[~cens] - lx[~cens]
+
+    def profile(log_c: float) -> tuple[float, float]:
+        if not cens.any():  # closed form: σ² = mean squared residual
+            s2 = float(np.mean((r - log_c) ** 2))
+            return -0.5 * n_unc * (math.log(2 * math.pi * s2) + 1), 0.5 * math.log(s2)
+        res = minimize_scalar(lambda ls: -_tobit_loglik(log_c, ls, lx, ly, cens), bounds=(-8, 4), method="bounded")
+        return -float(res.fun), float(res.x)
+
+    if not cens.any():
+        best = float(r.mean())
+    else:
+        lo_b, hi_b = float(r.min()) - 3, float(max(r.max(), (ly - lx).max())) + 3
+        best = float(minimize_scalar(lambda lc: -profile(lc)[0], bounds=(lo_b, hi_b), method="bounded").x)
+    ll_best, log_sigma = profile(best)
+    crit = float(stats.t.ppf(0.5 + level / 2, max(n_unc - 1, 1))) ** 2
+    if not cens.any():  # exact t-interval of the mean log ratio
+        half = float(stats.t.ppf(0.5 + level / 2, n_unc - 1) * r.std(ddof=1) / math.sqrt(n_unc))
+        return math.exp(best), [math.exp(best - half), math.exp(best + half)], math.exp(log_sigma)
+
+    def gap(lc: float) -> float:
+        return 2 * (ll_best - profile(lc)[0]) - crit
+
+    ends = []
+    for direction in (-1, 1):
+        step, edge = 0.25, best
+        while gap(edge + direction * step) < 0 and step < 40:
+            step *= 2
+        far = edge + direction * step
+        ends.append(math.exp(brentq(gap, min(best, far), max(best, far))) if gap(far) >= 0 else
+                    (0.0 if direction < 0 else math.inf))
+    return math.exp(best), ends, math.exp(log_sigma)
+
+
+def _mape(pred: Sequence[float], actual: Sequence[float]) -> float | None:
+    errs = [abs(p - a) / a for p, a in zip(pred, actual) if a > 0]
+    return float(np.mean(errs)) if errs else None
+
+
+def delay_law(trials: Sequence[dict[str, Any]]) -> DelayLaw:
+    """The delay law over a sweep's trials (dicts with run_id, status, seed, lr, weight_decay,
+    steps_to_memorize, steps_to_generalize, norm_at_memorize, norm_at_generalize, last_step).
+
+    Every trial is used, censored or excluded with its reason. The held-out MAPE fits on the first seed's
+    trials and predicts the others' (with one seed: every second trial in order of lr·wd is held out)."""
+    excluded: list[dict[str, Any]] = []
+    cand: list[dict[str, Any]] = []
+    for t in trials:
+        why = None
+        if t.get("status") not in ("done", None):
+            why = f"status {t.get('status')}" + (f": {t['error']}" if t.get("error") else "")
+        elif not t.get("weight_decay") or not t.get("lr"):
+            why = "lr x weight_decay = 0: the law has no decay rate to predict with"
+        elif t.get("steps_to_memorize") is None:
+            why = f"never memorized (train accuracy < 99% by step {t.get('last_step')})"
+        elif t.get("norm_at_memorize") is None:
+            why = "no weight norm logged at memorization"
+        if why:
+            excluded.append({"run_id": t.get("run_id"), "reason": why})
+        else:
+            cand.append(t)
+    gen = [t for t in cand if t.get("steps_to_generalize") is not None and t.get("norm_at_generalize")]
+    log_post = {id(t): math.log(t["norm_at_generalize"]) for t in gen}
+    sd = float(np.std(list(log_post.values()), ddof=1)) if len(log_post) > 1 else None
+
+    def post_for(t: dict[str, Any], pool: Sequence[dict[str, Any]]) -> float | None:
+        others = [log_post[id(o)] for o in pool if id(o) in log_post and o is not t]
+        return math.exp(float(np.mean(others))) if others else None
+
+    def point(t: dict[str, Any], pool: Sequence[dict[str, Any]]) -> tuple[dict[str, Any] | None, str | None]:
+        post = post_for(t, pool)
+        if post is None:
+            return None, "no other generalized trial to estimate the generalizing norm from"
+        if t["norm_at_memorize"] <= post:
+            return None, (f"‖θ‖² at memorization ({t['norm_at_memorize']:.4g}) is not above the generalizing norm "
+                          f"({post:.4g}): the law predicts no delay, the norm need not fall")
+        x = math.log(t["norm_at_memorize"] / post) / (t["lr"] * t["weight_decay"])
+        censored = t.get("steps_to_generalize") is None
+        end = t["steps_to_generalize"] if not censored else t.get("last_step")
+        delay = (end or 0) - t["steps_to_memorize"]
+        if delay <= 0:
+            return None, "generalized no later than it memorized (no delay to explain)"
+        return {"run_id": t.get("run_id"), "lr": t["lr"], "weight_decay": t["weight_decay"],
+                "gamma_eff": t["lr"] * t["weight_decay"], "seed": t.get("seed"), "x": x, "delay": float(delay),
+                "censored": censored, "norm_post": post}, None
+
+    points = []
+    for t in cand:
+        pt, why = point(t, cand)
+        if pt is None:
+            excluded.append({"run_id": t.get("run_id"), "reason": why})
+        else:
+            points.append(pt)
+    n_unc = sum(not p["censored"] for p in points)
+    n_cens = len(points) - n_unc
+
+    def empty(why_not: str) -> DelayLaw:
+        return DelayLaw(None, [None, None], None, None, None, None, "", n_unc, n_cens, points, excluded, sd,
+                        why_not=why_not)
+
+    if n_unc < 3:
+        return empty(f"{n_unc} trial(s) generalized with a usable x (need 3): {len(trials)} trials, "
+                     f"{n_cens} censored (not generalized by their last step), {len(excluded)} excluded"
+                     + (f" ({excluded[0]['reason']})" if excluded else ""))
+    xs, ds, cs = ([p[k] for p in points] for k in ("x", "delay", "censored"))
+    c, ci, sigma = fit_censored_constant(xs, ds, cs)
+    unc = [p for p in points if not p["censored"]]
+    ya = np.array([p["delay"] for p in unc])
+    pred = c * np.array([p["x"] for p in unc])
+    ss_tot = float(((ya - ya.mean()) ** 2).sum())
+    r2 = 1 - float(((ya - pred) ** 2).sum()) / ss_tot if ss_tot > 0 else None
+    # leave one out: its V_post from the rest (already), the constant refitted without it
+    loo_pred, loo_act = [], []
+    for i, p in enumerate(points):
+        if p["censored"]:
+            continue
+        rest = [q for j, q in enumerate(points) if j != i]
+        if sum(not q["censored"] for q in rest) < 2:
+            continue
+        ci_, _, _ = fit_censored_constant([q["x"] for q in rest], [q["delay"] for q in rest],
+                                          [q["censored"] for q in rest])
+        loo_pred.append(ci_ * p["x"])
+        loo_act.append(p["delay"])
+    # held out: fit on one part, predict the other (their V_post from the fit part only)
+    seeds = sorted({t.get("seed") for t in cand})
+    if len(seeds) > 1:
+        fit_part = [t for t in cand if t.get("seed") == seeds[0]]
+        rule = f"fit on seed {seeds[0]}'s trials, predicted the other seeds'"
+    else:
+        order = sorted(cand, key=lambda t: t["lr"] * t["weight_decay"])
+        fit_part = order[::2]
+        rule = "fit on every other trial in order of lr x wd, predicted the rest"
+    test_part = [t for t in cand if all(t is not f for f in fit_part)]
+    fit_pts = [pt for pt in (point(t, fit_part)[0] for t in fit_part) if pt is not None]
+    mape_ho = None
+    if sum(not p["censored"] for p in fit_pts) >= 2:
+        c_ho, _, _ = fit_censored_constant([p["x"] for p in fit_pts], [p["delay"] for p in fit_pts],
+                                           [p["censored"] for p in fit_pts])
+        test_pts = [pt for pt in (point(t, fit_part)[0] for t in test_part) if pt is not None and not pt["censored"]]
+        mape_ho = _mape([c_ho * p["x"] for p in test_pts], [p["delay"] for p in test_pts])
+        rule += f" ({len(test_pts)} generalized held-out trials)"
+    for p in points:
+        p["predicted"] = c * p["x"]
+    return DelayLaw(c, ci, sigma, r2, _mape(loo_pred, loo_act), mape_ho, rule, n_unc, n_cens, points, excluded, sd)
 
 
 # ---------------------------------------------------------------------------- progress measures

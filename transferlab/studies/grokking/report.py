@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,6 +15,7 @@ from transferlab.report.png import line_png
 from transferlab.store import Store
 from transferlab.studies.grokking import analysis
 from transferlab.studies.grokking.config import GrokConfig
+from transferlab.train.monitors import MONITOR, monitor_value
 
 PHASE_COLORS = {"memorizing": "rgba(255,127,14,0.10)", "circuit formation": "rgba(148,103,189,0.12)",
                 "generalized": "rgba(44,160,44,0.10)"}
@@ -86,35 +88,90 @@ def progress_figure(records: Sequence[dict[str, Any]]) -> go.Figure | None:
     return fig
 
 
-PLASTICITY_PANELS = (("fisher_trace", "Fisher trace", "log"), ("grad_coherence", "gradient coherence α", "log"),
-                     ("grad_noise_scale", "gradient noise scale", "log"), ("dormant_frac", "dormant units", "linear"),
-                     ("feature_erank", "feature effective rank", "linear"))
+PLASTICITY_PANELS = ("fisher_trace", "coherence", "noise_scale", "dormant_fraction", "effective_rank")
 
 
 def plasticity_figure(records: Sequence[dict[str, Any]]) -> go.Figure | None:
     """The engine's plasticity monitors over steps, one panel each, with the validation accuracy."""
-    panels = [p for p in PLASTICITY_PANELS if any(r.get(p[0]) is not None for r in records)]
+    panels = [MONITOR[k] for k in PLASTICITY_PANELS if any(monitor_value(r, k) is not None for r in records)]
     if not panels:
         return None
     fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.04,
-                        subplot_titles=[p[1] for p in panels])
-    for row, (key, name, scale) in enumerate(panels, start=1):
-        x, y = _series(records, key)
-        fig.add_trace(go.Scatter(x=x, y=y, name=name, mode="lines+markers"), row=row, col=1)
-        fig.update_yaxes(type=scale, row=row, col=1)
+                        subplot_titles=[m.label for m in panels])
+    for row, m in enumerate(panels, start=1):
+        pts = [(r["step"], monitor_value(r, m.key)) for r in records if monitor_value(r, m.key) is not None]
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], name=m.label, mode="lines+markers"),
+                      row=row, col=1)
+        fig.update_yaxes(type=m.scale, row=row, col=1)
     fig.update_xaxes(title_text="step", row=len(panels), col=1)
     fig.update_layout(title="Plasticity and memorization monitors (per-sample gradients on a training probe)",
                       height=170 * len(panels) + 80, showlegend=False)
     return fig
 
 
-def delay_law_figure(fit: analysis.DelayLawFit) -> go.Figure:
-    fig = go.Figure(go.Scatter(x=fit.x, y=fit.delay, mode="markers", name="runs"))
-    xs = sorted(fit.x)
-    fig.add_trace(go.Scatter(x=xs, y=[fit.c * v + fit.intercept for v in xs], name=f"fit c={fit.c:.3g}"))
-    fig.update_layout(title=f"Delay law: R²={fit.r2:.3f}, κ={fit.kappa:.3g}",
-                      xaxis_title="log(‖θ_mem‖² / ‖θ_post‖²) / (lr · wd)", yaxis_title="T_grok − T_mem (steps)",
-                      height=420)
+def delay_law_figure(law: analysis.DelayLaw) -> go.Figure:
+    """Delay against the law's x: generalized trials as points, censored ones as upward triangles at their
+    lower bound, the fitted line and the theory's c = 1/2."""
+    fig = go.Figure()
+    for censored, name, symbol in ((False, "generalized", "circle"), (True, "censored (not yet at the cap)",
+                                                                       "triangle-up-open")):
+        pts = [p for p in law.points if p["censored"] == censored]
+        if pts:
+            fig.add_trace(go.Scatter(
+                x=[p["x"] for p in pts], y=[p["delay"] for p in pts], mode="markers", name=name,
+                marker={"symbol": symbol, "size": 9},
+                text=[f"{p['run_id']} lr {p['lr']:g} wd {p['weight_decay']:g}" for p in pts]))
+    xs = sorted(p["x"] for p in law.points)
+    if xs and law.constant is not None:
+        fig.add_trace(go.Scatter(x=xs, y=[law.constant * v for v in xs], mode="lines",
+                                 name=f"fit c = {law.constant:.3g}"))
+    if xs:
+        fig.add_trace(go.Scatter(x=xs, y=[law.theory_constant * v for v in xs], mode="lines",
+                                 line={"dash": "dot", "color": "#888"}, name="theory c = 1/2"))
+    title = "Delay law" + (f": R² = {law.r2:.3f}" if law.r2 is not None else "")
+    fig.update_layout(title=title,
+                      xaxis_title="x = log(‖θ_mem‖² / ‖θ_post‖²) / (lr · wd), ‖θ_post‖² from the other trials",
+                      yaxis_title="T_grok − T_mem (steps)", xaxis_type="log", yaxis_type="log", height=440)
+    return fig
+
+
+def trial_curves_figure(trials: Sequence[dict[str, Any]]) -> go.Figure:
+    """One curve per trial: validation accuracy (top) and ‖θ‖² (bottom) over steps, coloured by lr x wd."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        subplot_titles=["validation accuracy", "squared weight norm ‖θ‖²"])
+    gammas = [t["lr"] * t["weight_decay"] for t in trials]
+    lo, hi = (min(gammas), max(gammas)) if gammas else (0, 1)
+    for t in trials:
+        rec = t.get("records") or []
+        g = t["lr"] * t["weight_decay"]
+        frac = 0.0 if hi <= lo or g <= 0 or lo <= 0 else (math.log(g) - math.log(lo)) / (math.log(hi) - math.log(lo))
+        color = f"rgb({int(40 + 200 * frac)},{int(90 + 40 * (1 - frac))},{int(220 - 180 * frac)})"
+        label = f"lr {t['lr']:g} wd {t['weight_decay']:g} s{t.get('seed', 0)}"
+        for row, key in ((1, "val_acc"), (2, "weight_norm_sq")):
+            x, y = _series(rec, key)
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=label, legendgroup=label, showlegend=row == 1,
+                                     line={"color": color, "width": 1.4}), row=row, col=1)
+    fig.update_yaxes(type="log", row=2, col=1)
+    fig.update_xaxes(title_text="step", row=2, col=1)
+    fig.update_layout(title="Every trial (blue: small lr × wd, red: large)", height=640)
+    return fig
+
+
+def steps_vs_gamma_figure(trials: Sequence[dict[str, Any]]) -> go.Figure:
+    fig = go.Figure()
+    gen = [t for t in trials if t.get("steps_to_generalize") is not None]
+    cens = [t for t in trials if t.get("steps_to_generalize") is None and t.get("status") == "done"
+            and t.get("weight_decay")]
+    fig.add_trace(go.Scatter(x=[t["lr"] * t["weight_decay"] for t in gen], y=[t["steps_to_generalize"] for t in gen],
+                             mode="markers", name="99% validation accuracy at", text=[t["run_id"] for t in gen]))
+    fig.add_trace(go.Scatter(x=[t["lr"] * t["weight_decay"] for t in gen], y=[t["steps_to_memorize"] for t in gen],
+                             mode="markers", marker={"symbol": "x"}, name="memorized at"))
+    if cens:
+        fig.add_trace(go.Scatter(x=[t["lr"] * t["weight_decay"] for t in cens], y=[t.get("last_step") for t in cens],
+                                 mode="markers", marker={"symbol": "triangle-up-open", "size": 9},
+                                 name="not generalized by (censored)", text=[t["run_id"] for t in cens]))
+    fig.update_layout(title="Steps against γ_eff = lr × weight decay", xaxis_type="log", yaxis_type="log",
+                      xaxis_title="lr × wd", yaxis_title="steps", height=420)
     return fig
 
 
@@ -145,6 +202,12 @@ def build_page(cfg: GrokConfig, members: Sequence[Any]) -> Page:
         agg[key] = (f"{st['mean']:.4g} (95% CI {st['ci'][0]:.4g} – {st['ci'][1]:.4g}; n={st['n']})"
                     if st["mean"] is not None else f"not reached by {st['missing']} member(s)")
     page.key_values(agg)
+    diagnosed = [m for m in members if m.summary.get("diagnosis")]
+    if diagnosed:
+        page.heading("Why it did not generalize")
+        for m in diagnosed:
+            d = m.summary["diagnosis"]
+            page.text(f"Seed {m.config['seed']} ({d['code']}): {d['message']}.")
     page.table([{"run": m.run_id, "seed": m.config["seed"], "lr": m.config["lr"],
                  "weight_decay": m.config["weight_decay"], "status": m.summary.get("status"),
                  "memorized at": m.summary.get("steps_to_memorize"),
@@ -182,57 +245,51 @@ def build_page(cfg: GrokConfig, members: Sequence[Any]) -> Page:
     return page
 
 
-def delay_law_from_trials(trials: Sequence[dict[str, Any]]) -> analysis.DelayLawFit | None:
-    xs, ys = [], []
-    for t in trials:
-        if t.get("status") != "done" or not t.get("weight_decay"):
-            continue
-        if None in (t.get("steps_to_memorize"), t.get("steps_to_generalize"), t.get("norm_at_memorize"),
-                    t.get("norm_at_generalize")):
-            continue
-        if t["norm_at_generalize"] >= t["norm_at_memorize"]:
-            continue
-        xs.append(analysis.delay_law_x(t["lr"], t["weight_decay"], t["norm_at_memorize"], t["norm_at_generalize"]))
-        ys.append(t["steps_to_generalize"] - t["steps_to_memorize"])
-    if len(xs) < 3:
-        return None
-    return analysis.fit_delay_law(xs, ys)
-
-
-def write_sweep_report(result: dict[str, Any], store: Store) -> tuple[Path, analysis.DelayLawFit | None]:
-    trials = result["trials"]
-    page = Page(f"Sweep {result['sweep']}", f"{len(trials)} trials · grokking")
-    page.heading("Trials")
-    page.table(trials, columns=["run_id", "status", "seed", "lr", "weight_decay", "steps_to_memorize",
-                                "steps_to_generalize", "final_val_acc", "error"])
-    done = [t for t in trials if t.get("steps_to_generalize") is not None]
-    if done:
-        fig = go.Figure(go.Scatter(
-            x=[t["lr"] * t["weight_decay"] for t in done], y=[t["steps_to_generalize"] for t in done],
-            mode="markers", text=[t["run_id"] for t in done], name="trials"))
-        fig.update_layout(title="Steps to 99% validation accuracy against lr × weight decay",
-                          xaxis_type="log", yaxis_type="log", xaxis_title="lr × wd", yaxis_title="steps",
-                          height=400)
-        page.figure(fig)
-    fit = delay_law_from_trials(trials)
-    page.heading("Delay law")
-    if fit is None:
-        page.text("Fewer than 3 trials grokked with weight decay > 0: the delay law is not fitted.")
-    else:
-        page.figure(delay_law_figure(fit), "Each point is a run; the line is the least-squares fit through the "
-                                           "origin (arXiv 2603.13331; κ as in arXiv 2605.18845).")
-        page.key_values({"c (steps per unit x)": fit.c, "R²": fit.r2, "κ = 1/(2c)": fit.kappa,
-                         "held-out MAPE (leave-one-out)": fit.heldout_mape, "runs": fit.n})
+def write_sweep_report(result: dict[str, Any], store: Store) -> tuple[Path, analysis.DelayLaw]:
     from transferlab.store.run import Run
 
-    runs = [{**t, "records": Run(store, "grokking", t["run_id"]).metrics()} for t in done if t["status"] == "done"]
-    preds = analysis.early_predictions(runs)
+    trials = result["trials"]
+    for t in trials:
+        t.setdefault("records", Run(store, "grokking", t["run_id"]).metrics() if t.get("status") else [])
+    law = analysis.delay_law(trials)
+    page = Page(f"Sweep {result['sweep']}", f"{len(trials)} trials · grokking")
+    page.heading("Trials")
+    page.table([{k: v for k, v in t.items() if k != "records"} for t in trials],
+               columns=["run_id", "status", "seed", "lr", "weight_decay", "steps_to_memorize",
+                        "steps_to_generalize", "last_step", "final_val_acc", "error"])
+    page.figure(trial_curves_figure(trials))
+    page.figure(steps_vs_gamma_figure(trials))
+    page.heading("Delay law")
+    page.text("T_grok − T_mem = c · log(‖θ_mem‖² / ‖θ_post‖²) / (lr · wd) (arXiv 2603.13331; κ = 1/(2c) in "
+              "arXiv 2605.18845). ‖θ_post‖² for each trial is the geometric mean of the other generalized trials' "
+              "norms at generalization, not its own; trials not generalized by their last step are censored "
+              "(their delay only has a lower bound) and fitted as such. Weight decay alone gives c = 1/2.")
+    if law.points:
+        page.figure(delay_law_figure(law))
+    if law.constant is None:
+        page.text(f"Not fitted: {law.why_not}.")
+    else:
+        page.key_values({
+            "c (fitted, 95% interval)": f"{law.constant:.3g} [{law.constant_ci[0]:.3g}, {law.constant_ci[1]:.3g}] "
+                                        f"(theory: {law.theory_constant})",
+            "R² (generalized trials)": law.r2, "leave-one-out MAPE": law.mape_loo,
+            "held-out MAPE": f"{law.mape_heldout} ({law.heldout_rule})",
+            "trials used / censored": f"{law.n_used} / {law.n_censored}",
+            "spread of log ‖θ_post‖² across trials (sd)": law.log_norm_post_sd})
+    if law.excluded:
+        page.heading("Excluded trials")
+        page.table(law.excluded)
+    done = [t for t in trials if t.get("steps_to_generalize") is not None and t.get("status") == "done"]
+    preds = analysis.early_predictions(done)
     result["early_predictions"] = preds
     if preds:
         page.heading("Predicting T_grok early")
         page.text("Each run's T_grok predicted from its own weight-norm decay seen only halfway from memorization "
-                  "to generalization, with the norm drop taken from the other runs of the sweep.")
+                  "to generalization, with the norm drop taken from the other runs of the sweep (mean absolute "
+                  f"error {100 * sum(p['abs_pct_error'] for p in preds) / len(preds):.1f}% over {len(preds)} runs).")
         page.table(preds)
     path = store.root / "grokking" / "reports" / f"{result['sweep']}.html"
     page.write(path)
-    return path, fit
+    for t in trials:
+        t.pop("records", None)
+    return path, law

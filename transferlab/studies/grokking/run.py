@@ -9,16 +9,17 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from transferlab.core.devices import threads_for, torch_threads
 from transferlab.core.errors import ConfigError, TrainingDiverged, TransferlabError
 from transferlab.core.memory import max_runs
 from transferlab.data.algorithmic import AlgorithmicData, make_dataset
 from transferlab.models.mlp import OneHotMLP
-from transferlab.models.transformer import AlgorithmicTransformer
+from transferlab.models.transformer import AlgorithmicTransformer, EquationTransformer
 from transferlab.store import Store
 from transferlab.studies.grokking import analysis
 from transferlab.studies.grokking.config import GrokConfig
 from transferlab.train import transforms as T
-from transferlab.train.engine import Engine, Schedule, TrainData, evaluate_classification
+from transferlab.train.engine import Callback, Engine, Schedule, TrainData, evaluate_classification
 from transferlab.train.ensemble import StackedForward, build_members
 from transferlab.train.losses import make_loss
 from transferlab.train.plasticity import combine_extras, logs_at, plasticity_extra
@@ -30,7 +31,11 @@ FINISHED = ("done", "diverged")
 def model_factory(cfg: GrokConfig, n_tokens: int, n_classes: int) -> Callable[[], nn.Module]:
     if cfg.model == "mlp":
         return lambda: OneHotMLP(n_tokens, n_classes, width=cfg.width, depth=cfg.depth,
-                                 activation=cfg.activation, bias=cfg.bias)
+                                 activation=cfg.activation, bias=cfg.bias, init=cfg.init)
+    if cfg.model in ("power_transformer", "grokfast_transformer"):
+        style = cfg.model.removesuffix("_transformer")
+        return lambda: EquationTransformer(n_tokens, n_classes, d_model=cfg.d_model, n_heads=cfg.n_heads,
+                                           d_mlp=cfg.d_mlp, n_layers=cfg.n_layers, style=style)
     return lambda: AlgorithmicTransformer(n_tokens, n_classes, d_model=cfg.d_model, n_heads=cfg.n_heads,
                                           d_mlp=cfg.d_mlp, n_layers=cfg.n_layers, layer_norm=cfg.layer_norm,
                                           eq_output=cfg.eq_output)
@@ -55,7 +60,7 @@ def make_chain(cfg: GrokConfig, lr: torch.Tensor, wd: torch.Tensor) -> tuple[T.C
     return T.chain(*parts), scale
 
 
-class StopAfterGeneralized:
+class StopAfterGeneralized(Callback):
     """Stop ``margin`` steps after every live member first reached 99% validation accuracy (or, with
     ``criterion="val_loss_001"``, a validation loss below 0.01, Nanda et al.'s criterion)."""
 
@@ -172,7 +177,12 @@ def _train(cfg0: GrokConfig, cfgs: list[GrokConfig], runs: list, data: Algorithm
         r.start()
     engine = Engine(StackedForward(base, cfg0.ensemble_mode), params, loss_fn, chain, tdata, schedule, evaluator,
                     runs=runs, callbacks=[stopper], description=description)
-    result = engine.run()
+    rows = cfg0.batch_size or data.x_train.shape[0]
+    tokens = rows * {"mlp": 1, "transformer": 3}.get(cfg0.model, 4)
+    flops = 6.0 * sum(v.numel() for v in params.values()) * tokens  # all members' forward + backward
+    threads = threads_for(flops, cfg0.num_threads)
+    with torch_threads(threads):
+        result = engine.run()
     wall = time.perf_counter() - t0
     for k, (cfg, run) in enumerate(zip(cfgs, runs)):
         records = run.metrics()
@@ -184,7 +194,11 @@ def _train(cfg0: GrokConfig, cfgs: list[GrokConfig], runs: list, data: Algorithm
             "final_weight_norm_sq": last.get("weight_norm_sq"), "last_step": last.get("step"),
             "wall_seconds": wall, "train_seconds": result.train_seconds, "steps_run": result.steps_run,
             "ensemble_size": len(cfgs), "lr": cfg.lr, "weight_decay": cfg.weight_decay, "seed": cfg.seed,
+            "threads": threads,
         }
+        diagnosis = analysis.diagnose(records, cfg.lr, cfg.weight_decay, cfg.weight_decay_style)
+        if diagnosis is not None and result.diverged[k] is None:
+            summary["diagnosis"] = diagnosis
         if result.diverged[k] is not None:
             summary["error"] = result.diverged[k]
             run.finish(summary, status="diverged")
@@ -250,4 +264,6 @@ def _member_json(m: MemberResult) -> dict[str, Any]:
             "steps_to_memorize": s.get("steps_to_memorize"), "steps_to_generalize": s.get("steps_to_generalize"),
             "steps_to_95": s.get("steps_to_95"), "grok_onset": s.get("grok_onset"),
             "steps_to_val_loss_001": s.get("steps_to_val_loss_001"), "final_val_acc": s.get("final_val_acc"),
-            "wall_seconds": s.get("wall_seconds")}
+            "wall_seconds": s.get("wall_seconds"), "threads": s.get("threads"),
+            **({"diagnosis": {"code": s["diagnosis"]["code"], "message": s["diagnosis"]["message"]}}
+               if s.get("diagnosis") else {})}

@@ -1,0 +1,132 @@
+"""power2022 side by side with Power et al.'s public PyTorch reproduction (danielmamay/grokking).
+
+Trains the reference's own ``Transformer`` (its model.py, AdamW and LinearLR warm-up exactly as its
+training.py sets them up) and our ``power2022`` preset (through the study API) on the same task and the same
+train/validation split for a few hundred steps, and compares the initial squared weight norm, the
+memorization curve (train accuracy) and the CPU time per step.
+
+    git clone https://github.com/danielmamay/grokking /somewhere/grokking   # never into this project
+    pip install einops                                                       # the reference's model needs it
+    python repro/power2022_side_by_side.py --reference /somewhere/grokking [--steps 700] [--json OUT]
+
+Only the reference's model.py is imported (its training.py imports wandb). Results: docs/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from transferlab.core.config import resolve
+from transferlab.data.algorithmic import make_dataset
+from transferlab.store import Store
+from transferlab.studies.grokking import PRESETS, GrokConfig
+from transferlab.studies.grokking.run import run
+
+
+def norm_sq(model: torch.nn.Module) -> float:
+    return float(sum((p.detach().double() ** 2).sum() for p in model.parameters()))
+
+
+def reference_curve(ref_dir: Path, cfg: GrokConfig, steps: int, every: int, seed: int) -> dict:
+    sys.path.insert(0, str(ref_dir / "grokking"))
+    from model import Transformer  # the reference's own module
+
+    data = make_dataset(cfg.operation, cfg.p, cfg.train_fraction, cfg.split_seed, cfg.split_style)
+    p = cfg.p
+
+    def feed(pairs: torch.Tensor) -> torch.Tensor:  # [x, ∘, y, =] with ∘ = p, = = p + 1, as its data.py
+        n = pairs.shape[0]
+        return torch.stack([pairs[:, 0], torch.full((n,), p), pairs[:, 1], torch.full((n,), p + 1)], 1)
+
+    x_tr, y_tr, x_va, y_va = feed(data.x_train), data.y_train, feed(data.x_val), data.y_val
+    torch.manual_seed(seed)
+    model = Transformer(num_layers=cfg.n_layers, dim_model=cfg.d_model, num_heads=cfg.n_heads,
+                        num_tokens=p + 2, seq_len=4)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                            weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.1, total_iters=10)
+    crit = torch.nn.CrossEntropyLoss()
+    batch = min(cfg.batch_size, len(x_tr) // 2)
+    rows, n0 = [], norm_sq(model)
+    perm, at = torch.randperm(len(x_tr)), 0
+    cpu = 0.0
+
+    def evaluate(step: int) -> None:
+        model.eval()
+        with torch.no_grad():
+            acc = [float((model(x)[-1].argmax(1) == y).float().mean()) for x, y in ((x_tr, y_tr), (x_va, y_va))]
+        rows.append({"step": step, "train_acc": acc[0], "val_acc": acc[1], "weight_norm_sq": norm_sq(model)})
+
+    for step in range(steps + 1):
+        if step % every == 0:
+            evaluate(step)
+        if step == steps:
+            break
+        if at >= len(x_tr):
+            perm, at = torch.randperm(len(x_tr)), 0
+        idx = perm[at:at + batch]
+        at += batch
+        t0 = time.process_time()
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        crit(model(x_tr[idx])[-1], y_tr[idx]).backward()
+        opt.step()
+        sched.step()
+        cpu += time.process_time() - t0
+    return {"initial_norm_sq": n0, "curve": rows, "cpu_seconds_per_step": cpu / steps}
+
+
+def ours_curve(cfg: GrokConfig, steps: int, every: int) -> dict:
+    cfg = cfg.model_copy(update={"steps": steps, "eval_every": every, "checkpoint_every": every * 10,
+                                 "stop_after_generalized": -1, "monitor_every": 0})
+    with tempfile.TemporaryDirectory() as tmp:
+        c0 = time.process_time()
+        res = run(cfg, Store(tmp), seeds=1, report=False, raise_on_divergence=False)
+        cpu = time.process_time() - c0
+        from transferlab.store.run import Run
+
+        recs = Run(Store(tmp), "grokking", res["members"][0]["run_id"]).metrics()
+    rows = [{k: r[k] for k in ("step", "train_acc", "val_acc", "weight_norm_sq")} for r in recs]
+    return {"initial_norm_sq": rows[0]["weight_norm_sq"], "curve": rows,
+            "cpu_seconds_per_step_incl_eval": cpu / steps}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reference", required=True, type=Path, help="a checkout of danielmamay/grokking")
+    ap.add_argument("--steps", type=int, default=700)
+    ap.add_argument("--every", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    if not (args.reference / "grokking" / "model.py").is_file():
+        sys.exit(f"error: {args.reference}/grokking/model.py not found; pass --reference a checkout of "
+                 "danielmamay/grokking")
+    torch.set_num_threads(args.threads)
+    cfg = resolve(GrokConfig, presets=PRESETS, preset="power2022",
+                  overrides=[f"seed={args.seed}", f"num_threads={args.threads}"])
+    ref = reference_curve(args.reference, cfg, args.steps, args.every, args.seed)
+    ours = ours_curve(cfg, args.steps, args.every)
+    print(f"initial ||θ||²: ours {ours['initial_norm_sq']:.1f}, reference {ref['initial_norm_sq']:.1f} "
+          f"(ratio {ours['initial_norm_sq'] / ref['initial_norm_sq']:.3f})")
+    print(f"{'step':>6} {'train acc ours':>15} {'reference':>10} {'val acc ours':>13} {'reference':>10}")
+    for a, b in zip(ours["curve"], ref["curve"]):
+        print(f"{a['step']:>6} {a['train_acc']:>15.3f} {b['train_acc']:>10.3f} {a['val_acc']:>13.3f} "
+              f"{b['val_acc']:>10.3f}")
+    print(f"CPU s/step: reference {ref['cpu_seconds_per_step'] * 1e3:.1f} ms (training only), ours "
+          f"{ours['cpu_seconds_per_step_incl_eval'] * 1e3:.1f} ms (including its evaluations)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"steps": args.steps, "seed": args.seed, "threads": args.threads,
+                                               "ours": ours, "reference": ref}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
