@@ -16,8 +16,8 @@ from transferlab.train.losses import make_loss
 from transferlab.train.plasticity import combine_extras
 
 TINY = dict(p=23, train_fraction=0.5, width=32, steps=60, eval_every=10, checkpoint_every=20, monitor_every=2)
-KEYS = ("fisher_trace", "grad_coherence", "grad_m_coherence", "grad_norm", "grad_noise_scale", "dormant_frac",
-        "feature_erank")
+KEYS = ("fisher_trace", "coherence", "m_coherence", "mean_grad_sq_norm", "noise_scale", "dormant_fraction",
+        "effective_rank")
 
 
 @pytest.mark.parametrize("model", ["mlp", "transformer"])
@@ -31,12 +31,12 @@ def test_monitors_logged_every_k_evaluations_and_at_the_end(tmp_path, model):
         if "fisher_trace" not in r:
             continue
         assert set(KEYS) <= set(r)
-        assert r["fisher_trace"] > 0 and r["grad_norm"] > 0
-        assert 0 <= r["grad_coherence"] <= 1 + 1e-9
+        assert r["fisher_trace"] > 0 and r["mean_grad_sq_norm"] > 0
+        assert 0 <= r["coherence"] <= 1 + 1e-9
         n_probe = min(cfg.monitor_probe, round(cfg.train_fraction * cfg.p * cfg.p))
-        assert math.isclose(r["grad_m_coherence"], n_probe * r["grad_coherence"], rel_tol=1e-9)
-        assert 0 <= r["dormant_frac"] <= 1
-        assert 1 <= r["feature_erank"] <= (cfg.width if model == "mlp" else cfg.d_mlp)
+        assert math.isclose(r["m_coherence"], n_probe * r["coherence"], rel_tol=1e-9)
+        assert 0 <= r["dormant_fraction"] <= 1
+        assert 1 <= r["effective_rank"] <= (cfg.width if model == "mlp" else cfg.d_mlp)
 
 
 def test_each_member_is_measured_with_its_own_parameters(tmp_path):
@@ -51,11 +51,11 @@ def test_each_member_is_measured_with_its_own_parameters(tmp_path):
     x, y = data.x_train[: cfgs[1].monitor_probe], data.y_train[: cfgs[1].monitor_probe]
     ref = monitors.per_sample_gradient_stats(module, lambda o, t: loss(o, t).mean(), x, y, method="loop")
     assert first[1]["fisher_trace"] == pytest.approx(ref.fisher_trace, rel=1e-4)
-    assert first[1]["grad_coherence"] == pytest.approx(ref.coherence, rel=1e-3)
+    assert first[1]["coherence"] == pytest.approx(ref.coherence, rel=1e-3)
     noise = (ref.fisher_trace - ref.mean_grad_sq_norm) / ref.mean_grad_sq_norm
-    assert first[1]["grad_noise_scale"] == pytest.approx(noise, rel=1e-3)
-    assert first[1]["dormant_frac"] == monitors.dormant_units(module, data.x_train)["dormant_fraction"]
-    assert first[1]["feature_erank"] == pytest.approx(
+    assert first[1]["noise_scale"] == pytest.approx(noise, rel=1e-3)
+    assert first[1]["dormant_fraction"] == monitors.dormant_units(module, data.x_train)["dormant_fraction"]
+    assert first[1]["effective_rank"] == pytest.approx(
         monitors.feature_effective_rank(module, data.x_train, module.act), rel=1e-6)
 
 
@@ -66,7 +66,7 @@ def test_monitors_work_with_every_loss_through_vmap(tmp_path, loss):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a fallback from vmap to the per-sample loop warns
         rec = run_members([GrokConfig(**{**TINY, "steps": 10}, loss=loss)], Store(tmp_path))[0].records
-    assert rec[0]["fisher_trace"] > 0 and 0 <= rec[0]["grad_coherence"] <= 1
+    assert rec[0]["fisher_trace"] > 0 and 0 <= rec[0]["coherence"] <= 1
 
 
 def test_monitors_can_be_switched_off(tmp_path):

@@ -35,6 +35,8 @@ from typing import Any
 import torch
 
 from transferlab.train.monitors import (
+    MONITOR,
+    MONITORS,
     GradientStats,
     LossPowerLawMonitor,
     MonitorError,
@@ -60,7 +62,7 @@ from transferlab.train.monitors import (
 )
 
 __all__ = [
-    "GradientStats", "LossPowerLawMonitor", "MonitorError", "PowerLawFit", "activation_modules",
+    "MONITORS", "GradientStats", "LossPowerLawMonitor", "MonitorError", "PowerLawFit", "activation_modules",
     "batch_gradient_sq_norm", "dormant_units", "edit_distance", "effective_rank", "feature_effective_rank",
     "fisher_trace", "fit_power_law", "gradient_coherence", "gradient_noise_scale", "gradient_norm",
     "moe_pathway_metrics", "noise_scale_from_norms", "pathway_consistency", "pathway_distance",
@@ -259,13 +261,13 @@ def _build(name: str) -> type:
                 out.pop("n")
                 if self.small_batch:
                     ns = gradient_noise_scale(model, self.loss_fn, x, y, small_batch=self.small_batch)
-                    out["noise_scale"] = ns["noise_scale"]
+                    out[MONITOR["noise_scale"].key] = ns["noise_scale"]
                     out["grad_norm_probe"] = ns["grad_sq_big"] ** 0.5
                 out["weight_norm"] = weight_norm(model)
                 if self.dormant and activation_modules(model):
-                    out["dormant_fraction"] = dormant_units(model, x, tau=self.tau)["dormant_fraction"]
+                    out[MONITOR["dormant_fraction"].key] = dormant_units(model, x, tau=self.tau)["dormant_fraction"]
                 if self.feature_module:
-                    out["effective_rank"] = feature_effective_rank(model, x, self.feature_module)
+                    out[MONITOR["effective_rank"].key] = feature_effective_rank(model, x, self.feature_module)
             finally:
                 model.train(was_training)
             out["seconds"] = time.perf_counter() - t0

@@ -569,3 +569,44 @@ def moe_pathway_metrics(router: Sequence[torch.Tensor], top_k: int = 1, *, batch
                              per_token=per_token, probs=probs)
     return {"pathway_distance": pathway_distance(paths, max_pairs=max_pairs),
             "pathway_consistency": pathway_consistency(w, expert_embeddings)["pathway_consistency"]}
+
+
+# ---- the table of monitors -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Monitor:
+    """One logged monitor: its key in every metrics log (the engine's extra and the Hugging Face callbacks
+    both write it), how a report labels it and scales its axis, and the older keys it had."""
+
+    key: str
+    label: str
+    scale: str  # "log" | "linear"
+    description: str
+    aliases: tuple[str, ...] = ()
+
+
+MONITORS: tuple[Monitor, ...] = (
+    Monitor("fisher_trace", "Fisher trace", "log", "empirical Fisher trace: mean squared per-sample gradient norm"),
+    Monitor("coherence", "gradient coherence α", "log", "|E g|² / E|g|² over the probe (Chatterjee & Zielinski): "
+            "near 1/n while examples pull apart (memorization)", ("grad_coherence",)),
+    Monitor("m_coherence", "m-coherence n·α", "log", "n α: 1 if the per-sample gradients are orthogonal, n if equal",
+            ("grad_m_coherence",)),
+    Monitor("noise_scale", "gradient noise scale", "log", "McCandlish et al.'s simple noise scale tr Σ / |G|²",
+            ("grad_noise_scale",)),
+    Monitor("dormant_fraction", "dormant units", "linear", "τ-dormant units (Sokar et al., τ = 0.025)",
+            ("dormant_frac",)),
+    Monitor("effective_rank", "feature effective rank", "linear", "effective rank of the last activation's output "
+            "(Roy & Vetterli)", ("feature_erank",)),
+)
+MONITOR = {m.key: m for m in MONITORS}
+
+
+def monitor_value(record: Mapping[str, Any], key: str) -> Any:
+    """A monitor's value in a metrics record, under its key or one of its older names (runs logged before the
+    names were unified still plot)."""
+    m = MONITOR[key]
+    for k in (m.key, *m.aliases):
+        if record.get(k) is not None:
+            return record[k]
+    return None

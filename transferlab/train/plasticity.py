@@ -4,13 +4,16 @@ Every ``every`` evaluations (and at the last step) each ensemble member's parame
 one real module and measured with the pure functions of :mod:`transferlab.train.monitors`:
 
 - ``fisher_trace``: the empirical Fisher trace, mean squared per-sample gradient norm (``torch.func``);
-- ``grad_coherence``: Chatterjee & Zielinski's alpha = |E g|^2 / E|g|^2 (memorization: near 1/n,
-  shared directions: larger), and ``grad_m_coherence`` = n * alpha;
-- ``grad_norm``: the norm of the probe's mean gradient;
-- ``grad_noise_scale``: McCandlish et al.'s simple noise scale B = tr(Sigma) / |G|^2, exact here
+- ``coherence``: Chatterjee & Zielinski's alpha = |E g|^2 / E|g|^2 (memorization: near 1/n,
+  shared directions: larger), and ``m_coherence`` = n * alpha;
+- ``mean_grad_sq_norm``: the squared norm of the probe's mean gradient;
+- ``noise_scale``: McCandlish et al.'s simple noise scale B = tr(Sigma) / |G|^2, exact here
   because the per-sample gradients are at hand (tr Sigma = E|g|^2 - |E g|^2);
-- ``dormant_frac``: tau-dormant units (Sokar et al. 2023, tau = 0.025) over every activation module;
-- ``feature_erank``: the effective rank of the last activation module's output (Roy & Vetterli).
+- ``dormant_fraction``: tau-dormant units (Sokar et al. 2023, tau = 0.025) over every activation module;
+- ``effective_rank``: the effective rank of the last activation module's output (Roy & Vetterli).
+
+The keys are those of :data:`transferlab.train.monitors.MONITORS`, the one table the Hugging Face callbacks
+and the reports read too.
 
 The probe is a fixed slice of the training set, so the records are a pure function of the
 parameters and the step, and resuming gives the same metrics. The weight norm is already logged
@@ -69,14 +72,14 @@ def plasticity_extra(factory: Callable[[], nn.Module], per_sample_loss: nn.Modul
             trace_sigma = max(stats.fisher_trace - stats.mean_grad_sq_norm, 0.0)
             rec: dict[str, Any] = {
                 "fisher_trace": stats.fisher_trace,
-                "grad_coherence": stats.coherence,
-                "grad_m_coherence": stats.m_coherence,
-                "grad_norm": stats.mean_grad_sq_norm ** 0.5,
-                "grad_noise_scale": (trace_sigma / stats.mean_grad_sq_norm
-                                     if stats.mean_grad_sq_norm > 0 else float("nan")),
+                "coherence": stats.coherence,
+                "m_coherence": stats.m_coherence,
+                "mean_grad_sq_norm": stats.mean_grad_sq_norm,
+                "noise_scale": (trace_sigma / stats.mean_grad_sq_norm
+                                if stats.mean_grad_sq_norm > 0 else float("nan")),
             }
             if acts:
-                rec["dormant_frac"], rec["feature_erank"] = _dormant_and_rank(m, x, acts, last_act)
+                rec["dormant_fraction"], rec["effective_rank"] = _dormant_and_rank(m, x, acts, last_act)
             out.append(rec)
         return out
 
