@@ -148,12 +148,13 @@ def test_explain_lists_every_key_with_a_description(cli):
     import json as _json
 
     from transferlab.cli.common import explain_fields
-    from transferlab.eft.demo import EFTDemoConfig
+    from transferlab.studies.correlate.zoo_config import ZooPairsConfig
+    from transferlab.studies.eft.demo import EFTDemoConfig
     from transferlab.studies.grokking import PRESETS, GrokConfig
     from transferlab.studies.transfer.zoo_config import TransferRunConfig
     from transferlab.zoo.build import ZooConfig
 
-    for cls in (GrokConfig, ZooConfig, TransferRunConfig, EFTDemoConfig):
+    for cls in (GrokConfig, ZooConfig, TransferRunConfig, EFTDemoConfig, ZooPairsConfig):
         rows = explain_fields(cls)
         assert [r["key"] for r in rows if not r["description"]] == [], cls.__name__
     code, out, _ = cli(["grok", "--explain", "--json"])
@@ -166,3 +167,12 @@ def test_explain_lists_every_key_with_a_description(cli):
     from transferlab.core.config import resolve
 
     assert resolve(GrokConfig, presets=PRESETS, preset="default").config_hash() == GrokConfig().config_hash()
+    from transferlab.studies.correlate.zoo_config import PRESETS as CZ
+
+    assert resolve(ZooPairsConfig, presets=CZ, preset="default").config_hash() == ZooPairsConfig().config_hash()
+
+
+def test_help_keeps_bracketed_text(cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = cli(["grok", "--help"])
+    assert code == 0 and "transferlab[tensorboard]" in out  # rich markup would have swallowed "[tensorboard]"

@@ -51,6 +51,20 @@ def emit_json(obj: Any) -> None:
     typer.echo(json.dumps(_clean(obj), indent=2, sort_keys=False))
 
 
+def show(text: str) -> None:
+    """A result line on standard output (rich markup allowed; user strings must be escaped). Progress and
+    notes go to standard error through ``say``: results on stdout, everything else on stderr."""
+    from rich.console import Console
+
+    global _STDOUT
+    if _STDOUT is None:
+        _STDOUT = Console(highlight=False, soft_wrap=True)
+    _STDOUT.print(text)
+
+
+_STDOUT: Any = None
+
+
 def say(text: str) -> None:
     progress.console.print(text)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, check_paths, emit_json, say, store_path
+from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, check_paths, emit_json, say, show, store_path
 from transferlab.core.config import load_yaml, resolve
 from transferlab.core.errors import ConfigError
 
@@ -69,12 +69,12 @@ def register(app: typer.Typer) -> None:
         if json_out:
             emit_json(result)
             return
-        say(f"[bold]{result['n_models']} models[/bold] · {' -> '.join(result['stages'])}")
+        show(f"[bold]{result['n_models']} models[/bold] · {' -> '.join(result['stages'])}")
         for note in result.get("notes", []):
             say(f"[yellow]note:[/yellow] {escape(note)}")
         for r in result["ranking_accuracy"]:
             ci = r["ci"] or [float("nan")] * 2
             rho = r["spearman"] if r["spearman"] is not None else float("nan")
-            say(f"  {r['rank']:>2}. {r['benchmark']:<24} Spearman {rho:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]"
+            show(f"  {r['rank']:>2}. {r['benchmark']:<24} Spearman {rho:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]"
                 f"  {r['verdict']}")
         typer.echo(f"report: {result['report']}")

@@ -10,7 +10,17 @@ from pathlib import Path
 
 import typer
 
-from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, emit_json, say, store_path
+from transferlab.cli.common import (
+    EXPLAIN_HELP,
+    JsonOpt,
+    SetOpt,
+    StoreOpt,
+    begin,
+    config_or_listing,
+    emit_json,
+    show,
+    store_path,
+)
 
 
 def _fmt(v: float | None, ci: list | None = None) -> str:
@@ -43,26 +53,32 @@ def cross_stage_table(c: dict) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("correlate-zoo")
     def correlate_zoo(
-        preset: str | None = typer.Option(None, "--preset", help="micro | default"),
+        preset: str | None = typer.Option(None, "--preset", help="default | mini | micro (see --list-presets)."),
         config: Path | None = typer.Option(None, "--config", help="YAML config file."),
         zoo: Path | None = typer.Option(None, "--zoo", help="Zoo folder (default: <store>/zoo)."),
         sets: list[str] | None = SetOpt,
         store: Path | None = StoreOpt,
         json_out: bool = JsonOpt,
+        print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
+        list_presets: bool = typer.Option(False, "--list-presets", help="List the presets and exit."),
+        explain: bool = typer.Option(False, "--explain", help=EXPLAIN_HELP),
     ) -> None:
         """Pretrain zoo LMs on prose/code mixtures at 2 sizes, fine-tune them, score stdlib benchmarks,
         and ask whether the rankings survive fine-tuning (the `correlate` analysis on the result)."""
         begin(json_out)
-        from transferlab.core.config import resolve
         from transferlab.studies.correlate.zoo_config import PRESETS, ZooPairsConfig
         from transferlab.studies.correlate.zoo_pairs import run
 
-        cfg = resolve(ZooPairsConfig, presets=PRESETS, preset=preset, config_file=config, overrides=sets)
+        cfg = config_or_listing(ZooPairsConfig, PRESETS, preset=preset, config=config, overrides=sets,
+                                default_preset="default", list_presets=list_presets, print_config=print_config,
+                                explain=explain, json_out=json_out)
+        if cfg is None:
+            return
         result = run(cfg, store_path(store), zoo)
         if json_out:
             emit_json(result)
             return
         c = result["correlate"]
-        say(f"[bold]{c['n_models']} models[/bold] · pretrain -> sft · csv {result['csv']}")
+        show(f"[bold]{c['n_models']} models[/bold] · pretrain -> sft · csv {result['csv']}")
         typer.echo(cross_stage_table(c))
         typer.echo(f"report: {result['report']}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, check_paths, emit_json, say, store_path
+from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, check_paths, emit_json, say, show, store_path
 from transferlab.core.config import resolve
 from transferlab.core.errors import ConfigError
 from transferlab.fit.extrapolation import fmt, fmt_factor
@@ -68,19 +68,19 @@ def _ci(ci: list | None) -> str:
 
 
 def _say_sizing(out: dict) -> None:
-    say("[bold]compute-optimal[/bold] (C = 6ND; 95% intervals)")
+    show("[bold]compute-optimal[/bold] (C = 6ND; 95% intervals)")
     for b in out["compute_optimal"]["budgets"]:
-        say(
+        show(
             f"  C {fmt(b['C'])}: N_opt {fmt(b['N_opt'])}{_ci(b['N_opt_ci'])}, D_opt {fmt(b['D_opt'])}"
             f"{_ci(b['D_opt_ci'])}, {b['tokens_per_param']:.3g}{_ci(b['tokens_per_param_ci'])} tokens/param"
             f"{_beyond_tag(b['extrapolation'])}"
         )
     ot = out["overtrain"]
     if ot["plans"]:
-        say(f"[bold]over-training[/bold] to loss {ot['target_loss']:.4g} (least training + inference FLOPs)")
+        show(f"[bold]over-training[/bold] to loss {ot['target_loss']:.4g} (least training + inference FLOPs)")
         for p in ot["plans"]:
             miss = p.get("unreachable_resamples")
-            say(
+            show(
                 f"  {fmt(p['inference_tokens'])} inference tokens: N {fmt(p['N'])}{_ci(p.get('N_ci'))}, "
                 f"D {fmt(p['D'])}{_ci(p.get('D_ci'))}, saving {100 * p['saving']:.1f}%"
                 + (f" (target out of reach in {miss} resamples)" if miss else "")
@@ -94,13 +94,13 @@ def _say_sizing(out: dict) -> None:
             if sens["k"] == 1
             else f"the 1..{sens['k']} most influential points by {sens['by']} (data rows {rows}, in that order)"
         )
-        say(f"[bold]sensitivity[/bold]: refits leaving out {which}")
+        show(f"[bold]sensitivity[/bold]: refits leaving out {which}")
         for m in sens["tokens_per_param"]:
-            say(
+            show(
                 f"  tokens/param at {fmt(m['C'])} FLOPs: {m['tokens_per_param']:.3g} -> {m['min']:.3g} to "
                 f"{m['max']:.3g}"
             )
-        say(
+        show(
             "  "
             + ", ".join(
                 f"{name} {v['full']:.4g} -> {v['min']:.4g}..{v['max']:.4g}"
@@ -111,7 +111,8 @@ def _say_sizing(out: dict) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    fit_app = typer.Typer(help="Fit scaling laws to your own runs (a CSV file).", no_args_is_help=True)
+    fit_app = typer.Typer(help="Fit scaling laws to your own runs (a CSV file).", no_args_is_help=True,
+                        rich_markup_mode="markdown")
 
     @fit_app.command("chinchilla")
     def chinchilla(
@@ -182,11 +183,11 @@ def register(app: typer.Typer) -> None:
         if json_out:
             emit_json(out)
             return
-        say(f"[bold]L(N, D) = E + A/N^alpha + B/D^beta[/bold] on {out['n_points']} points")
+        show(f"[bold]L(N, D) = E + A/N^alpha + B/D^beta[/bold] on {out['n_points']} points")
         for k in ("E", "A", "B", "alpha", "beta"):
-            say(f"  {k:<6} {out[k]:.4g}{_fmt_ci(out[k + '_ci'])}")
+            show(f"  {k:<6} {out[k]:.4g}{_fmt_ci(out[k + '_ci'])}")
         co = out["compute_optimal"]
-        say(f"  N_opt ∝ C^{co['N_opt_exponent']:.3f}, D_opt ∝ C^{co['D_opt_exponent']:.3f}")
+        show(f"  N_opt ∝ C^{co['N_opt_exponent']:.3f}, D_opt ∝ C^{co['D_opt_exponent']:.3f}")
         _say_sizing(out)
         for w in out["warnings"]:
             say(f"[red]warning:[/red] {w}")
@@ -234,13 +235,13 @@ def register(app: typer.Typer) -> None:
         if json_out:
             emit_json(out)
             return
-        say(
+        show(
             f"[bold]D_T = k D_F^alpha N^beta[/bold] on {out['n_used']} of {out['n_finetune']} "
             "fine-tuning runs "
             "(alpha: D_F exponent, beta: N exponent; the textbook swaps the names)"
         )
         for label, t in (("least squares", out["ols"]), ("Huber", out["robust"])):
-            say(
+            show(
                 f"  {label:<14} k {t['k']:.4g}{_fmt_ci(t['k_ci'])}  "
                 f"alpha {t['alpha']:.3f}{_fmt_ci(t['alpha_ci'])}"
                 f"  beta {t['beta']:.3f}{_fmt_ci(t['beta_ci'])}"

@@ -17,6 +17,7 @@ app = typer.Typer(
     name="transferlab",
     help="A lab for how pretraining knowledge transfers and generalizes.",
     no_args_is_help=True,
+    rich_markup_mode="markdown",  # rich markup mode would swallow "transferlab[tensorboard]" in help
     add_completion=False,
     pretty_exceptions_enable=False,
 )

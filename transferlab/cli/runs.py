@@ -12,7 +12,8 @@ import typer
 from transferlab.cli.common import JsonOpt, StoreOpt, begin, emit_json, store_path
 from transferlab.store import Store
 
-runs_app = typer.Typer(help="List, inspect and report runs in the store.", no_args_is_help=True)
+runs_app = typer.Typer(help="List, inspect and report runs in the store.", no_args_is_help=True,
+                        rich_markup_mode="markdown")
 
 
 def register(app: typer.Typer) -> None:

@@ -26,6 +26,7 @@ def register(app: typer.Typer) -> None:
         help="The local model zoo: six sizes of small Llama LMs trained on Python's prose (docstrings and "
         "comments of the standard library and the installed dependencies) or code.",
         no_args_is_help=True,
+        rich_markup_mode="markdown",
     )
     app.add_typer(zoo, name="zoo")
 

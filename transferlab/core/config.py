@@ -19,7 +19,7 @@ from transferlab.core.errors import ConfigError
 C = TypeVar("C", bound="StudyConfig")
 
 # Fields that change how fast or where a run happens but not what it computes.
-NON_IDENTITY_FIELDS = {"device", "num_threads", "progress", "compile"}
+NON_IDENTITY_FIELDS = {"device", "num_threads", "progress", "compile", "preset"}  # preset: a label of where it came from
 
 
 class StudyConfig(BaseModel):

@@ -14,12 +14,12 @@ class ZooPairsConfig(StudyConfig):
     score both stages on the stdlib benchmarks, then run the cross-stage correlation analysis."""
 
     preset: str = "custom"
-    mixtures: list[int] = Field(default_factory=lambda: [100, 75, 50, 25],
+    mixtures: list[int] = Field(default_factory=lambda: [100, 75, 50, 25, 0],
                                 description="percent of prose tokens in each pretraining mixture (rest code)")
-    sizes: list[str] = Field(default_factory=lambda: ["xxs", "s"], description="zoo sizes (the scales)")
-    tokens: int = Field(200_000, ge=1, description="pretraining tokens per model")
-    vocab_size: int = Field(2048, ge=300)
-    val_percent: float = Field(10.0, gt=0, lt=100)
+    sizes: list[str] = Field(default_factory=lambda: ["xs", "s"], description="zoo sizes (the scales)")
+    tokens: int = Field(1_000_000, ge=1, description="pretraining tokens per model")
+    vocab_size: int = Field(2048, ge=300, description="BPE vocabulary size (its own tokenizer)")
+    val_percent: float = Field(10.0, gt=0, lt=100, description="percent of files held out for validation")
     max_files: int | None = Field(None, ge=1, description="pretrain on only the first stdlib files (tests)")
     pretrain: TrainSettings = Field(
         default_factory=lambda: TrainSettings(seq_len=64, batch_size=16, lr=3e-3, eval_tokens=4096, monitor=False),
@@ -29,7 +29,7 @@ class ZooPairsConfig(StudyConfig):
                                               monitor=False),
         description="how each model is fine-tuned on the SFT set")
     sft_steps: int = Field(60, ge=1, description="fine-tuning steps on the SFT set")
-    n_items: int = Field(60, ge=4, description="items per benchmark")
+    n_items: int = Field(200, ge=4, description="items per benchmark")
     n_boot: int = Field(2000, ge=100, description="bootstrap resamples of the correlate analysis")
     seed: int = Field(0, ge=0, description="seed of the benchmarks' item draw and the bootstrap")
 
@@ -64,11 +64,17 @@ class ZooPairsConfig(StudyConfig):
 
 PRESETS = PresetRegistry()
 PRESETS.add("default", "5 mixtures (100..0% prose) x 2 sizes (xs, s): 10 models, 1M pretraining tokens each, 60 SFT "
-            "steps, 200 items per benchmark (zoo v2; wall time not yet measured)", mixtures=[100, 75, 50, 25, 0],
-            sizes=["xs", "s"], tokens=1_000_000, n_items=200)
+            "steps, 200 items per benchmark (the same as ZooPairsConfig() in Python)")
+PRESETS.add(
+    "mini",
+    "3 mixtures (100, 50, 0% prose) x 2 sizes (xxs, xs): 6 models, 300k pretraining tokens each, 40 SFT steps, "
+    "100 items per benchmark",
+    mixtures=[100, 50, 0], sizes=["xxs", "xs"], tokens=300_000, sft_steps=40, n_items=100, n_boot=1000,
+)
 PRESETS.add(
     "micro",
     "test-sized: 4 mixtures x 2 tiny sizes, a few thousand tokens, 25 stdlib files; seconds",
+    mixtures=[100, 75, 50, 25],
     sizes=["xxs", "xs"],
     tokens=8 * 64 * 8,
     vocab_size=400,
