@@ -19,8 +19,8 @@ import time
 import torch
 
 from transferlab.core.config import resolve
-from transferlab.eft.demo import PRESETS, EFTDemoConfig, run_zoo_demo
 from transferlab.store import Store
+from transferlab.studies.eft.demo import PRESETS, EFTDemoConfig, run_zoo_demo
 
 
 def _frac(g: dict, key: str) -> str:

@@ -139,7 +139,7 @@ COMMANDS = {  # command -> (config class path, extra arguments it needs)
     "zoo-build": ("transferlab.zoo.build:ZooConfig", ["zoo", "build"]),
     "transfer": ("transferlab.studies.transfer.zoo_config:TransferRunConfig", ["transfer"]),
     "correlate-zoo": ("transferlab.studies.correlate.zoo_config:ZooPairsConfig", ["correlate-zoo"]),
-    "eft-demo": ("transferlab.eft.demo:EFTDemoConfig", ["eft", "demo"]),
+    "eft-demo": ("transferlab.studies.eft.demo:EFTDemoConfig", ["eft", "demo"]),
 }
 SKIP_FIELDS = {"file", "path", "file_sha256", "device", "progress"}  # filled by the CLI, or free text
 

@@ -16,9 +16,9 @@ import torch
 from tests.browser import render
 from transferlab.core.config import resolve
 from transferlab.eft import EFT
-from transferlab.eft.demo import MODEL_KEYS, PRESETS, EFTDemoConfig, gap_fraction, heldout_windows, run_zoo_demo
-from transferlab.eft.heldout import heldout_loss, window_logprobs
 from transferlab.store import Store
+from transferlab.studies.eft.demo import MODEL_KEYS, PRESETS, EFTDemoConfig, gap_fraction, heldout_windows, run_zoo_demo
+from transferlab.studies.eft.heldout import heldout_loss, window_logprobs
 from transferlab.zoo import Zoo
 
 

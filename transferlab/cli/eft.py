@@ -15,7 +15,7 @@ from transferlab.cli.common import (
     begin,
     config_or_listing,
     emit_json,
-    say,
+    show,
     store_path,
 )
 
@@ -259,7 +259,7 @@ def generate(
     for g in result.generations:
         typer.echo(g.prompt + " " + g.text if len(result.generations) > 1 else g.text)
     if report is not None:
-        say(f"report: {out['report']}")
+        typer.echo(f"report: {out['report']}")
 
 
 def score(
@@ -305,7 +305,7 @@ def score(
     for s in scores:
         typer.echo(f"{s.eft_logprob:.4f}\t(base {s.base_logprob:.4f})\t{s.continuation}")
     if report is not None:
-        say(f"report: {out['report']}")
+        typer.echo(f"report: {out['report']}")
 
 
 def demo(
@@ -320,7 +320,7 @@ def demo(
     explain: bool = typer.Option(False, "--explain", help=EXPLAIN_HELP, metavar=""),
 ) -> None:
     """The zoo demo: small-ft, large-ft, up- and down-scaled EFT on target and source held-out loss."""
-    from transferlab.eft.demo import PRESETS, EFTDemoConfig
+    from transferlab.studies.eft.demo import PRESETS, EFTDemoConfig
 
     begin(json_out)
     cfg = config_or_listing(EFTDemoConfig, PRESETS, preset=preset, config=config, overrides=set_,
@@ -329,26 +329,26 @@ def demo(
                             json_out=json_out)
     if cfg is None:
         return
-    from transferlab.eft.demo import run_zoo_demo
     from transferlab.store import Store
+    from transferlab.studies.eft.demo import run_zoo_demo
 
     summary = run_zoo_demo(cfg, Store(store_path(store)), zoo)
     if json_out:
         emit_json(summary)
         return
     width = max(len(r["label"]) for r in summary["table"])
-    say(f"{'model':{width}s}  target ({summary['target_corpus']})  source ({summary['source_corpus']})")
+    show(f"{'model':{width}s}  target ({summary['target_corpus']})  source ({summary['source_corpus']})")
     for r in summary["table"]:
-        say(f"{r['label']:{width}s}  {r['target_loss']:>14.4f}  {r['source_loss']:>14.4f}")
+        show(f"{r['label']:{width}s}  {r['target_loss']:>14.4f}  {r['source_loss']:>14.4f}")
     g = summary["gap"]["target"]
     frac = g["up_fraction_closed"]
     if frac is None:
-        say("large-ft is not better than small-ft on the target: no gap for up-scaling to close")
+        show("large-ft is not better than small-ft on the target: no gap for up-scaling to close")
     else:
         ci = g["up_fraction_ci95"]
         ci_txt = "" if ci is None else f" (95% interval {ci[0]:.3f} to {ci[1]:.3f})"
         verdict = "met" if summary["target_met"] else "missed"
-        say(
+        show(
             f"up-scaling closes {frac:.3f}{ci_txt} of the small-ft -> large-ft gap on the target "
             f"(target >= {summary['target_fraction']:g}: {verdict})"
         )
@@ -357,7 +357,8 @@ def demo(
 
 def register(app: typer.Typer) -> None:
     sub = typer.Typer(
-        name="eft", help="Emulated fine-tuning (Mitchell et al. 2023) at decoding time.", no_args_is_help=True
+        name="eft", help="Emulated fine-tuning (Mitchell et al. 2023) at decoding time.", no_args_is_help=True,
+        rich_markup_mode="markdown",
     )
     sub.command("generate")(generate)
     sub.command("score")(score)

@@ -9,7 +9,7 @@ by mixing scales at decoding time. Here, on the local model zoo:
 2. fine-tune both on the target corpus (code) with the zoo's :func:`transferlab.zoo.train.finetune`:
    the large fine-tune is the upper bound;
 3. score four models on held-out windows of the target's and the source's validation split,
-   with the EFT scoring mode on token windows (:mod:`transferlab.eft.heldout`):
+   with the EFT scoring mode on token windows (:mod:`transferlab.studies.eft.heldout`):
 
    ============================  ========================  ========================
    fine-tuning scale \\ knowledge  small pretrained           large pretrained
@@ -229,7 +229,7 @@ def run_zoo_demo(
     keyed by its config, so a second call reuses all of them.
     """
     from transferlab.eft.api import EFT
-    from transferlab.eft.heldout import heldout_loss, window_logprobs
+    from transferlab.studies.eft.heldout import heldout_loss, window_logprobs
     from transferlab.zoo.build import build_zoo
     from transferlab.zoo.train import finetune
 
@@ -336,7 +336,7 @@ def run_zoo_demo(
     }
     summary["wall_seconds"] = time.perf_counter() - t0
     if report:
-        from transferlab.eft.demo_report import write_demo_report
+        from transferlab.studies.eft.demo_report import write_demo_report
 
         summary["report"] = str(write_demo_report(cfg, summary, demo.report_path))
     else:
