@@ -135,3 +135,56 @@ def test_finetune_backend_refuses_missing_models_and_feature_methods(tmp_path):
                 losses=["xent", "knn-refine"],
             )
         )
+
+
+def tiny_gpt2(path):
+    from transformers import GPT2Config, GPT2Model
+
+    path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    GPT2Model(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64, n_positions=32)).save_pretrained(str(path))
+    return path
+
+
+def test_lora_finds_gpt2s_conv1d_and_refuses_before_training(tmp_path):
+    from transformers import GPT2Model
+
+    from transferlab.models.hf_classifier import ModelError, check_lora, lora_targets_of
+
+    gpt2 = tiny_gpt2(tmp_path / "gpt2")
+    assert check_lora(str(gpt2)) == ["c_attn"]  # a Conv1D, not an nn.Linear
+    wrapped = HFClassifier(GPT2Model.from_pretrained(str(gpt2)), num_labels=2, lora_r=4)
+    names = [n for n, p in wrapped.named_parameters() if p.requires_grad]
+    assert any("c_attn" in n and "lora_" in n for n in names)
+    ids = torch.randint(0, 64, (3, 7))
+    wrapped(ids, torch.ones_like(ids)).sum().backward()  # the adapters get gradients
+    assert check_lora(str(tiny_llama(tmp_path / "llama"))) == ["q_proj", "v_proj"]
+    with pytest.raises(ModelError, match="not linear layers of this model"):
+        check_lora(str(gpt2), ["q_proj"])
+    bare = torch.nn.Sequential(torch.nn.Embedding(4, 4))
+    with pytest.raises(ModelError, match="no attention projections"):
+        lora_targets_of(bare)
+
+
+def test_finetune_with_lora_on_an_unadaptable_model_fails_before_any_training(tmp_path, store, monkeypatch):
+    from transferlab.models.hf_classifier import ModelError
+    from transferlab.studies.w2s import finetune as FT
+
+    gpt2 = tiny_gpt2(tmp_path / "gpt2")
+    trained = []
+    monkeypatch.setattr(FT, "build_data", lambda cfg: trained.append(cfg) or (_ for _ in ()).throw(AssertionError))
+    cfg = make_config(task="stdlib-kind", backend="finetune", weak_model=str(gpt2), strong_model=str(gpt2),
+                      lora=True, lora_target_modules=["q_proj"])
+    with pytest.raises(ModelError, match="strong_model .*not linear layers"):
+        run(cfg, store)
+    assert trained == []
+
+
+def test_the_weak_model_gets_its_own_settings():
+    cfg = make_config(task="stdlib-kind", backend="finetune", weak_model="w", strong_model="s", ft_lr=5e-4,
+                      ft_steps=60, lora=True, weak_ft_lr=1e-3, weak_ft_steps=30, weak_lora=False)
+    weak = cfg.for_weak()
+    assert (weak.ft_lr, weak.ft_steps, weak.lora) == (1e-3, 30, False)
+    assert (cfg.ft_lr, cfg.ft_steps, cfg.lora) == (5e-4, 60, True)
+    same = make_config(task="stdlib-kind", backend="finetune", weak_model="w", strong_model="s").for_weak()
+    assert (same.ft_lr, same.ft_steps, same.lora) == (5e-4, 60, False)

@@ -13,6 +13,7 @@ from transferlab.studies.w2s.losses import (
     ConfidenceLoss,
     LogConfLoss,
     ProductLoss,
+    RampedProductLoss,
     WindowLoss,
     XentLoss,
     balanced_hard_labels,
@@ -116,9 +117,20 @@ def test_logconf_buffer_uses_recent_examples_for_the_threshold():
     assert sum(b.shape[0] for b in loss._buf_student) <= 64 + 16
 
 
-def test_product_gradient_matches_geometric_target():
+def test_product_is_openais_product_of_student_and_weak():
     z, w = _batch(k=3, seed=4)
-    loss = ProductLoss(a_max=0.5, warmup_frac=0.2)
+    s = torch.softmax(z, -1).detach()
+    t = s * w / (s * w).sum(-1, keepdim=True)  # openai/weak-to-strong: preds^beta * labels^alpha, normalized
+    want = -(t * torch.log_softmax(z, -1)).sum(-1).mean()
+    assert torch.allclose(ProductLoss()(z, w), want, atol=1e-12)
+    assert torch.allclose(_grad(ProductLoss(), z, w, 0.0), (s - t) / z.shape[0], atol=1e-12)  # no ramp
+    t2 = s**2 * w**0.5 / (s**2 * w**0.5).sum(-1, keepdim=True)
+    assert torch.allclose(_grad(ProductLoss(alpha=0.5, beta=2.0), z, w), (s - t2) / z.shape[0], atol=1e-12)
+
+
+def test_ramped_product_gradient_matches_geometric_target():
+    z, w = _batch(k=3, seed=4)
+    loss = RampedProductLoss(a_max=0.5, warmup_frac=0.2)
     s = torch.softmax(z, -1).detach()
     t = w**0.5 * s**0.5
     t = t / t.sum(-1, keepdim=True)

@@ -32,7 +32,7 @@ TEXTS = [
     "",
     "def f(x): return x + 1  # comment",
 ]
-FAST = ["--set", "max_length=32", "--set", "steps=60", "--set", "eval_every=10", "--set", "n_boot=200"]
+FAST = ["--set", "max_length=32", "--set", "steps=60", "--set", "eval_every=10"]
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, emit_json, say, store_path
+from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, emit_json, store_path
 
 CONTRACT_KEYS = ("weak_acc", "ceiling_acc", "student_acc", "pgr")
 
@@ -130,32 +130,28 @@ def register(app: typer.Typer) -> None:
         if json_out:
             emit_json(json_view(summary))
             return
-        say(f"[bold]w2s[/bold] {summary['task']} · {summary['seeds']} seeds")
+        typer.echo(f"w2s {summary['task']} · {summary['seeds']} seeds")
         for m, d in summary["losses"].items():
             p = d["pgr"]
-            say(
+            typer.echo(
                 f"  {m:<11} weak {d['weak_acc']['value']:.3f}  student {d['student_acc']['value']:.3f}  "
                 f"ceiling {d['ceiling_acc']['value']:.3f}  "
                 f"PGR {p['value']:.3f} [{p['lo']:.3f}, {p['hi']:.3f}]"
             )
-        say(f"report: {Path(summary['run_dir']) / 'report.html'}")
+        typer.echo(f"report: {Path(summary['run_dir']) / 'report.html'}")
 
 
 def _many(cfg, store, json_out: bool) -> None:
     """Several tasks: one run each, plus paired tests between losses pooled across tasks and seeds."""
-    from transferlab.studies.w2s.analysis import pooled_paired_tests
-    from transferlab.studies.w2s.report import write_multi_task_report
-    from transferlab.studies.w2s.run import run
+    from transferlab.studies.w2s.run import run_many
 
-    tasks = [t.strip() for t in cfg.task.split(",") if t.strip()]
-    summaries = [run(cfg.model_copy(update={"task": t}), store) for t in tasks]
-    pooled = pooled_paired_tests(summaries)
-    report = write_multi_task_report(summaries, pooled, store)
+    out = run_many(cfg, store)
     if json_out:
-        emit_json({"tasks": {s["task"]: json_view(s) for s in summaries}, "pooled_paired_tests": pooled,
-                   "report": str(report)})
+        emit_json({"tasks": {t: json_view(s) for t, s in out["tasks"].items()},
+                   "pooled_paired_tests": out["pooled_paired_tests"], "report": out["report"]})
         return
-    for row in pooled:
-        say(f"  {row['a']} vs {row['b']}: mean diff {row['mean_diff']:+.4f} over {row['n']} (task, seed) pairs, "
-            f"t-test p {row['t_p']:.3g}, Wilcoxon p {row['wilcoxon_p']:.3g}")
-    say(f"report: {report}")
+    for row in out["pooled_paired_tests"]:
+        typer.echo(f"  {row['a']} vs {row['b']}: mean diff {row['mean_diff']:+.4f} over {row['n']} (task, seed) "
+                   f"pairs, t-test p {row['t_p']:.3g} (Holm {row['t_p_holm']:.3g}), Wilcoxon p "
+                   f"{row['wilcoxon_p']:.3g} (Holm {row['wilcoxon_p_holm']:.3g})")
+    typer.echo(f"report: {out['report']}")

@@ -10,6 +10,7 @@ estimate is NaN and ``guarded`` says why, instead of a huge number.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -42,8 +43,7 @@ class PGR:
     level: float
     n_seeds: int
     gap: float  # mean ceiling - mean weak
-    guarded: bool  # True when the gap was too small (value/interval are NaN)
-    dropped: float  # fraction of bootstrap resamples left out because their gap was too small
+    guarded: bool  # True when the gap was too small (value and/or interval are NaN)
     note: str = ""
 
     def to_dict(self) -> dict:
@@ -92,17 +92,23 @@ def check_gap(weak, ceiling, min_gap: float = DEFAULT_MIN_GAP, where: str = "w2s
     return c - w
 
 
+MIN_SEEDS_FOR_INTERVAL = 3
+
+
 def pgr(
     student,
     weak,
     ceiling,
     *,
-    n_boot: int = 2000,
     level: float = 0.95,
     min_gap: float = DEFAULT_MIN_GAP,
-    seed: int = 0,
+    min_seeds: int = MIN_SEEDS_FOR_INTERVAL,
 ) -> PGR:
-    """PGR over seeds (ratio of means) with a percentile-bootstrap interval over seeds."""
+    """PGR over seeds, the ratio of means (S - W) / (C - W), with a t-interval from the delta method for a
+    ratio of paired means: with a_i = s_i - w_i, b_i = c_i - w_i and R = mean(a) / mean(b),
+    se(R) = sd(a_i - R b_i) / (sqrt(n) |mean(b)|), and R ± t(n-1) se. Its coverage is checked by simulation
+    in the tests (the percentile bootstrap it replaces covered 83% at 5 seeds). Fewer than ``min_seeds``
+    seeds get no interval, and neither does a gap whose own interval reaches below ``min_gap``."""
     s, w, c = _vec(student, "student"), _vec(weak, "weak"), _vec(ceiling, "ceiling")
     if not (s.size == w.size == c.size):
         raise MetricError(
@@ -111,42 +117,21 @@ def pgr(
         )
     if not 0 < level < 1:
         raise MetricError(f"level must be in (0, 1), got {level}", fix="use e.g. 0.95")
+    n = int(s.size)
     gap = float(c.mean() - w.mean())
+    nan = float("nan")
     if gap < min_gap:
-        return PGR(
-            float("nan"),
-            float("nan"),
-            float("nan"),
-            level,
-            int(s.size),
-            gap,
-            True,
-            1.0,
-            f"ceiling - weak gap {gap:.4f} < {min_gap:g}: PGR undefined",
-        )
-    value = float((s.mean() - w.mean()) / gap)
-    if s.size < 2:
-        return PGR(value, float("nan"), float("nan"), level, 1, gap, False, 0.0, "one seed: no interval")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, s.size, size=(n_boot, s.size))
-    bs, bw, bc = s[idx].mean(1), w[idx].mean(1), c[idx].mean(1)
-    bgap = bc - bw
-    ok = bgap >= min_gap
-    dropped = float(1.0 - ok.mean())
-    alpha = 1.0 - level
-    if dropped > alpha / 2:
-        # too many resamples have no gap: the tail of the interval would be made up
-        return PGR(
-            value,
-            float("nan"),
-            float("nan"),
-            level,
-            int(s.size),
-            gap,
-            True,
-            dropped,
-            f"{dropped:.1%} of bootstrap resamples have ceiling - weak < {min_gap:g}: interval not reported",
-        )
-    ratios = (bs[ok] - bw[ok]) / bgap[ok]
-    lo, hi = np.quantile(ratios, [alpha / 2, 1 - alpha / 2])
-    return PGR(value, float(lo), float(hi), level, int(s.size), gap, False, dropped)
+        return PGR(nan, nan, nan, level, n, gap, True, f"ceiling - weak gap {gap:.4f} < {min_gap:g}: PGR undefined")
+    a, b = s - w, c - w
+    value = float(a.mean() / gap)
+    if n < min_seeds:
+        return PGR(value, nan, nan, level, n, gap, False,
+                   f"{n} seed(s): an interval needs at least {min_seeds} (run more seeds)")
+    t = float(stats.t.ppf(0.5 + level / 2, n - 1))
+    gap_lo = gap - t * float(b.std(ddof=1)) / math.sqrt(n)
+    if gap_lo < min_gap:
+        return PGR(value, nan, nan, level, n, gap, True,
+                   f"the ceiling - weak gap's {level:.0%} interval reaches {gap_lo:.4f} < {min_gap:g}: "
+                   "interval not reported")
+    se = float((a - value * b).std(ddof=1)) / (math.sqrt(n) * abs(gap))
+    return PGR(value, value - t * se, value + t * se, level, n, gap, False)

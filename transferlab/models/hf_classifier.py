@@ -134,17 +134,19 @@ def load_backbone(path: str) -> tuple[nn.Module, object]:
 class HFClassifier(nn.Module):
     """Backbone + attention-mask mean pooling + linear head; ``lora_r`` > 0 wraps the backbone in LoRA."""
 
-    def __init__(self, backbone: nn.Module, num_labels: int, lora_r: int = 0, lora_alpha: int = 16):
+    def __init__(self, backbone: nn.Module, num_labels: int, lora_r: int = 0, lora_alpha: int = 16,
+                 lora_targets: list[str] | None = None):
         super().__init__()
         hidden = getattr(backbone.config, "hidden_size", None) or backbone.config.n_embd
         if lora_r > 0:
             from peft import LoraConfig, get_peft_model
 
-            targets = _lora_targets(backbone)
+            targets, conv1d = lora_targets_of(backbone, lora_targets)
             backbone = get_peft_model(
                 backbone,
                 LoraConfig(
-                    r=lora_r, lora_alpha=lora_alpha, target_modules=targets, lora_dropout=0.0, bias="none"
+                    r=lora_r, lora_alpha=lora_alpha, target_modules=targets, lora_dropout=0.0, bias="none",
+                    fan_in_fan_out=conv1d,  # GPT-2's Conv1D stores its weight as (in, out)
                 ),
             )
         self.backbone = backbone
@@ -152,9 +154,10 @@ class HFClassifier(nn.Module):
         self.num_labels = num_labels
 
     @classmethod
-    def from_pretrained(cls, path: str, num_labels: int, lora_r: int = 0) -> tuple[HFClassifier, object]:
+    def from_pretrained(cls, path: str, num_labels: int, lora_r: int = 0,
+                        lora_targets: list[str] | None = None) -> tuple[HFClassifier, object]:
         backbone, tok = load_backbone(path)
-        return cls(backbone, num_labels, lora_r=lora_r), tok
+        return cls(backbone, num_labels, lora_r=lora_r, lora_targets=lora_targets), tok
 
     def features(self, input_ids: Tensor, attention_mask: Tensor, layer: int = -1) -> Tensor:
         out = self.backbone(
@@ -170,14 +173,64 @@ class HFClassifier(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
 
-def _lora_targets(model: nn.Module) -> list[str]:
-    names = {n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-    for group in (["query", "value"], ["q_proj", "v_proj"], ["c_attn"]):
-        if all(g in names for g in group):
-            return group
+# the attention projections LoRA adapts in the common families (Hu et al. adapt the query and value ones)
+LORA_TARGET_GROUPS = (
+    ["query", "value"],  # BERT, RoBERTa, MiniLM, ELECTRA
+    ["q_proj", "v_proj"],  # Llama, Mistral, Qwen, OPT, Phi, the zoo
+    ["c_attn"],  # GPT-2 (a fused q/k/v Conv1D)
+    ["query_key_value"],  # GPT-NeoX / Pythia, Falcon, BLOOM
+    ["q_lin", "v_lin"],  # DistilBERT
+    ["q", "v"],  # T5, MPNet
+)
+
+
+def _adaptable(model: nn.Module) -> dict[str, bool]:
+    """Last-name -> is Conv1D, for every module LoRA can wrap (``nn.Linear`` and transformers' ``Conv1D``)."""
+    try:
+        from transformers.pytorch_utils import Conv1D
+    except ImportError:  # pragma: no cover
+        Conv1D = ()  # noqa: N806
+    out: dict[str, bool] = {}
+    for n, m in model.named_modules():
+        if isinstance(m, nn.Linear) or (Conv1D and isinstance(m, Conv1D)):
+            out[n.split(".")[-1]] = not isinstance(m, nn.Linear)
+    return out
+
+
+def lora_targets_of(model: nn.Module, requested: list[str] | None = None) -> tuple[list[str], bool]:
+    """The module names LoRA wraps in ``model`` (``requested``, checked, or the family's attention projections)
+    and whether they are Conv1D. One clear error, naming what the model has, when there are none."""
+    have = _adaptable(model)
+    if requested:
+        missing = [t for t in requested if t not in have]
+        if missing:
+            raise ModelError(f"LoRA target module(s) {missing} are not linear layers of this model",
+                             where="lora_target_modules",
+                             fix=f"choose from: {', '.join(sorted(have)[:20])}")
+        return list(requested), any(have[t] for t in requested)
+    for group in LORA_TARGET_GROUPS:
+        if all(g in have for g in group):
+            return group, any(have[g] for g in group)
     raise ModelError(
-        "no attention projections found for LoRA", where="model", fix="use full fine-tuning (lora=false)"
+        "no attention projections found for LoRA", where="lora_target_modules",
+        fix=f"name them with lora_target_modules (this model's linear layers: {', '.join(sorted(have)[:20])}), "
+            "or use full fine-tuning (lora=false)",
     )
+
+
+def check_lora(path: str, requested: list[str] | None = None) -> list[str]:
+    """The LoRA targets of the model at ``path``, found without loading its weights (on the meta device), so a
+    model LoRA cannot adapt is refused before anything trains."""
+    from transformers import AutoConfig, AutoModel
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot read a model config at {path}: {str(err).splitlines()[0]}", where="model",
+                         fix="pass a local Hugging Face model folder (config.json and weights)") from None
+    with torch.device("meta"):
+        skeleton = AutoModel.from_config(config)
+    return lora_targets_of(skeleton, requested)[0]
 
 
 @torch.no_grad()

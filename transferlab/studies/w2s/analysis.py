@@ -25,12 +25,10 @@ def summarize_method(
     rows: list[dict[str, Any]],
     *,
     min_gap: float,
-    n_boot: int,
-    seed: int = 0,
 ) -> dict[str, Any]:
     """rows: one dict per seed with student_acc, agreement, misfit, ece, auroc."""
     s = [r["student_acc"] for r in rows]
-    p = pgr(s, weak, ceiling, n_boot=n_boot, min_gap=min_gap, seed=seed)
+    p = pgr(s, weak, ceiling, min_gap=min_gap)
     out = {
         "weak_acc": _ci(weak),
         "ceiling_acc": _ci(ceiling),
@@ -48,8 +46,21 @@ def summarize_method(
     return out
 
 
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (NaN stays NaN and is not counted)."""
+    idx = [i for i, p in enumerate(pvalues) if p == p]
+    m = len(idx)
+    out = [float("nan")] * len(pvalues)
+    running = 0.0
+    for rank, i in enumerate(sorted(idx, key=lambda j: pvalues[j])):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        out[i] = running
+    return out
+
+
 def paired_tests(student_acc: dict[str, list[float]]) -> list[dict[str, Any]]:
-    """Every pair of methods, paired across seeds (and tasks): paired t-test and Wilcoxon signed-rank."""
+    """Every pair of methods, paired across seeds (and tasks): paired t-test and Wilcoxon signed-rank, each
+    with Holm-adjusted p-values over the family of pairs (``t_p_holm``, ``wilcoxon_p_holm``)."""
     out = []
     for a, b in combinations(list(student_acc), 2):
         x, y = np.asarray(student_acc[a], float), np.asarray(student_acc[b], float)
@@ -74,6 +85,9 @@ def paired_tests(student_acc: dict[str, list[float]]) -> list[dict[str, Any]]:
             except ValueError:
                 row["wilcoxon_p"] = math.nan
         out.append(row)
+    for key in ("t_p", "wilcoxon_p"):
+        for row, adj in zip(out, holm([r[key] for r in out])):
+            row[f"{key}_holm"] = adj
     return out
 
 

@@ -18,14 +18,15 @@ from transferlab.core.errors import ConfigError
 from transferlab.core.memory import check_fits
 from transferlab.studies.w2s.losses import LOSSES, known_methods
 
-LOSS_PARAM_NAMES = {
-    "confidence": {"c"},
-    "logconf": {"a_max", "warmup_frac", "buffer_size"},
-    "product": {"a_max", "warmup_frac"},
-    "window": {"width"},
-    "adaptconf": {"tau", "warmup_frac"},
-    "xent": set(),
-}
+
+def loss_param_names(name: str) -> set[str]:
+    """The parameters a loss takes: its constructor's signature (as scikit-learn's ``_get_param_names``), so a
+    new loss is one class plus one registry entry."""
+    import inspect
+
+    if name not in LOSSES:
+        return set()
+    return {p for p in inspect.signature(LOSSES[name].__init__).parameters if p != "self"}
 
 
 class W2SConfig(StudyConfig):
@@ -60,7 +61,6 @@ class W2SConfig(StudyConfig):
     knn_k: int = Field(10, ge=1)
     # analysis
     min_gap: float = Field(0.01, ge=0)
-    n_boot: int = Field(2000, ge=100)
     # weak/strong models: 'zoo:<size>' (or 'zoo:<name>') from the model zoo, or a local HF folder.
     # heads backend: when set, text features are causal-LM hidden states mean-pooled by the attention
     # mask (studies.w2s.zoo_features) instead of the encoder's layers; finetune backend: the models tuned.
@@ -70,11 +70,17 @@ class W2SConfig(StudyConfig):
     zoo_root: str | None = None  # default <store>/zoo
     zoo_corpus: str | None = None  # zoo:<size> picks among this corpus's models (default: any)
     resolved_models: dict[str, dict[str, Any]] = Field(default_factory=dict)  # filled by run(): weights ids
-    lora: bool = False
-    lora_r: int = Field(8, ge=1)
-    ft_steps: int = Field(60, ge=1)
-    ft_lr: float = Field(5e-4, gt=0)
-    ft_batch_size: int = Field(16, ge=1)
+    lora: bool = Field(False, description="finetune backend: LoRA adapters instead of full fine-tuning")
+    lora_r: int = Field(8, ge=1, description="LoRA rank")
+    lora_target_modules: list[str] | None = Field(
+        None, description="module names LoRA wraps (default: the family's attention projections, e.g. query/value, "
+                          "q_proj/v_proj, GPT-2's c_attn); checked against both models before anything trains")
+    ft_steps: int = Field(60, ge=1, description="finetune backend: steps of each fine-tuning run")
+    ft_lr: float = Field(5e-4, gt=0, description="finetune backend: AdamW learning rate")
+    ft_batch_size: int = Field(16, ge=1, description="finetune backend: batch size")
+    weak_ft_lr: float | None = Field(None, gt=0, description="the weak model's own learning rate (default: ft_lr)")
+    weak_ft_steps: int | None = Field(None, ge=1, description="the weak model's own steps (default: ft_steps)")
+    weak_lora: bool | None = Field(None, description="LoRA for the weak model (default: lora)")
     # speed only (not part of the config hash)
     device: Device = Field("auto", description="where the fine-tuning backend and the zoo/causal-LM features "
                            "run: auto (CUDA when present) | cpu | cuda; frozen-feature heads train on the CPU")
@@ -136,13 +142,19 @@ class W2SConfig(StudyConfig):
         for name, params in self.loss_params.items():
             if name not in LOSSES:
                 raise ValueError(f"loss_params names unknown loss '{name}'")
-            extra = set(params) - LOSS_PARAM_NAMES.get(name, set())
+            extra = set(params) - loss_param_names(name)
             if extra:
                 raise ValueError(
                     f"loss_params.{name} has unknown keys {sorted(extra)}; "
-                    f"known: {sorted(LOSS_PARAM_NAMES[name])}"
+                    f"known: {sorted(loss_param_names(name))}"
                 )
         return self
+
+    def for_weak(self) -> W2SConfig:
+        """The settings the weak model fine-tunes with: its own lr, steps and LoRA switch where given."""
+        return self.model_copy(update={
+            "ft_lr": self.weak_ft_lr or self.ft_lr, "ft_steps": self.weak_ft_steps or self.ft_steps,
+            "lora": self.lora if self.weak_lora is None else self.weak_lora})
 
 
 def refuse_gold(values: dict[str, Any]) -> None:
@@ -159,6 +171,7 @@ def refuse_gold(values: dict[str, Any]) -> None:
             where="W2SConfig",
             fix="use weak_val (the weak-labelled validation split) or last",
         )
+
 
 
 PRESETS = PresetRegistry()

@@ -15,7 +15,7 @@ import torch
 from transferlab.core import progress
 from transferlab.core.errors import ConfigError, DataError
 from transferlab.metrics import accuracy, agreement, auroc, check_gap, ece, misfit
-from transferlab.models.hf_classifier import HFClassifier, load_backbone
+from transferlab.models.hf_classifier import HFClassifier, ModelError, load_backbone
 from transferlab.store.run import Store
 from transferlab.studies.w2s.config import W2SConfig
 from transferlab.studies.w2s.losses import W2SLoss, XentLoss, make_loss
@@ -65,7 +65,8 @@ def finetune_one(
     from transferlab.core.devices import resolve_device
 
     device = resolve_device(cfg.device, where="device")
-    model, _ = HFClassifier.from_pretrained(path, n_classes, lora_r=cfg.lora_r if cfg.lora else 0)
+    model, _ = HFClassifier.from_pretrained(path, n_classes, lora_r=cfg.lora_r if cfg.lora else 0,
+                                            lora_targets=cfg.lora_target_modules)
     model.to(device).train()
     opt = torch.optim.AdamW(model.trainable_parameters(), lr=cfg.ft_lr)
     g = torch.Generator().manual_seed(seed)
@@ -121,6 +122,16 @@ def run_finetune(cfg: W2SConfig, store: Store | None, *, write_report: bool = Tr
             where="backend=finetune",
             fix="use backend=heads for knn-refine and bootstrap",
         )
+    if cfg.lora or cfg.for_weak().lora:  # a model LoRA cannot adapt is refused before any model trains
+        from transferlab.models.hf_classifier import check_lora
+
+        roles = ([("strong_model", cfg.strong_model)] if cfg.lora else []) + (
+            [("weak_model", cfg.weak_model)] if cfg.for_weak().lora else [])
+        for role, path in roles:
+            try:
+                check_lora(path, cfg.lora_target_modules)
+            except ModelError as err:
+                raise ModelError(f"{role} {path}: {err.what}", where=err.where, fix=err.fix) from None
     t0 = time.perf_counter()
     data = build_data(cfg)
     if data.texts is None:
@@ -155,7 +166,7 @@ def run_finetune(cfg: W2SConfig, store: Store | None, *, write_report: bool = Tr
                     _onehot(y[wt[:hold]], k),
                     XentLoss(),
                     cfg_.seed + s + 10_000,
-                    cfg_,
+                    cfg_.for_weak(),
                     sp.test,
                     y[sp.test],
                     predict_idx=used,

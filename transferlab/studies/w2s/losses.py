@@ -90,7 +90,8 @@ class XentLoss(W2SLoss):
 
 
 class ConfidenceLoss(W2SLoss):
-    """The textbook's confidence objective, exactly: KL(weak || student) (batchmean) + c * mean H(student).
+    """The textbook's confidence objective, exactly: KL(weak || student) (batchmean) + c * mean H(student):
+    xent plus entropy minimisation. Not Burns et al.'s auxiliary confidence loss, which is ``logconf``.
 
     Minimizing it pulls the student towards the weak labels and towards confident predictions.
     The entropy term is part of the objective and is NOT detached (EleutherAI's "entropy" loss
@@ -153,13 +154,35 @@ class LogConfLoss(W2SLoss):
 
 
 class ProductLoss(W2SLoss):
-    """Product-of-experts target: CE(student, normalize(weak^(1-a) * student^a)), target detached.
+    """openai/weak-to-strong's product loss, exactly: CE(student, normalize(student^beta * weak^alpha)),
+    the target detached, alpha = beta = 1, no ramp (the reference takes a warm-up fraction and never uses it).
 
-    The student keeps the weak label where it agrees and softens it where it confidently disagrees.
-    ``a`` ramps linearly like logconf (0 -> a_max over ``warmup_frac``).
+    The product of the two distributions: the student keeps the weak label where they agree and overrides
+    it where it is confident enough to outweigh it.
     """
 
     name = "product"
+
+    def __init__(self, alpha: float = 1.0, beta: float = 1.0):
+        super().__init__()
+        self.alpha, self.beta = float(alpha), float(beta)
+
+    def target(self, logits: Tensor, weak_probs: Tensor, progress: float = 1.0) -> Tensor:
+        t = torch.softmax(logits.detach(), -1) ** self.beta * weak_probs ** self.alpha
+        return t / t.sum(-1, keepdim=True)
+
+    def forward(self, logits: Tensor, weak_probs: Tensor, progress: float = 1.0) -> Tensor:
+        _check(logits, weak_probs)
+        return soft_xent(logits, self.target(logits, weak_probs, progress))
+
+
+class RampedProductLoss(W2SLoss):
+    """A ramped geometric mixture (our variant of the product loss, not openai's):
+    CE(student, normalize(weak^(1-a) * student^a)), target detached, ``a`` ramping linearly like logconf
+    (0 -> a_max over ``warmup_frac``). At a = 1/2 its target log-odds are half of openai's product's.
+    """
+
+    name = "product-ramped"
 
     def __init__(self, a_max: float = 0.5, warmup_frac: float = 0.2):
         super().__init__()
@@ -237,7 +260,8 @@ class AdaptConfLoss(W2SLoss):
 
 
 LOSSES: dict[str, type[W2SLoss]] = {
-    cls.name: cls for cls in (XentLoss, ConfidenceLoss, LogConfLoss, ProductLoss, WindowLoss, AdaptConfLoss)
+    cls.name: cls for cls in (XentLoss, ConfidenceLoss, LogConfLoss, ProductLoss, RampedProductLoss, WindowLoss,
+                              AdaptConfLoss)
 }
 
 # Methods that change the labels instead of the loss (trained with xent on the new labels).
@@ -275,6 +299,7 @@ __all__ = [
     "LOSSES",
     "LogConfLoss",
     "ProductLoss",
+    "RampedProductLoss",
     "W2SLoss",
     "WindowLoss",
     "XentLoss",

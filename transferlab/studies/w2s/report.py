@@ -222,13 +222,14 @@ def build_page(summary: dict[str, Any]) -> Page:
     page.heading("Paired tests between losses (across seeds)")
     page.table(
         [
-            {k: r[k] for k in ("a", "b", "n", "mean_diff", "t_p", "wilcoxon_p")}
+            {k: r[k] for k in ("a", "b", "n", "mean_diff", "t_p", "t_p_holm", "wilcoxon_p", "wilcoxon_p_holm")}
             for r in summary["paired_tests"]
         ]
     )
     page.text(
         "Student accuracies are paired by seed (same splits, weak labels and initialization). "
-        "With few seeds the Wilcoxon test cannot reach small p-values (n=5: p >= 0.0625)."
+        "With few seeds the Wilcoxon test cannot reach small p-values (n=5: p >= 0.0625). The *_holm columns "
+        "are Holm-adjusted over all the pairs shown, for reading several comparisons at once."
     )
     page.heading("Floor and ceiling").key_values(
         {
@@ -259,6 +260,7 @@ def write_multi_task_report(summaries: list[dict], pooled: list[dict], store) ->
     fig.update_layout(barmode="group", title="PGR per loss and task", yaxis_title="PGR", height=420)
     page.heading("PGR per loss and task").figure(fig)
     page.heading("Paired tests between losses, pooled across tasks and seeds")
-    page.table([{k: r[k] for k in ("a", "b", "n", "mean_diff", "t_p", "wilcoxon_p")} for r in pooled])
+    cols = ("a", "b", "n", "mean_diff", "t_p", "t_p_holm", "wilcoxon_p", "wilcoxon_p_holm")
+    page.table([{k: r[k] for k in cols} for r in pooled])
     tag = hashlib.sha256(",".join(s.get("run_dir") or s["task"] for s in summaries).encode()).hexdigest()[:12]
     return page.write(Path(store.root) / "w2s" / "reports" / f"tasks-{tag}.html")

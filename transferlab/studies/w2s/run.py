@@ -441,9 +441,9 @@ def assemble(
         weak_extra.append({"auroc": auroc(yt, pw), "ece": ece(yt, pw)})
         ceil_extra.append({"auroc": auroc(yt, pc), "ece": ece(yt, pc)})
     methods = {}
-    for i, (m, rows) in enumerate(students.items()):
+    for m, rows in students.items():
         summ = summarize_method(
-            weak_acc, ceil_acc, rows, min_gap=cfg.min_gap, n_boot=cfg.n_boot, seed=cfg.seed + i
+            weak_acc, ceil_acc, rows, min_gap=cfg.min_gap
         )
         summ["per_seed"] = [{k: v for k, v in r.items() if k != "curve"} for r in rows]
         summ["curve"] = mean_curve([r["curve"] for r in rows])
@@ -487,7 +487,7 @@ def size_sweep(
         wp = base["weak_probs"][rung]
         rows = train_students(views, splits, {**base, "weak_probs": {"weak": wp}}, sw_cfg, ["xent"])["xent"]
         w = [accuracy(y[sp.test].numpy(), wp[s][sp.test].numpy()) for s, sp in enumerate(splits)]
-        summ = summarize_method(w, ceil_acc, rows, min_gap=cfg.min_gap, n_boot=cfg.n_boot, seed=cfg.seed)
+        summ = summarize_method(w, ceil_acc, rows, min_gap=cfg.min_gap)
         out.append(
             {
                 "weak_view": rung,
@@ -498,3 +498,16 @@ def size_sweep(
             }
         )
     return out
+
+
+def run_many(cfg: W2SConfig, store: Store | None = None) -> dict[str, Any]:
+    """Several tasks (``cfg.task`` comma-separated): one run each, plus the paired tests between losses pooled
+    across tasks and seeds, and one report over all of them."""
+    from transferlab.studies.w2s.analysis import pooled_paired_tests
+    from transferlab.studies.w2s.report import write_multi_task_report
+
+    tasks = [t.strip() for t in cfg.task.split(",") if t.strip()]
+    summaries = [run(cfg.model_copy(update={"task": t}), store) for t in tasks]
+    pooled = pooled_paired_tests(summaries)
+    report = write_multi_task_report(summaries, pooled, store)
+    return {"tasks": {s["task"]: s for s in summaries}, "pooled_paired_tests": pooled, "report": str(report)}

@@ -348,14 +348,14 @@ def pair_sweep(views: Views, splits: list[Any], base: dict[str, Any], cfg: W2SCo
         ceilings[rung] = torch.stack([r.probs(xr) for r in train_heads(xr, jobs, **head_kw(cfg))]).detach()
     sw_cfg = cfg.model_copy(update={"losses": ["xent"]})
     out = []
-    for i, (weak, strong) in enumerate(combinations(ladder, 2)):
+    for weak, strong in combinations(ladder, 2):
         wp = base["weak_probs"][weak]
         cp = ceilings[strong]
         w = [accuracy(y[sp.test].numpy(), wp[s][sp.test].numpy()) for s, sp in enumerate(splits)]
         c = [accuracy(y[sp.test].numpy(), cp[s][sp.test].numpy()) for s, sp in enumerate(splits)]
         sv = Views(views.data, {**views.views, "strong": views.views[strong]}, ladder, views.sizes)
         rows = train_students(sv, splits, {"weak_probs": {"weak": wp}}, sw_cfg, ["xent"])["xent"]
-        summ = summarize_method(w, c, rows, min_gap=cfg.min_gap, n_boot=cfg.n_boot, seed=cfg.seed + i)
+        summ = summarize_method(w, c, rows, min_gap=cfg.min_gap)
         nw, ns = views.sizes[weak], views.sizes[strong]
         out.append(
             {
