@@ -74,7 +74,8 @@ def register(app: typer.Typer) -> None:
         losses: str | None = typer.Option(
             None,
             "--losses",
-            help="Comma-separated: xent,confidence,logconf,product,window,adaptconf,knn-refine,bootstrap.",
+            help="Comma-separated: xent,confidence,logconf,product,product-ramped,window,adaptconf,knn-refine,"
+            "bootstrap.",
         ),
         seeds: int | None = typer.Option(
             None, "--seeds", help="Number of seeds (splits, weak and student inits)."
@@ -91,6 +92,10 @@ def register(app: typer.Typer) -> None:
         Text tasks embed with the bundled MiniLM (weak = its first layers) unless weak and strong models
         are named: --set weak_model=zoo:xs --set strong_model=zoo:m [--set mid_models=zoo:s] (the
         model zoo; build it with `transferlab zoo build --sizes xs,s,m`) or local causal-LM folders.
+
+        Fine-tuning backend (--set backend=finetune): the weak and strong Hugging Face models themselves are
+        fine-tuned (a mean-pooled linear head; lora=true for LoRA, lora_target_modules to name the layers;
+        weak_ft_lr, weak_ft_steps, weak_lora for the weak model's own settings).
         """
         begin(json_out)
         if list_tasks:
