@@ -71,8 +71,8 @@ def engine_tokens_per_s(kind: str, size: str, steps: int, seq_len: int, batch: i
     warm.run()
     eng = Engine(forward, params, loss, chain, data,
                  Schedule(steps=steps, batch_size=batch, eval_every=10**9, checkpoint_every=10**9),
-                 evaluator=lambda p, f, s: [{"step": s}], description=f"bench {size}", compile=compile)
-    eng._compiled = warm._compiled  # the compiled step, reused (not compiled again)
+                 evaluator=lambda p, f, s: [{"step": s}], description=f"bench {size}")
+    eng._compiled = warm._compiled  # the warm-up's compiled step, reused: not compiled (or reset) again
     res = eng.run()
     return res.steps_run * batch * seq_len / res.train_seconds
 

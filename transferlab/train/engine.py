@@ -381,6 +381,10 @@ def _compiled_member_loss(forward: StackedForward, loss_fn: torch.nn.Module) -> 
     def member_loss(own: Tensors, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return loss_fn(forward.member(own, x).unsqueeze(0), y).mean(-1)[0]
 
+    # Dynamo caches by code object: without a reset, every new engine in one process (a zoo build's sizes, a
+    # sweep's runs) would add a recompilation of this function until its limit (8), after which it silently
+    # runs eagerly. Runs train one after another, so each engine starts from an empty cache.
+    torch.compiler.reset()
     return torch.compile(member_loss, dynamic=False)
 
 
