@@ -73,12 +73,12 @@ PRESETS = PresetRegistry()
 PRESETS.add(
     "full",
     "all 6 sizes (13k..1.55M non-embedding params, 116x) to 20 tokens per parameter on the large prose corpus; "
-    "~64M tokens in all; ~89 min on 2 cores projected from quiet per-size rates (the whole build not yet timed)",
+    "~61M tokens in all; 61 min on 2 cores from an empty store (measured 2026-12-01, docs/RESULTS.md)",
 )
 PRESETS.add(
     "mini",
-    "the 3 smallest sizes (13k, 56k, 151k) to 20 tokens per parameter on the large prose corpus; ~5 min on "
-    "2 cores (quiet per-size rates) once the corpus is extracted and encoded",
+    "the 3 smallest sizes (13k, 56k, 151k) to 20 tokens per parameter on the large prose corpus; ~4 min of "
+    "training on 2 cores, plus ~3 min to extract and encode the corpus once",
     sizes=["xxs", "xs", "s"],
 )
 PRESETS.add(
