@@ -163,3 +163,15 @@ def test_too_few_points_and_non_convergence_are_refused():
     Ng, Dg = (v.ravel() for v in np.meshgrid(np.geomspace(1e5, 1e8, 4), np.geomspace(1e6, 1e9, 4)))
     with pytest.raises(FitError, match="did not converge"):
         fit_chinchilla(Ng, Dg, law.loss(Ng, Dg) * 1.01, max_iter=2)
+
+
+def test_a_law_whose_E_underflowed_to_zero_still_has_a_theta():
+    import math
+
+    from transferlab.fit.chinchilla import ChinchillaLaw
+
+    law = ChinchillaLaw(A=400.0, B=410.0, E=0.0, alpha=0.34, beta=0.28)
+    th = law.theta
+    assert all(math.isfinite(v) for v in th) and th[2] < -700
+    back = ChinchillaLaw.from_theta(th)
+    assert back.E == 0.0 or back.E < 1e-300

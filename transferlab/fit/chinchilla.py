@@ -67,6 +67,9 @@ STATUS_NAMES = {
 }
 
 
+TINY = float(np.finfo(float).tiny)  # the smallest positive normal float
+
+
 @dataclass(frozen=True)
 class ChinchillaLaw:
     """``L(N, D) = E + A / N^alpha + B / D^beta``."""
@@ -88,7 +91,12 @@ class ChinchillaLaw:
 
     @property
     def theta(self) -> np.ndarray:
-        return np.array([math.log(self.A), math.log(self.B), math.log(self.E), self.alpha, self.beta])
+        """(log A, log B, log E, alpha, beta). A fit can drive E (or A, B) to an exp() that underflows to 0.0
+        (the data never flatten); its log is then the smallest float's, not a math domain error."""
+        def log(v: float) -> float:
+            return math.log(max(v, TINY))
+
+        return np.array([log(self.A), log(self.B), log(self.E), self.alpha, self.beta])
 
     @classmethod
     def from_theta(cls, theta: Sequence[float]) -> ChinchillaLaw:
