@@ -96,7 +96,7 @@ PRESETS.add(
 PRESETS.add(
     "quick",
     "3 sizes (xxs, s, m: 25x), pretrained to 20 tokens/param on prose; 4 scratch D x 3 D_F on code "
-    "(zoo v2: not yet timed; the target is <= 15 min)",
+    "(target runs 18 min on 1 thread when the zoo is built; see docs/RESULTS.md)",
     sizes=["xxs", "s", "m"], bootstrap=200,
 )
 PRESETS.add(
