@@ -273,7 +273,8 @@ def write_sweep_report(result: dict[str, Any], store: Store) -> tuple[Path, anal
             "c (fitted, 95% interval)": f"{law.constant:.3g} [{law.constant_ci[0]:.3g}, {law.constant_ci[1]:.3g}] "
                                         f"(theory: {law.theory_constant})",
             "R² (generalized trials)": law.r2, "leave-one-out MAPE": law.mape_loo,
-            "held-out MAPE": f"{law.mape_heldout} ({law.heldout_rule})",
+            "held-out MAPE": ("n/a" if law.mape_heldout is None else f"{law.mape_heldout:.3f}")
+                             + f" ({law.heldout_rule})",
             "trials used / censored": f"{law.n_used} / {law.n_censored}",
             "spread of log ‖θ_post‖² across trials (sd)": law.log_norm_post_sd})
     if law.excluded:
