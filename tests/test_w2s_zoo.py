@@ -195,6 +195,9 @@ def test_w2s_run_with_zoo_models_json_contract_and_sweep(zoo_store, cli):
     for m, row in data["losses"].items():
         for key in ("weak_acc", "ceiling_acc", "student_acc", "pgr"):
             iv = row[key]
+            if key == "pgr":  # 2 seeds: PGR has no interval (it needs at least 3), and says so
+                assert iv["lo"] is None and "at least 3" in iv["note"], (m, key)
+                continue
             assert iv["level"] == 0.95 and iv["lo"] is not None, (m, key)
             assert iv["lo"] <= iv["value"] <= iv["hi"], (m, key, iv)
         pgr = (row["student_acc"]["value"] - row["weak_acc"]["value"]) / (

@@ -21,6 +21,8 @@ def json_view(summary: dict) -> dict:
     for m, d in summary["losses"].items():
         row = {k: _interval(d[k]) for k in CONTRACT_KEYS}
         row["pgr"]["guarded"] = d["pgr"].get("guarded", False)
+        if d["pgr"].get("note"):  # e.g. why there is no interval (fewer than 3 seeds, a vanishing gap)
+            row["pgr"]["note"] = d["pgr"]["note"]
         for k in ("agreement", "misfit", "ece", "auroc"):
             if k in d:
                 row[k] = _interval(d[k])
