@@ -28,8 +28,18 @@ def _imports(path: Path):
 
 
 def _study(module: str) -> str | None:
+    """The study folder a module belongs to. The layer's own modules (``studies/base.py``, the protocol, and
+    ``studies/registry.py``) belong to no study: every study may import them."""
     parts = module.split(".")
-    return parts[2] if len(parts) > 2 and parts[:2] == ["transferlab", "studies"] else None
+    if len(parts) > 2 and parts[:2] == ["transferlab", "studies"] and (ROOT / "studies" / parts[2]).is_dir():
+        return parts[2]
+    return None
+
+
+def test_the_protocol_imports_no_study():
+    for name in ("base.py", "registry.py"):
+        for line, module, _ in _imports(ROOT / "studies" / name):
+            assert _study(module) is None, f"studies/{name}:{line} imports {module} (the protocol is below studies)"
 
 
 def test_no_study_imports_another_study():

@@ -70,11 +70,14 @@ def say(text: str) -> None:
 
 
 EXPLAIN_HELP = "Print every config key with its type, default and description, and exit."
+ExplainOpt = typer.Option(False, "--explain", help=EXPLAIN_HELP)
+ListPresetsOpt = typer.Option(False, "--list-presets", help="List the presets and exit.")
+PrintConfigOpt = typer.Option(False, "--print-config", help="Print the resolved config and exit.")
 
 
 def config_or_listing(
     cls: Any,
-    presets: Any,
+    presets: Any = None,
     *,
     preset: Optional[str],
     config: Optional[Path],
@@ -84,11 +87,18 @@ def config_or_listing(
     print_config: bool,
     json_out: bool,
     explain: bool = False,
+    extra: dict[str, Any] | None = None,
 ) -> Any:
     """The shared front of a study command: answer --list-presets / --print-config / --explain, else return
     the resolved config (``default_preset`` when the user gave no preset, file or override). Returns None when
-    the command has already answered."""
+    the command has already answered. ``cls`` is a study (``transferlab.studies.base.Study``: its config class,
+    presets and ``make_config``) or a config class with ``presets``; ``extra`` are values from the command's own
+    flags, applied last."""
     from transferlab.core.config import resolve
+
+    study = None
+    if not isinstance(cls, type):
+        study, cls, presets = cls, cls.config_cls, cls.presets
 
     if explain:
         rows = explain_fields(cls)
@@ -109,7 +119,10 @@ def config_or_listing(
                 typer.echo(f"{n:24s} {d}")
         return None
     name = preset if preset is not None else default_preset  # --set and files apply on top of it
-    cfg = resolve(cls, presets=presets, preset=name, config_file=config, overrides=overrides)
+    if study is not None:
+        cfg = study.make_config(name, overrides, config_file=config, values=extra)
+    else:
+        cfg = resolve(cls, presets=presets, preset=name, config_file=config, overrides=overrides, extra=extra)
     if print_config:
         typer.echo(cfg.to_yaml())
         return None

@@ -7,15 +7,29 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, check_paths, emit_json, say, show, store_path
-from transferlab.core.config import load_yaml, resolve
+from transferlab.cli.common import (
+    ExplainOpt,
+    JsonOpt,
+    ListPresetsOpt,
+    PrintConfigOpt,
+    SetOpt,
+    StoreOpt,
+    begin,
+    check_paths,
+    config_or_listing,
+    emit_json,
+    say,
+    show,
+    store_path,
+)
+from transferlab.core.config import load_yaml
 from transferlab.core.errors import ConfigError
 
 
 def register(app: typer.Typer) -> None:
     @app.command("correlate")
     def correlate(
-        path: Path = typer.Argument(..., help="Tidy CSV or folder <root>/<stage>/<model>/results_*.json."),
+        path: Path | None = typer.Argument(None, help="Tidy CSV or folder <root>/<stage>/<model>/results_*.json."),
         pre: str | None = typer.Option(None, "--pre", help="Stage before fine-tuning (default: pretrain)."),
         post: str | None = typer.Option(None, "--post", help="Stage after fine-tuning (default: sft)."),
         metric: str | None = typer.Option(None, "--metric", help="Harness metric: acc or acc_norm."),
@@ -24,12 +38,15 @@ def register(app: typer.Typer) -> None:
         categories: Path | None = typer.Option(None, "--categories",
                                                   help="YAML file mapping benchmark: category."),
         n_boot: int | None = typer.Option(None, "--n-boot", help="Bootstrap resamples (default 2000)."),
-        preset: str | None = typer.Option(None, "--preset", help="quick | paper"),
+        preset: str | None = typer.Option(None, "--preset", help="quick | paper (see --list-presets)."),
         config: Path | None = typer.Option(None, "--config", help="YAML config file."),
-        out: Path | None = typer.Option(None, "--out", help="Report path (default: in the run folder)."),
+        out: Path | None = typer.Option(None, "--report", "--out", help="Report path (default: in the run folder)."),
         sets: list[str] | None = SetOpt,
         store: Path | None = StoreOpt,
         json_out: bool = JsonOpt,
+        print_config: bool = PrintConfigOpt,
+        list_presets: bool = ListPresetsOpt,
+        explain: bool = ExplainOpt,
     ) -> None:
         """Do benchmark rankings before fine-tuning survive it? Correlations, intervals, calibration.
 
@@ -48,9 +65,14 @@ def register(app: typer.Typer) -> None:
         name is the last part of its path (model_name in the results file).
         """
         begin(json_out)
-        from transferlab.studies.correlate import PRESETS, CorrelateConfig, run
+        from transferlab.store import Store
+        from transferlab.studies.registry import get_study
 
-        extra: dict = {"path": str(path)}
+        study = get_study("correlate")
+        if path is None and not (list_presets or explain):
+            raise ConfigError("no evaluation files given", where="PATH",
+                              fix="transferlab correlate PATH (a tidy CSV or a folder of lm-eval-harness output)")
+        extra: dict = {"path": str(path)} if path is not None else {}
         for key, val in (("pre_stage", pre), ("post_stage", post), ("metric", metric), ("n_boot", n_boot)):
             if val is not None:
                 extra[key] = val
@@ -62,10 +84,13 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError("every value must be a category name", where=str(categories),
                                   fix="write one 'benchmark: category' per line")
             extra["categories"] = {str(k): v for k, v in cats.items()}
-        cfg = resolve(CorrelateConfig, presets=PRESETS, preset=preset, config_file=config, overrides=sets,
-                      extra=extra)
-        check_paths(store, out, "--out")
-        result = run(cfg, store=store_path(store), out=out)
+        cfg = config_or_listing(study, preset=preset, config=config, overrides=sets, default_preset=None,
+                                list_presets=list_presets, print_config=print_config, explain=explain,
+                                json_out=json_out, extra=extra)
+        if cfg is None:
+            return
+        check_paths(store, out, "--report")
+        result = study.run(cfg, Store(store_path(store)), out=out).to_json()
         if json_out:
             emit_json(result)
             return

@@ -11,8 +11,10 @@ from pathlib import Path
 import typer
 
 from transferlab.cli.common import (
-    EXPLAIN_HELP,
+    ExplainOpt,
     JsonOpt,
+    ListPresetsOpt,
+    PrintConfigOpt,
     SetOpt,
     StoreOpt,
     begin,
@@ -59,22 +61,23 @@ def register(app: typer.Typer) -> None:
         sets: list[str] | None = SetOpt,
         store: Path | None = StoreOpt,
         json_out: bool = JsonOpt,
-        print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
-        list_presets: bool = typer.Option(False, "--list-presets", help="List the presets and exit."),
-        explain: bool = typer.Option(False, "--explain", help=EXPLAIN_HELP),
+        print_config: bool = PrintConfigOpt,
+        list_presets: bool = ListPresetsOpt,
+        explain: bool = ExplainOpt,
     ) -> None:
         """Pretrain zoo LMs on prose/code mixtures at 2 sizes, fine-tune them, score stdlib benchmarks,
         and ask whether the rankings survive fine-tuning (the `correlate` analysis on the result)."""
         begin(json_out)
-        from transferlab.studies.correlate.zoo_config import PRESETS, ZooPairsConfig
-        from transferlab.studies.correlate.zoo_pairs import run
+        from transferlab.store import Store
+        from transferlab.studies.registry import get_study
 
-        cfg = config_or_listing(ZooPairsConfig, PRESETS, preset=preset, config=config, overrides=sets,
+        study = get_study("correlate-zoo")
+        cfg = config_or_listing(study, preset=preset, config=config, overrides=sets,
                                 default_preset="default", list_presets=list_presets, print_config=print_config,
                                 explain=explain, json_out=json_out)
         if cfg is None:
             return
-        result = run(cfg, store_path(store), zoo)
+        result = study.run(cfg, Store(store_path(store)), zoo_root=zoo).to_json()
         if json_out:
             emit_json(result)
             return

@@ -8,8 +8,10 @@ from typing import Any
 import typer
 
 from transferlab.cli.common import (
-    EXPLAIN_HELP,
+    ExplainOpt,
     JsonOpt,
+    ListPresetsOpt,
+    PrintConfigOpt,
     SetOpt,
     StoreOpt,
     begin,
@@ -315,24 +317,24 @@ def demo(
     zoo: Path | None = typer.Option(None, "--zoo", help="Zoo folder (default: <store>/zoo)."),
     store: Path | None = StoreOpt,
     json_out: bool = JsonOpt,
-    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit.", metavar=""),
-    list_presets: bool = typer.Option(False, "--list-presets", help="List the presets and exit.", metavar=""),
-    explain: bool = typer.Option(False, "--explain", help=EXPLAIN_HELP, metavar=""),
+    print_config: bool = PrintConfigOpt,
+    list_presets: bool = ListPresetsOpt,
+    explain: bool = ExplainOpt,
 ) -> None:
     """The zoo demo: small-ft, large-ft, up- and down-scaled EFT on target and source held-out loss."""
-    from transferlab.studies.eft.demo import PRESETS, EFTDemoConfig
+    from transferlab.studies.registry import get_study
 
+    study = get_study("eft-demo")
     begin(json_out)
-    cfg = config_or_listing(EFTDemoConfig, PRESETS, preset=preset, config=config, overrides=set_,
+    cfg = config_or_listing(study, preset=preset, config=config, overrides=set_,
                             default_preset="default", list_presets=list_presets, print_config=print_config,
                                 explain=explain,
                             json_out=json_out)
     if cfg is None:
         return
     from transferlab.store import Store
-    from transferlab.studies.eft.demo import run_zoo_demo
 
-    summary = run_zoo_demo(cfg, Store(store_path(store)), zoo)
+    summary = study.run(cfg, Store(store_path(store)), zoo_root=zoo).to_json()
     if json_out:
         emit_json(summary)
         return

@@ -7,8 +7,10 @@ from pathlib import Path
 import typer
 
 from transferlab.cli.common import (
-    EXPLAIN_HELP,
+    ExplainOpt,
     JsonOpt,
+    ListPresetsOpt,
+    PrintConfigOpt,
     SetOpt,
     StoreOpt,
     begin,
@@ -30,26 +32,24 @@ def register(app: typer.Typer) -> None:
         zoo: Path | None = typer.Option(None, "--zoo", help="Zoo folder (default: <store>/zoo)."),
         store: Path | None = StoreOpt,
         json_out: bool = JsonOpt,
-        print_config: bool = typer.Option(
-            False, "--print-config", help="Print the resolved config and exit."
-        ),
-        list_presets: bool = typer.Option(False, "--list-presets", help="List the presets and exit."),
-        explain: bool = typer.Option(False, "--explain", help=EXPLAIN_HELP),
+        print_config: bool = PrintConfigOpt,
+        list_presets: bool = ListPresetsOpt,
+        explain: bool = ExplainOpt,
     ) -> None:
         """Pretrain on prose, then train from scratch and fine-tune on code over grids of D; fit D_T."""
-        from transferlab.studies.transfer.zoo_config import PRESETS, TransferRunConfig
+        from transferlab.studies.registry import get_study
 
+        study = get_study("transfer")
         begin(json_out)
-        cfg = config_or_listing(TransferRunConfig, PRESETS, preset=preset, config=config, overrides=set_,
+        cfg = config_or_listing(study, preset=preset, config=config, overrides=set_,
                                 default_preset="quick", list_presets=list_presets, print_config=print_config,
                                 explain=explain,
                                 json_out=json_out)
         if cfg is None:
             return
         from transferlab.store import Store
-        from transferlab.studies.transfer.run import run
 
-        summary = run(cfg, Store(store_path(store)), zoo)
+        summary = study.run(cfg, Store(store_path(store)), zoo_root=zoo).to_json()
         if json_out:
             emit_json(summary)
         elif not summary.get("analysis_error"):

@@ -7,8 +7,10 @@ from pathlib import Path
 import typer
 
 from transferlab.cli.common import (
-    EXPLAIN_HELP,
+    ExplainOpt,
     JsonOpt,
+    ListPresetsOpt,
+    PrintConfigOpt,
     SetOpt,
     StoreOpt,
     begin,
@@ -41,9 +43,9 @@ def register(app: typer.Typer) -> None:
         set_: list[str] | None = SetOpt,
         store: Path | None = StoreOpt,
         json_out: bool = JsonOpt,
-        print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
-        list_presets: bool = typer.Option(False, "--list-presets", help="List the presets and exit."),
-        explain: bool = typer.Option(False, "--explain", help=EXPLAIN_HELP),
+        print_config: bool = PrintConfigOpt,
+        list_presets: bool = ListPresetsOpt,
+        explain: bool = ExplainOpt,
     ) -> None:
         """Train (or reuse, or resume) each size; writes models, manifest.json and report.html."""
         from transferlab.zoo.build import PRESETS, ZooConfig, build_zoo

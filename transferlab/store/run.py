@@ -139,6 +139,15 @@ class Store:
             _OPEN[str(run.path)] = run
         return run
 
+    def done(self, study: str, config: StudyConfig) -> dict[str, Any] | None:
+        """The summary of this config's finished run (status done), or None: the one answer every study
+        uses to "is this run already done?"."""
+        run = Run(self, study, config.config_hash())
+        if not run.summary_path.exists():
+            return None
+        summary = run.summary()
+        return summary if summary is not None and summary.get("status", "done") == "done" else None
+
     def repair(self) -> dict[str, Any]:
         """Rebuild index.sqlite from the run folders (``<study>/<id>/config.yaml``); the old index, if
         unreadable, is kept beside it as ``index.sqlite.broken-<time>``. Sweep names are kept from the

@@ -169,7 +169,8 @@ def write_report(cfg: ZooPairsConfig, rows: list[dict[str, Any]], models: list[d
     return page.write(path)
 
 
-def run(cfg: ZooPairsConfig, store: Store | str | Path, zoo_root: str | Path | None = None) -> dict[str, Any]:
+def run(cfg: ZooPairsConfig, store: Store | str | Path, zoo_root: str | Path | None = None, *,
+        report: bool = True) -> dict[str, Any]:
     """Build the pairs, write ``pairs.csv``, run the correlate analysis on it, write the reports."""
     from transferlab.studies.correlate import CorrelateConfig
     from transferlab.studies.correlate import run as correlate_run
@@ -192,7 +193,8 @@ def run(cfg: ZooPairsConfig, store: Store | str | Path, zoo_root: str | Path | N
         "correlate": result,
         "correlate_report": result["report"],
     }
-    summary["report"] = str(write_report(cfg, rows, models, result, zrun.report_path))
+    summary["run_id"] = zrun.id
+    summary["report"] = str(write_report(cfg, rows, models, result, zrun.report_path)) if report else None
     summary["wall_seconds"] = time.perf_counter() - t0
     zrun.finish(summary)
     return summary

@@ -117,7 +117,8 @@ def dt_by_size(analysis_rows: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
-def run(cfg: TransferRunConfig, store: Store, zoo_root: str | Path | None = None) -> dict[str, Any]:
+def run(cfg: TransferRunConfig, store: Store, zoo_root: str | Path | None = None, *, report: bool = True
+        ) -> dict[str, Any]:
     """The study: sweep, runs table (CSV), analysis by :mod:`analysis`, report. Returns the JSON summary."""
     from transferlab.studies.transfer.analysis import analyze_transfer
     from transferlab.studies.transfer.config import TransferFitConfig
@@ -183,7 +184,8 @@ def run(cfg: TransferRunConfig, store: Store, zoo_root: str | Path | None = None
         summary["rows"] = fit["rows"]
         summary["warnings"] = fit["warnings"]
     summary["wall_seconds"] = time.perf_counter() - t0
-    report = write_transfer_report(cfg, rows, result, error, oss, zb, store, trun.report_path, summary)
-    summary["report"] = str(report)
+    summary["run_id"] = trun.id
+    summary["report"] = (str(write_transfer_report(cfg, rows, result, error, oss, zb, store, trun.report_path,
+                                                   summary)) if report else None)
     trun.finish(summary)
     return summary

@@ -1,0 +1,118 @@
+"""The one shape every study has (the scikit-learn lesson): a name, a config class, presets, ``run``.
+
+A study is a subclass of :class:`Study` registered in :mod:`transferlab.studies.registry`. The CLI, the
+sweep runner and the store treat every study alike through it:
+
+    study = get_study("w2s")                       # by CLI name or stored name, with typo suggestions
+    cfg = study.make_config("quick", ["seeds=3"])  # defaults <- preset <- --set overrides, validated
+    result = study.run(cfg, Store("runs"))         # -> StudyResult; result.to_json() is the --json contract
+    study.done(cfg, store)                         # the finished run's summary, or None
+
+``run`` takes the config, the store and ``report`` (write the HTML page); a study may take a few options
+of its own as keywords (grokking's ``seeds``, the zoo studies' ``zoo_root``). A sweep calls ``run`` once per
+trial and tabulates ``trial_metrics(result)``. A study whose trials can train together (grokking's vmapped
+ensembles) overrides the optional hooks ``group_key`` and ``run_group``; one that can report intermediate
+results to a Ray Tune scheduler sets ``intermediate_metric`` and honours the ``reporter`` option.
+
+Adding a study: a folder under ``transferlab/studies/`` with its config, its run and a ``study.py`` that
+subclasses :class:`Study`, plus one line in the registry. docs/ARCHITECTURE.md has the recipe.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from transferlab.core.config import PresetRegistry, StudyConfig, resolve
+from transferlab.store import Store
+
+Reporter = Callable[[dict[str, Any]], None]  # a trial's intermediate result, e.g. {"step": 200, "val_acc": .6}
+
+
+@dataclass
+class StudyResult(Mapping[str, Any]):
+    """What a study's ``run`` returns: the summary it stored (``data``), read like the dict it replaces, and
+    ``to_json()``, the stable ``--json`` contract of that study's command."""
+
+    study: str
+    data: dict[str, Any]
+    contract: dict[str, Any] | None = None  # the --json view when it differs from the summary itself
+    run_id: str | None = None
+    report: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.contract if self.contract is not None else self.data)
+
+
+class Study:
+    """Base class of every study. Subclasses set the class attributes and implement ``run``."""
+
+    command: ClassVar[str]  # the CLI name: transferlab <command> / transferlab sweep <command>
+    name: ClassVar[str]  # the store's folder for its runs (runs/<name>/<config hash>/)
+    summary: ClassVar[str]  # one line for listings
+    config_cls: ClassVar[type[StudyConfig]]
+    default_preset: ClassVar[str | None] = "default"
+    intermediate_metric: ClassVar[str | None] = None  # reported during a trial (Ray Tune schedulers)
+    objective: ClassVar[tuple[str, str] | None] = None  # (trial metric, "min" | "max") a search optimises
+    trial_config_keys: ClassVar[tuple[str, ...]] = ()  # config values every sweep row carries, swept or not
+
+    presets: ClassVar[PresetRegistry]
+
+    def result(self, summary: dict[str, Any], contract: dict[str, Any] | None = None) -> StudyResult:
+        """The typed result of a summary that carries its ``run_id`` and ``report``."""
+        return StudyResult(self.name, summary, contract=contract, run_id=summary.get("run_id"),
+                           report=summary.get("report"))
+
+    # ---- the protocol -------------------------------------------------------
+    def make_config(self, preset: str | None = None, overrides: list[str] | None = None,
+                    config_file: str | Path | None = None, values: dict[str, Any] | None = None) -> StudyConfig:
+        """defaults <- preset (the study's default when none is named) <- YAML file <- overrides <- values."""
+        name = preset if preset is not None else self.default_preset
+        return resolve(self.config_cls, presets=self.presets, preset=name, config_file=config_file,
+                       overrides=overrides, extra=values)
+
+    def run(self, cfg: StudyConfig, store: Store, *, report: bool = True, **options: Any) -> StudyResult:
+        raise NotImplementedError
+
+    def done(self, cfg: StudyConfig, store: Store) -> dict[str, Any] | None:
+        """The summary of this config's finished run, or None (the store answers for every study)."""
+        return store.done(self.name, cfg)
+
+    def trial_metrics(self, result: StudyResult) -> dict[str, Any]:
+        """The scalar results a sweep tabulates for one trial (default: the summary's top-level numbers)."""
+        return scalars(result.data)
+
+    # ---- optional hooks -----------------------------------------------------
+    def group_key(self, cfg: StudyConfig) -> str | None:
+        """Trials with the same key (not None) may train together through ``run_group``."""
+        return None
+
+    def run_group(self, cfgs: list[StudyConfig], store: Store, *, sweep: str | None = None) -> list[StudyResult]:
+        return [self.run(c, store, report=False) for c in cfgs]
+
+
+def scalars(data: Mapping[str, Any], prefix: str = "", depth: int = 2) -> dict[str, Any]:
+    """Numbers (and None) of a summary, nested dicts flattened to dotted keys up to ``depth`` levels."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, bool):
+            out[key] = v
+        elif isinstance(v, (int, float)):
+            out[key] = None if isinstance(v, float) and not math.isfinite(v) else v
+        elif isinstance(v, Mapping) and depth > 1 and k not in ("config", "settings"):
+            out.update(scalars(v, f"{key}.", depth - 1))
+    return out

@@ -1,0 +1,33 @@
+"""The EFT zoo demo (a 2x2 of pretraining scale x fine-tuning scale) on the common protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from transferlab.store import Store
+from transferlab.studies.base import Study, StudyResult
+from transferlab.studies.eft.demo import PRESETS, EFTDemoConfig
+
+
+class EFTDemoStudy(Study):
+    command = "eft-demo"  # the CLI command is `transferlab eft demo`
+    name = "eft_demo"
+    summary = "emulated fine-tuning on the zoo: a large base plus a small fine-tune's delta (Mitchell et al. 2023)"
+    config_cls = EFTDemoConfig
+    default_preset = "default"
+    objective = ("up_fraction_closed", "max")
+
+    presets = PRESETS
+
+    def run(self, cfg: EFTDemoConfig, store: Store, *, report: bool = True,  # type: ignore[override]
+            zoo_root: str | Path | None = None) -> StudyResult:
+        from transferlab.studies.eft.demo import run_zoo_demo
+
+        summary = run_zoo_demo(cfg, store, zoo_root, report=report)
+        return self.result(summary)
+
+    def trial_metrics(self, result: StudyResult) -> dict[str, Any]:
+        g = result.data["gap"]["target"]
+        return {"up_fraction_closed": g["up_fraction_closed"], "down_fraction_closed": g["down_fraction_closed"],
+                "target_met": result.data.get("target_met")}

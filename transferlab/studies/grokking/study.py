@@ -1,0 +1,70 @@
+"""The grokking study on the common protocol (``transferlab.studies.base.Study``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transferlab.store import Store
+from transferlab.studies.base import Reporter, Study, StudyResult
+from transferlab.studies.grokking.config import PRESETS, GrokConfig
+
+AGG_KEYS = ("steps_to_memorize", "steps_to_generalize", "final_val_acc")
+TRIAL_KEYS = ("lr", "weight_decay", "seed", "steps_to_memorize", "steps_to_generalize", "steps_to_95",
+              "final_val_acc", "norm_at_memorize", "norm_at_generalize", "last_step")
+
+
+class GrokStudy(Study):
+    command = "grok"
+    name = "grokking"
+    summary = "memorization first, generalization much later (Power et al. 2022)"
+    config_cls = GrokConfig
+    default_preset = "default"
+    intermediate_metric = "val_acc"
+    objective = ("steps_to_generalize", "min")
+    trial_config_keys = ("seed", "lr", "weight_decay")  # the delay law reads them for every trial
+
+    presets = PRESETS
+
+    def run(self, cfg: GrokConfig, store: Store, *, report: bool = True, seeds: int = 1,  # type: ignore[override]
+            raise_on_divergence: bool = True, reporter: Reporter | None = None) -> StudyResult:
+        from transferlab.studies.grokking.run import run
+
+        out = run(cfg, store, seeds=seeds, report=report, raise_on_divergence=raise_on_divergence,
+                  reporter=reporter)
+        members = out["members"]
+        return StudyResult(self.name, out, contract=contract(out, seeds),
+                           run_id=members[0]["run_id"] if seeds == 1 else None, report=out.get("report"))
+
+    def trial_metrics(self, result: StudyResult) -> dict[str, Any]:
+        """The phases of one trial, from a member's stored summary (or a run's first member)."""
+        s = result.data["members"][0] if "members" in result.data else result.data
+        return {k: s.get(k) for k in TRIAL_KEYS}
+
+    def group_key(self, cfg: GrokConfig) -> str | None:  # type: ignore[override]
+        return cfg.ensemble_key()  # seed, lr and weight decay vary inside one vmapped ensemble
+
+    def run_group(self, cfgs: list[GrokConfig], store: Store, *,  # type: ignore[override]
+                  sweep: str | None = None) -> list[StudyResult]:
+        from transferlab.studies.grokking.run import run_members
+
+        members = run_members(cfgs, store, sweep=sweep, description=f"{sweep or 'grok'} ({len(cfgs)} members)")
+        return [StudyResult(self.name, m.summary, run_id=m.run_id) for m in members]
+
+
+def contract(result: dict[str, Any], seeds: int) -> dict[str, Any]:
+    """`transferlab grok --json`: one member's phases, or the members with means and 95% intervals."""
+    members = result["members"]
+    if seeds == 1:
+        m = members[0]
+        return {"steps_to_memorize": m["steps_to_memorize"], "steps_to_generalize": m["steps_to_generalize"],
+                "final_val_acc": m["final_val_acc"], "wall_seconds": result["wall_seconds"],
+                "report": result.get("report"), "run_id": m["run_id"], "steps_to_95": m["steps_to_95"],
+                "grok_onset": m["grok_onset"], "steps_to_val_loss_001": m["steps_to_val_loss_001"],
+                "threads": m["threads"], **({"diagnosis": m["diagnosis"]} if "diagnosis" in m else {})}
+    agg = result["aggregate"]
+    return {"members": members,
+            "mean": {k: agg[k]["mean"] for k in AGG_KEYS},
+            "ci95": {k: agg[k]["ci"] for k in AGG_KEYS},
+            "missing": {k: agg[k]["missing"] for k in ("steps_to_memorize", "steps_to_generalize")},
+            "wall_seconds": result["wall_seconds"], "report": result.get("report")}
+

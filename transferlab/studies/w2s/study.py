@@ -1,0 +1,108 @@
+"""The weak-to-strong study on the common protocol (``transferlab.studies.base.Study``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from transferlab.store import Store
+from transferlab.studies.base import Study, StudyResult
+from transferlab.studies.w2s.config import PRESETS, W2SConfig
+
+CONTRACT_KEYS = ("weak_acc", "ceiling_acc", "student_acc", "pgr")
+
+
+class W2SStudy(Study):
+    command = "w2s"
+    name = "w2s"
+    summary = "a strong student trained on a weak supervisor's labels (Burns et al. 2023); PGR per loss"
+    config_cls = W2SConfig
+    default_preset = None  # W2SConfig() is the default setup
+
+    presets = PRESETS
+
+    def make_config(self, preset: str | None = None, overrides: list[str] | None = None,
+                    config_file: str | Path | None = None, values: dict[str, Any] | None = None) -> W2SConfig:
+        from transferlab.core.config import resolve
+        from transferlab.studies.w2s.config import refuse_gold
+
+        def hook(v: dict[str, Any]) -> dict[str, Any]:
+            refuse_gold(v)  # a gold-label leak is refused with one line before validation
+            return v
+
+        return resolve(W2SConfig, presets=PRESETS, preset=preset, config_file=config_file, overrides=overrides,
+                       extra=values, hook=hook)
+
+    def run(self, cfg: W2SConfig, store: Store, *, report: bool = True) -> StudyResult:  # type: ignore[override]
+        from transferlab.studies.w2s.run import run, run_many
+
+        if "," in cfg.task:  # several tasks: one run each, paired tests pooled across tasks and seeds
+            out = run_many(cfg, store)
+            view = {"tasks": {t: json_view(s) for t, s in out["tasks"].items()},
+                    "pooled_paired_tests": out["pooled_paired_tests"], "report": out["report"]}
+            return StudyResult(self.name, out, contract=view, report=out["report"])
+        summary = run(cfg, store, write_report=report)
+        view = json_view(summary)
+        return StudyResult(self.name, summary, contract=view, run_id=summary.get("run_id"), report=view["report"])
+
+    def trial_metrics(self, result: StudyResult) -> dict[str, Any]:
+        if "tasks" in result.data:
+            return {f"{t}.{k}": v for t, s in result.data["tasks"].items()
+                    for k, v in _loss_metrics(s).items()}
+        return _loss_metrics(result.data)
+
+
+def _loss_metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for m, d in summary["losses"].items():
+        for k in ("pgr", "student_acc"):
+            out[f"{k}.{m}"] = d[k]["value"]
+        out["weak_acc"], out["ceiling_acc"] = d["weak_acc"]["value"], d["ceiling_acc"]["value"]
+    return out
+
+
+def _interval(d: dict[str, Any]) -> dict[str, Any]:
+    return {"value": d["value"], "lo": d["lo"], "hi": d["hi"], "level": 0.95}
+
+
+def json_view(summary: dict[str, Any]) -> dict[str, Any]:
+    """`transferlab w2s --json`: for each loss, weak_acc, ceiling_acc, student_acc and pgr, each with a 95%
+    interval."""
+    losses = {}
+    for m, d in summary["losses"].items():
+        row = {k: _interval(d[k]) for k in CONTRACT_KEYS}
+        row["pgr"]["guarded"] = d["pgr"].get("guarded", False)
+        if d["pgr"].get("note"):  # e.g. why there is no interval (fewer than 3 seeds, a vanishing gap)
+            row["pgr"]["note"] = d["pgr"]["note"]
+        for k in ("agreement", "misfit", "ece", "auroc"):
+            if k in d:
+                row[k] = _interval(d[k])
+        losses[m] = row
+    return {
+        "task": summary["task"],
+        "seeds": summary["seeds"],
+        "losses": losses,
+        "paired_tests": summary.get("paired_tests", []),
+        "run_dir": summary.get("run_dir"),
+        "report": str(Path(summary["run_dir"]) / "report.html") if summary.get("run_dir") else None,
+        "reused": summary.get("reused", False),
+        **_model_ladder(summary),
+    }
+
+
+def _model_ladder(summary: dict[str, Any]) -> dict[str, Any]:
+    """Zoo / causal-LM runs: the models used and PGR against the ratio of non-embedding parameters."""
+    if not summary.get("models"):
+        return {}
+    return {
+        "models": {
+            k: {"zoo_name": m.get("zoo_name"), "path": m.get("encoder"),
+                "non_embedding_params": m["non_embedding_params"]}
+            for k, m in summary["models"].items()
+        },
+        "sweep": [
+            {"weak": r["weak_view"], "strong": r["strong_view"], "param_ratio": r["param_ratio"],
+             **{k: _interval(r[k]) for k in CONTRACT_KEYS}}
+            for r in summary.get("sweep", [])
+        ],
+    }
