@@ -36,10 +36,10 @@ def test_a_failing_trial_is_recorded_and_does_not_stop_the_others(tmp_path, monk
 
     real = grok_run._train
 
-    def flaky(cfg0, cfgs, runs, data, description):
+    def flaky(cfg0, cfgs, runs, data, *args):
         if any(c.lr == 3e-3 for c in cfgs):
             raise RuntimeError("simulated worker crash")
-        return real(cfg0, cfgs, runs, data, description)
+        return real(cfg0, cfgs, runs, data, *args)
 
     monkeypatch.setattr(grok_run, "_train", flaky)
     out = run_sweep(GrokConfig(**BASE), {"lr": [1e-3, 3e-3]}, Store(tmp_path))
@@ -96,5 +96,5 @@ def test_sweep_plan_bad_input(cli, tmp_path):
     code, _, err = cli(["sweep", "grok", "--plan", "delay-law", "--grid", "lr=1e-3", "--store", str(tmp_path)])
     assert code == 2 and "--plan brings its own grid" in err
     code, _, err = cli(["sweep", "grok", "--store", str(tmp_path)])
-    assert code == 2 and "no grid to sweep" in err
+    assert code == 2 and "nothing to sweep" in err and "--sample" in err
     assert not any(tmp_path.iterdir())  # nothing written

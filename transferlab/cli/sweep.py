@@ -1,102 +1,132 @@
-"""`transferlab sweep grok --grid key=v1,v2 ...`: sweeps on a local executor or on Ray."""
+"""`transferlab sweep STUDY --grid key=v1,v2 --sample key=loguniform:a:b ...`: a sweep of any registered
+study, on a local executor or on Ray Tune."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
-from transferlab.cli.common import JsonOpt, MirrorOpt, SetOpt, StoreOpt, begin, emit_json, store_path
-from transferlab.core.config import resolve
+from transferlab.cli.common import JsonOpt, MirrorOpt, SetOpt, StoreOpt, begin, emit_json, show, store_path
 from transferlab.store import Store
 
-sweep_app = typer.Typer(help="Sweeps over config keys (local executor or Ray).", no_args_is_help=True,
-                        rich_markup_mode="markdown")
+sweep_app = typer.Typer(help="Sweeps of any study over config keys: grids, random search; local or Ray Tune.",
+                        no_args_is_help=True, rich_markup_mode="markdown")
 
 
 def register(app: typer.Typer) -> None:
+    from transferlab.studies.registry import get_study, study_names
+
+    for command in study_names():
+        sweep_app.command(command, help=f"Sweep the {command} study ({get_study(command).summary}).")(
+            _command(command))
     app.add_typer(sweep_app, name="sweep")
 
 
-@sweep_app.command("grok")
-def sweep_grok(
-    grid: Optional[List[str]] = typer.Option(None, "--grid", help="key=v1,v2,... (repeatable)."),
-    plan: Optional[str] = typer.Option(None, "--plan", help="A named sweep instead of --grid: delay-law."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="The grok preset every trial starts from."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of config keys."),
-    set_: Optional[List[str]] = SetOpt,
-    seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per grid point (default 1, or the plan's)."),
-    backend: str = typer.Option("local", "--backend", help="local or ray"),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: local Ray)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Sweep name (default: a hash of base and grid)."),
-    store: Optional[Path] = StoreOpt,
-    mirror: Optional[List[str]] = MirrorOpt,
-    json_out: bool = JsonOpt,
-) -> None:
-    """Sweep the grokking study over a grid; trials that differ only in seed/lr/wd train as one ensemble."""
-    from transferlab.studies.grokking import PRESETS, SWEEP_PLANS, GrokConfig
-    from transferlab.studies.grokking.report import write_sweep_report
+def _command(command: str) -> Any:
+    def sweep(
+        grid: Optional[List[str]] = typer.Option(None, "--grid", help="key=v1,v2,... (repeatable; dotted keys "
+                                                 "for sub-configs, e.g. pretrain.lr=1e-3,3e-3)."),
+        sample: Optional[List[str]] = typer.Option(None, "--sample", help="Random search: key=loguniform:LO:HI, "
+                                                   "uniform:LO:HI, int:LO:HI or choice:a,b (repeatable)."),
+        trials: int = typer.Option(8, "--trials", help="Random samples drawn (with --sample)."),
+        sample_seed: int = typer.Option(0, "--sample-seed", help="Seed of the random draws."),
+        plan: Optional[str] = typer.Option(None, "--plan", help="A named sweep instead of --grid (grok: "
+                                           "delay-law)."),
+        preset: Optional[str] = typer.Option(None, "--preset", help="The preset every trial starts from."),
+        config: Optional[Path] = typer.Option(None, "--config", help="YAML file of config keys."),
+        set_: Optional[List[str]] = SetOpt,
+        seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per point (default 1, or the plan's)."),
+        backend: str = typer.Option("local", "--backend", help="local or ray (Ray Tune)."),
+        address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: local Ray)."),
+        scheduler: Optional[str] = typer.Option(None, "--scheduler", help="asha: Ray Tune stops unpromising "
+                                                "trials early (studies with intermediate results: grok)."),
+        name: Optional[str] = typer.Option(None, "--name", help="Sweep name (default: a hash of base and grid)."),
+        store: Optional[Path] = StoreOpt,
+        mirror: Optional[List[str]] = MirrorOpt,
+        json_out: bool = JsonOpt,
+    ) -> None:
+        _sweep(command, grid, sample, trials, sample_seed, plan, preset, config, set_, seeds, backend, address,
+               scheduler, name, store, mirror, json_out)
+
+    sweep.__doc__ = f"Sweep the {command} study."
+    return sweep
+
+
+def _sweep(command: str, grid: list[str] | None, sample: list[str] | None, trials: int, sample_seed: int,
+           plan: str | None, preset: str | None, config: Path | None, set_: list[str] | None, seeds: int | None,
+           backend: str, address: str | None, scheduler: str | None, name: str | None, store: Path | None,
+           mirror: list[str] | None, json_out: bool) -> None:
+    from transferlab.core.config import build, parse_override, set_dotted
+    from transferlab.core.errors import ConfigError
+    from transferlab.studies.registry import get_study
     from transferlab.sweep import parse_grid, run_sweep
+    from transferlab.sweep.grid import draw_samples, parse_sample
+    from transferlab.sweep.runner import check_grid, check_scheduler, check_sweep_name, combine
 
     begin(json_out)
-    from transferlab.core.config import parse_override
-    from transferlab.core.errors import ConfigError
-    from transferlab.sweep.runner import check_grid, check_sweep_name
-
+    study = get_study(command)
     plan_overrides: list[str] = []
     if plan is not None:
-        if plan not in SWEEP_PLANS:
+        plans = _plans(command)
+        if plan not in plans:
             raise ConfigError(f"unknown sweep plan '{plan}'", where="--plan",
-                              fix=f"choose from {', '.join(SWEEP_PLANS)}")
-        if grid or preset is not None or config is not None:
+                              fix=f"choose from {', '.join(plans)}" if plans else f"the {command} study has no plans")
+        if grid or sample or preset is not None or config is not None:
             raise ConfigError("--plan brings its own grid and base preset", where="--plan",
-                              fix="drop --grid/--preset/--config, or drop --plan (--set still applies on top)")
-        sp = SWEEP_PLANS[plan]
+                              fix="drop --grid/--sample/--preset/--config, or drop --plan (--set still applies)")
+        sp = plans[plan]
         grid = [f"{k}={','.join(str(v) for v in vs)}" for k, vs in sp.grid.items()]
         preset = sp.preset
         plan_overrides = [f"{k}={v}" for k, v in sp.overrides.items()]
         seeds = sp.seeds if seeds is None else seeds
-    if not grid:
-        raise ConfigError("no grid to sweep", where="--grid",
-                          fix=f"give --grid key=v1,v2 (repeatable) or --plan ({', '.join(SWEEP_PLANS)})")
+    if not grid and not sample:
+        plans = _plans(command)
+        raise ConfigError("nothing to sweep", where="--grid",
+                          fix="give --grid key=v1,v2 or --sample key=loguniform:LO:HI (repeatable)"
+                              + (f", or --plan ({', '.join(plans)})" if plans else ""))
     seeds = 1 if seeds is None else seeds
-    grid_values = parse_grid(grid)
-
-    both = sorted({parse_override(item)[0] for item in set_ or []} & set(grid_values))
+    grid_values = parse_grid(grid or [])
+    space = parse_sample(sample or [])
+    samples = draw_samples(space, trials, sample_seed) if space else None
+    swept = [*grid_values, *space]
+    both = sorted({parse_override(item)[0] for item in set_ or []} & set(swept))
     if both:
-        raise ConfigError(f"'{both[0]}' is set both by --set and by --grid (the grid would override it)",
-                          fix=f"drop --set {both[0]}=... or its --grid")
+        raise ConfigError(f"'{both[0]}' is set both by --set and by the sweep (the sweep would override it)",
+                          fix=f"drop --set {both[0]}=... or its --grid/--sample")
     check_grid(grid_values, seeds)
     if name is not None:
         check_sweep_name(name)
-    name_ = preset if preset is not None or config is not None or set_ else "default"
-    base = resolve(GrokConfig, presets=PRESETS, preset=name_, config_file=config,
-                   overrides=plan_overrides + list(set_ or []))
-    # validate every point before anything runs
-    from transferlab.core.config import build
-    from transferlab.sweep.grid import expand_grid
-
-    for pt in expand_grid(grid_values):
-        build(GrokConfig, {**base.to_dict(), **pt})
+    if scheduler is not None:
+        check_scheduler(study, scheduler, backend)
+    base = study.make_config(preset, plan_overrides + list(set_ or []), config_file=config)
+    for pt in combine(grid_values, samples):  # validate every point before anything runs
+        values = base.to_dict()
+        for k, v in pt.items():
+            set_dotted(values, k, v)
+        build(type(base), values)
     # opens (so checks) the mirrors before anything runs; the workers reopen them by name
     st = Store(store_path(store), mirrors=mirror or ())
-    result = run_sweep(base, grid_values, st, seeds=seeds, backend=backend, address=address, name=name)
-    path, law = write_sweep_report(result, st)
-    result["report"] = str(path)
-    result["delay_law"] = {k: getattr(law, k) for k in (
-        "constant", "constant_ci", "r2", "mape_loo", "mape_heldout", "heldout_rule", "n_used", "n_censored",
-        "excluded", "theory_constant", "why_not")}
-    result["delay_law"]["points"] = [{k: p[k] for k in ("run_id", "x", "delay", "censored", "predicted")
-                                      if k in p} for p in law.points]
+    result = run_sweep(base, grid_values, st, study=study, seeds=seeds, backend=backend, address=address, name=name,
+                       samples=samples, scheduler=scheduler)
+    if command == "grok":
+        _grok_page(result, st)
+    else:
+        from transferlab.sweep.report import write_generic_sweep_report
+
+        result["report"] = str(write_generic_sweep_report(result, st, swept, study.name))
     if json_out:
         emit_json(result)
     else:
         for t in result["trials"]:
-            typer.echo(f"{t['run_id']}  {t['status']:9s} lr={t['lr']:g} wd={t['weight_decay']:g} "
-                       f"seed={t['seed']} mem={t['steps_to_memorize']} gen={t['steps_to_generalize']}")
+            keys = " ".join(f"{k}={t.get(k)}" for k in swept)
+            metrics = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in t.items() if k not in {"run_id", "status", "error", "seed", *swept}
+                               and v is not None and not isinstance(v, (dict, list)))
+            show(f"{t['run_id']}  {t['status']:9s} {keys} seed={t.get('seed')} {metrics}")
         typer.echo(result["report"])
-    bad = [t for t in result["trials"] if t["status"] not in ("done", "diverged")]
+    bad = [t for t in result["trials"] if t["status"] not in ("done", "diverged", "stopped")]
     if bad:
         from transferlab.core.errors import SweepIncomplete
 
@@ -106,3 +136,24 @@ def sweep_grok(
                               + (f"; and {len(bad) - 5} more" if len(bad) > 5 else ""),
                               where=f"sweep {result['sweep']}",
                               fix="fix the cause and run the same command again: finished trials are reused")
+
+
+def _plans(command: str) -> dict[str, Any]:
+    if command == "grok":
+        from transferlab.studies.grokking import SWEEP_PLANS
+
+        return dict(SWEEP_PLANS)
+    return {}
+
+
+def _grok_page(result: dict[str, Any], st: Store) -> None:
+    """Grokking's sweep page: every trial's curves and the delay law fitted across the trials."""
+    from transferlab.studies.grokking.report import write_sweep_report
+
+    path, law = write_sweep_report(result, st)
+    result["report"] = str(path)
+    result["delay_law"] = {k: getattr(law, k) for k in (
+        "constant", "constant_ci", "r2", "mape_loo", "mape_heldout", "heldout_rule", "n_used", "n_censored",
+        "excluded", "theory_constant", "why_not", "forms")}
+    result["delay_law"]["points"] = [{k: p[k] for k in ("run_id", "x", "delay", "censored", "predicted")
+                                      if k in p} for p in law.points]

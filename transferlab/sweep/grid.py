@@ -27,3 +27,64 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
 def expand_grid(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     keys = list(grid)
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+# --------------------------------------------------------------------------- random search
+KINDS = ("uniform", "loguniform", "int", "choice")
+
+
+def parse_sample(items: list[str]) -> dict[str, tuple[str, list[Any]]]:
+    """``--sample key=KIND:ARGS`` -> {key: (kind, args)}: uniform:LO:HI, loguniform:LO:HI, int:LO:HI (both
+    ends included) or choice:V1,V2,..."""
+    space: dict[str, tuple[str, list[Any]]] = {}
+    for item in items:
+        key, sep, spec = item.partition("=")
+        kind, sep2, rest = spec.partition(":")
+        fix = "write it as key=loguniform:1e-4:1e-2, key=uniform:0.1:1, key=int:1:8 or key=choice:a,b"
+        if not sep or not sep2 or kind not in KINDS:
+            raise ConfigError(f"--sample '{item}' is not KEY=KIND:ARGS with KIND one of {', '.join(KINDS)}",
+                              where="--sample", fix=fix)
+        key = key.strip()
+        if key in space:
+            raise ConfigError(f"--sample names '{key}' twice", where="--sample", fix="give each key once")
+        if kind == "choice":
+            args = [parse_override(f"{key}={v}")[1] for v in rest.split(",") if v.strip()]
+            if not args:
+                raise ConfigError(f"--sample '{item}' lists no choices", where="--sample", fix=fix)
+        else:
+            parts = rest.split(":")
+            try:
+                lo, hi = (float(p) for p in parts) if len(parts) == 2 else (None, None)
+            except ValueError:
+                lo = hi = None
+            if lo is None or hi is None or not lo < hi or (kind == "loguniform" and lo <= 0):
+                raise ConfigError(f"--sample '{item}' needs LO:HI with LO < HI"
+                                  + (" and LO > 0" if kind == "loguniform" else ""), where="--sample", fix=fix)
+            args = [int(lo), int(hi)] if kind == "int" else [lo, hi]
+        space[key] = (kind, args)
+    return space
+
+
+def draw_samples(space: dict[str, tuple[str, list[Any]]], n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` points drawn independently from ``space`` with a seeded generator (the same sweep each time)."""
+    import math
+
+    import numpy as np
+
+    if n < 1:
+        raise ConfigError(f"--trials must be >= 1, got {n}", where="--trials", fix="e.g. --trials 16")
+    rng = np.random.default_rng(seed)
+    points = []
+    for _ in range(n):
+        pt: dict[str, Any] = {}
+        for key, (kind, args) in space.items():
+            if kind == "uniform":
+                pt[key] = float(rng.uniform(args[0], args[1]))
+            elif kind == "loguniform":
+                pt[key] = float(math.exp(rng.uniform(math.log(args[0]), math.log(args[1]))))
+            elif kind == "int":
+                pt[key] = int(rng.integers(args[0], args[1] + 1))
+            else:
+                pt[key] = args[int(rng.integers(len(args)))]
+        points.append(pt)
+    return points

@@ -114,6 +114,24 @@ def _plasticity_extra(cfg: GrokConfig, data: AlgorithmicData, loss_fn: nn.Module
                             probe_size=cfg.monitor_probe)
 
 
+class ReportEvals(Callback):
+    """Hands each evaluation of the first member to ``reporter`` (a sweep's Ray Tune session): step,
+    val_acc, train_acc, val_loss, weight_norm_sq. The reporter returns True when its scheduler stops the
+    trial; training then ends at this evaluation and the run is recorded as ``stopped``."""
+
+    def __init__(self, reporter: Callable[[dict[str, Any]], bool | None]):
+        self.reporter = reporter
+        self.stopped_at: int | None = None
+
+    def on_eval(self, step: int, records: list[dict[str, Any]], alive: list[bool]) -> bool:
+        r = records[0]
+        stop = bool(self.reporter({"step": step, **{k: r.get(k) for k in ("val_acc", "train_acc", "val_loss",
+                                                                           "weight_norm_sq")}}))
+        if stop:
+            self.stopped_at = step
+        return stop
+
+
 @dataclass
 class MemberResult:
     run_id: str
@@ -123,7 +141,8 @@ class MemberResult:
 
 
 def run_members(configs: list[GrokConfig], store: Store, sweep: str | None = None,
-                description: str = "grok") -> list[MemberResult]:
+                description: str = "grok", reporter: Callable[[dict[str, Any]], None] | None = None
+                ) -> list[MemberResult]:
     """Train configs that differ only in seed, lr and weight decay as one ensemble; reuse finished runs."""
     if not configs:
         return []
@@ -149,7 +168,7 @@ def run_members(configs: list[GrokConfig], store: Store, sweep: str | None = Non
     if todo:
         data = make_dataset(cfg0.operation, cfg0.p, cfg0.train_fraction, cfg0.split_seed, cfg0.split_style)
         try:
-            _train(cfg0, [configs[i] for i in todo], [runs[i] for i in todo], data, description)
+            _train(cfg0, [configs[i] for i in todo], [runs[i] for i in todo], data, description, reporter)
         except Exception as err:
             reason = err.one_line() if isinstance(err, TransferlabError) else f"{type(err).__name__}: {err}"
             for i in todo:
@@ -158,7 +177,8 @@ def run_members(configs: list[GrokConfig], store: Store, sweep: str | None = Non
     return [MemberResult(r.id, c.to_dict(), r.summary() or {}, r.metrics()) for c, r in zip(configs, runs)]
 
 
-def _train(cfg0: GrokConfig, cfgs: list[GrokConfig], runs: list, data: AlgorithmicData, description: str) -> None:
+def _train(cfg0: GrokConfig, cfgs: list[GrokConfig], runs: list, data: AlgorithmicData, description: str,
+           reporter: Callable[[dict[str, Any]], None] | None = None) -> None:
     t0 = time.perf_counter()
     base, params = build_members(model_factory(cfg0, data.n_tokens, data.n_classes), [c.seed for c in cfgs])
     lr = torch.tensor([c.lr for c in cfgs])
@@ -175,8 +195,9 @@ def _train(cfg0: GrokConfig, cfgs: list[GrokConfig], runs: list, data: Algorithm
     stopper = StopAfterGeneralized(cfg0.stop_after_generalized, cfg0.generalized_when)
     for r in runs:
         r.start()
+    tuner = ReportEvals(reporter) if reporter else None
     engine = Engine(StackedForward(base, cfg0.ensemble_mode), params, loss_fn, chain, tdata, schedule, evaluator,
-                    runs=runs, callbacks=[stopper], description=description)
+                    runs=runs, callbacks=[stopper] + ([tuner] if tuner else []), description=description)
     rows = cfg0.batch_size or data.x_train.shape[0]
     tokens = rows * {"mlp": 1, "transformer": 3}.get(cfg0.model, 4)
     flops = 6.0 * sum(v.numel() for v in params.values()) * tokens  # all members' forward + backward
@@ -202,6 +223,9 @@ def _train(cfg0: GrokConfig, cfgs: list[GrokConfig], runs: list, data: Algorithm
         if result.diverged[k] is not None:
             summary["error"] = result.diverged[k]
             run.finish(summary, status="diverged")
+        elif tuner is not None and tuner.stopped_at is not None:
+            run.finish({**summary, "error": f"stopped early by the ASHA scheduler at step {tuner.stopped_at}"},
+                       status="stopped")
         else:
             run.finish(summary)
 
@@ -217,7 +241,8 @@ def aggregate(members: list[MemberResult]) -> dict[str, Any]:
 
 
 def run(cfg: GrokConfig, store: Store, seeds: int = 1, report: bool = True,
-        raise_on_divergence: bool = True) -> dict[str, Any]:
+        raise_on_divergence: bool = True, reporter: Callable[[dict[str, Any]], None] | None = None
+        ) -> dict[str, Any]:
     """The study: train ``seeds`` members, detect phases, aggregate, write the report."""
     from transferlab.studies.grokking.report import write_group_report
 
@@ -231,8 +256,9 @@ def run(cfg: GrokConfig, store: Store, seeds: int = 1, report: bool = True,
     except ValueError as err:
         raise ConfigError(str(err), where="--seeds") from None
     t0 = time.perf_counter()
-    members = run_members(members_for(cfg, seeds), store, description=f"grok {cfg.operation} p={cfg.p}")
-    out: dict[str, Any] = {"members": [_member_json(m) for m in members], "aggregate": aggregate(members),
+    members = run_members(members_for(cfg, seeds), store, description=f"grok {cfg.operation} p={cfg.p}",
+                          reporter=reporter)
+    out: dict[str, Any] = {"members": [member_json(m) for m in members], "aggregate": aggregate(members),
                            "wall_seconds": time.perf_counter() - t0}
     if report:
         out["report"] = str(write_group_report(cfg, members, store))
@@ -257,7 +283,7 @@ def divergence_advice(cfg: GrokConfig) -> str:
     return "lower lr"
 
 
-def _member_json(m: MemberResult) -> dict[str, Any]:
+def member_json(m: MemberResult) -> dict[str, Any]:
     s = m.summary
     return {"run_id": m.run_id, "seed": m.config["seed"], "lr": m.config["lr"],
             "weight_decay": m.config["weight_decay"], "status": s.get("status"),
