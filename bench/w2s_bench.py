@@ -46,8 +46,8 @@ def main() -> None:
             first = time.perf_counter() - t0
             student_times = []
             for r in range(args.repeats):
-                # a different n_boot changes the config hash (so the students retrain) but not the baseline
-                cfg = make_config(task=task, losses=losses, seeds=args.seeds, n_boot=2001 + r, **extra)
+                # a different knn_k changes the config hash (so the students retrain) but not the baseline
+                cfg = make_config(task=task, losses=losses, seeds=args.seeds, knn_k=11 + r, **extra)
                 t1 = time.perf_counter()
                 s2 = run(cfg, store, write_report=False)
                 student_times.append(time.perf_counter() - t1)
@@ -77,7 +77,7 @@ def main() -> None:
             for r in s.get("sweep", []):
                 p = r["pgr"]
                 print(
-                    f"   size sweep: weak={r['weak_view']} gap={r['size_gap']:g} "
+                    f"   size sweep: weak={r['weak_view']} layer gap={r['layer_gap']:g} "
                     f"weak_acc={r['weak_acc']['value']:.3f} "
                     f"PGR {p['value']:.3f} [{p['lo']:.3f}, {p['hi']:.3f}]"
                 )

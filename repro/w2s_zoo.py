@@ -26,7 +26,7 @@ from transferlab.studies.w2s.run import make_config, run
 from transferlab.zoo import Zoo, parse_sizes
 from transferlab.zoo.build import ZooConfig, build_zoo
 
-LOSSES = "xent,confidence,logconf,product,window,adaptconf,bootstrap"
+LOSSES = "xent,confidence,logconf,product,window,adaptconf"
 
 
 def _fmt(d: dict) -> str:
@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=300_000, help="zoo training tokens per model (if built)")
     ap.add_argument("--tasks", default="stdlib-kind,stdlib-raises")
     ap.add_argument("--losses", default=LOSSES)
+    ap.add_argument("--label-methods", default="bootstrap", help="knn-refine,bootstrap or '' for none")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--out", default=None, help="write all summaries as JSON here")
@@ -60,13 +61,13 @@ def main() -> None:
         cfg = make_config(
             task=task,
             losses=args.losses,
+            label_methods=args.label_methods,
             seeds=args.seeds,
             weak_model=f"zoo:{sizes[0]}",
             strong_model=f"zoo:{sizes[-1]}",
             mid_models=[f"zoo:{s}" for s in sizes[1:-1]],
             max_length=args.max_length,
             num_threads=1,
-            progress=False,
         )
         t1 = time.perf_counter()
         try:

@@ -132,7 +132,7 @@ def test_finetune_backend_refuses_missing_models_and_feature_methods(tmp_path):
                 backend="finetune",
                 weak_model="x",
                 strong_model="y",
-                losses=["xent", "knn-refine"],
+                label_methods=["knn-refine"],
             )
         )
 
@@ -168,11 +168,11 @@ def test_lora_finds_gpt2s_conv1d_and_refuses_before_training(tmp_path):
 
 def test_finetune_with_lora_on_an_unadaptable_model_fails_before_any_training(tmp_path, store, monkeypatch):
     from transferlab.models.hf_classifier import ModelError
-    from transferlab.studies.w2s import finetune as FT
+    from transferlab.studies.w2s import run as R
 
     gpt2 = tiny_gpt2(tmp_path / "gpt2")
     trained = []
-    monkeypatch.setattr(FT, "build_data", lambda cfg: trained.append(cfg) or (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr(R, "build_data", lambda cfg: trained.append(cfg) or (_ for _ in ()).throw(AssertionError))
     cfg = make_config(task="stdlib-kind", backend="finetune", weak_model=str(gpt2), strong_model=str(gpt2),
                       lora=True, lora_target_modules=["q_proj"])
     with pytest.raises(ModelError, match="strong_model .*not linear layers"):

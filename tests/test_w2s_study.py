@@ -11,15 +11,10 @@ import torch
 from transferlab.core.errors import ConfigError, DataError, TransferlabError
 from transferlab.metrics import MetricError
 from transferlab.studies.w2s.heads import HeadJob, train_heads
+from transferlab.studies.w2s.heads_trainer import compute_baseline, train_students
 from transferlab.studies.w2s.losses import make_loss
-from transferlab.studies.w2s.run import (
-    compute_baseline,
-    make_config,
-    make_splits,
-    run,
-    split_sizes,
-    train_students,
-)
+from transferlab.studies.w2s.protocol import make_splits, split_sizes
+from transferlab.studies.w2s.run import make_config, run
 from transferlab.studies.w2s.tasks import build_views
 
 FAST = {"n_examples": 2000, "steps": 200}
@@ -68,13 +63,14 @@ def test_no_gold_label_reaches_the_student():
     """Scrambling the gold labels of the student's splits (transfer and val) after the weak labels are made
     must not change the student at all; it does change the ceiling, which is trained on them."""
     cfg = make_config(
-        task="synthetic-noisy", losses=["xent", "logconf", "knn-refine"], seeds=2, n_examples=1200, steps=120
+        task="synthetic-noisy", losses=["xent", "logconf"], label_methods=["knn-refine"], seeds=2, n_examples=1200,
+        steps=120
     )
     views = build_views(cfg, None)
     sizes = split_sizes(cfg, views.data.n, 2)
     splits = [make_splits(views.data.n, sizes, cfg.seed + s) for s in range(cfg.seeds)]
     base = compute_baseline(views, splits, cfg)
-    a = train_students(views, splits, base, cfg, cfg.losses)
+    a = train_students(views, splits, base, cfg, cfg.methods)
 
     labels = views.data.labels.copy()
     rng = np.random.default_rng(0)
@@ -83,22 +79,30 @@ def test_no_gold_label_reaches_the_student():
             idx = part.numpy()
             labels[idx] = rng.integers(0, 2, idx.size)
     views.data.labels = labels
-    b = train_students(views, splits, base, cfg, cfg.losses)
-    for m in cfg.losses:
+    b = train_students(views, splits, base, cfg, cfg.methods)
+    for m in cfg.methods:
         for ra, rb in zip(a[m], b[m]):
             assert ra["best_step"] == rb["best_step"]
             assert ra["agreement"] == rb["agreement"] and ra["misfit"] == pytest.approx(rb["misfit"], abs=0)
     base2 = compute_baseline(views, splits, cfg)
-    assert not torch.allclose(base2["ceiling_probs"], base["ceiling_probs"])
+    assert not torch.allclose(base2.ceiling_probs, base.ceiling_probs)
 
 
 def test_config_refuses_gold_labels_for_the_student():
     with pytest.raises(ConfigError, match="select the student with gold labels"):
         make_config(student_early_stop="gold_val")
-    with pytest.raises(ConfigError, match="train the student on gold labels"):
+    with pytest.raises(ConfigError, match="student always trains on weak labels"):
         make_config(student_labels="gold")
     with pytest.raises(ConfigError, match="unknown loss 'foo'"):
         make_config(losses="xent,foo")
+    # a label method is not a loss: it is refused there, with where it goes
+    with pytest.raises(ConfigError, match="give it as label_methods"):
+        make_config(losses="xent,knn-refine")
+    with pytest.raises(ConfigError, match="is a label method, not a loss"):
+        make_loss("knn-refine")
+    with pytest.raises(ConfigError, match="at least one loss or label method"):
+        make_config(losses=[])
+    assert make_config(losses=[], label_methods="knn-refine").methods == ["knn-refine"]
     with pytest.raises(ConfigError, match="loss_params"):
         make_config(loss_params={"logconf": {"nope": 1.0}})
 

@@ -85,10 +85,11 @@ def test_text_task_with_a_tiny_encoder_caches_its_features(store, tmp_path, monk
     monkeypatch.setattr(
         hfc, "encode_layers", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-embedded"))
     )
-    s2 = run(make_config(losses=["logconf", "bootstrap"], **common), store, write_report=False)
+    s2 = run(make_config(losses=["logconf"], label_methods=["bootstrap"], **common), store, write_report=False)
     assert s2["timing_s"]["baseline_reused"] is True
     assert [r["weak_view"] for r in s2["sweep"]] == ["layer1", "layer2"]
-    assert [r["size_gap"] for r in s2["sweep"]] == [2.0, 1.0]
+    assert [r["layer_gap"] for r in s2["sweep"]] == [2.0, 1.0]  # a difference in layers (not a ratio)
+    assert all("param_ratio" not in r for r in s2["sweep"])
 
 
 def test_mean_pool_ignores_padding_on_either_side():

@@ -6,6 +6,7 @@
 - scikit-learn's bundled tabular datasets;
 - a user's CSV or JSONL file with a ``text`` or ``features`` column (or ``f0, f1, ...`` columns) and
   a ``label`` column.
+- a Hugging Face dataset saved on disk, ``hf:PATH[:TEXT_COLUMN:LABEL_COLUMN]`` (:mod:`.hf_tasks`).
 
 Every loader returns a :class:`ClassificationData`; bad input raises :class:`DataError` in one line.
 """
@@ -470,17 +471,26 @@ def list_tasks() -> list[dict[str, str]]:
 
 
 def is_user_file(task: str) -> bool:
-    return Path(task).suffix.lower() in {".csv", ".jsonl", ".ndjson"}
+    """The user's own data: a .csv/.jsonl path or a saved Hugging Face dataset (``hf:PATH[:TEXT:LABEL]``)."""
+    from transferlab.data.hf_tasks import is_hf_task
+
+    return is_hf_task(task) or Path(task).suffix.lower() in {".csv", ".jsonl", ".ndjson"}
 
 
 def load_task(task: str, **kwargs) -> ClassificationData:
-    """A registered task by name (``kwargs`` go to its builder), or a user's .csv/.jsonl path."""
+    """A registered task by name (``kwargs`` go to its builder), a user's .csv/.jsonl path, or
+    ``hf:PATH[:TEXT_COLUMN:LABEL_COLUMN]`` (a dataset saved with ``save_to_disk``; ``classes``, ``seed``)."""
+    from transferlab.data.hf_tasks import is_hf_task, load_hf_task
+
+    if is_hf_task(task):
+        return load_hf_task(task, **kwargs)
     if is_user_file(task):
         return load_user_file(task, **kwargs)
     if task not in TASKS:
         raise DataError(
             f"unknown task '{task}'",
             where="task",
-            fix=f"choose one of {', '.join(TASKS)} or pass a .csv/.jsonl path (see --list-tasks)",
+            fix=f"choose one of {', '.join(TASKS)}, pass a .csv/.jsonl path or hf:PATH (a saved Hugging Face "
+            "dataset) (see --list-tasks)",
         )
     return TASKS[task].build(**kwargs)

@@ -16,7 +16,7 @@ from transferlab.core.config import PresetRegistry, StudyConfig
 from transferlab.core.devices import Device
 from transferlab.core.errors import ConfigError
 from transferlab.core.memory import check_fits
-from transferlab.studies.w2s.losses import LOSSES, known_methods
+from transferlab.studies.w2s.losses import LABEL_METHODS, LOSSES
 
 
 def loss_param_names(name: str) -> set[str]:
@@ -32,7 +32,12 @@ def loss_param_names(name: str) -> set[str]:
 class W2SConfig(StudyConfig):
     task: str = "synthetic-noisy"
     classes: list[str] | None = None  # declared class set for a user's file
-    losses: list[str] = Field(default_factory=lambda: ["xent"])
+    losses: list[str] = Field(default_factory=lambda: ["xent"],
+                              description="student losses: xent, confidence, logconf, product, product-ramped, "
+                                          "window, adaptconf (each a student per seed)")
+    label_methods: list[str] = Field(default_factory=list,
+                                     description="students that change the weak labels instead of the loss, then "
+                                                 "train with xent: knn-refine, bootstrap (heads backend)")
     seeds: int = Field(3, ge=1, le=100)
     seed: int = 0  # first seed; run s uses seed + s for its split, weak init and student init
     task_seed: int = 0  # the data itself (synthetic draw, stdlib sample)
@@ -54,8 +59,7 @@ class W2SConfig(StudyConfig):
     lr: float = Field(1e-2, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     eval_every: int = Field(15, ge=1)
-    # the student's labels and model selection: weak only
-    student_labels: Literal["weak", "gold"] = "weak"
+    # the student's model selection: weak-labelled only
     student_early_stop: Literal["weak_val", "last", "gold_val"] = "weak_val"
     loss_params: dict[str, dict[str, float]] = Field(default_factory=dict)
     knn_k: int = Field(10, ge=1)
@@ -85,7 +89,6 @@ class W2SConfig(StudyConfig):
     device: Device = Field("auto", description="where the fine-tuning backend and the zoo/causal-LM features "
                            "run: auto (CUDA when present) | cpu | cuda; frozen-feature heads train on the CPU")
     num_threads: int | None = Field(None, ge=1)
-    progress: bool = True
 
     @field_validator("n_examples")
     @classmethod
@@ -101,6 +104,13 @@ class W2SConfig(StudyConfig):
             v = [s.strip() for s in v.split(",") if s.strip()]
         return v
 
+    @field_validator("label_methods", mode="before")
+    @classmethod
+    def _split_label_methods(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [s.strip() for s in v.split(",") if s.strip()]
+        return v
+
     @field_validator("mid_models", mode="before")
     @classmethod
     def _split_models(cls, v: Any) -> Any:
@@ -111,14 +121,30 @@ class W2SConfig(StudyConfig):
     @field_validator("losses")
     @classmethod
     def _known_losses(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("give at least one loss")
         for name in v:
-            if name not in known_methods():
-                raise ValueError(f"unknown loss '{name}'; choose from {', '.join(known_methods())}")
+            if name in LABEL_METHODS:
+                raise ValueError(f"'{name}' changes the labels, not the loss: give it as label_methods=[{name}] "
+                                 "(CLI: --set label_methods={name})")
+            if name not in LOSSES:
+                raise ValueError(f"unknown loss '{name}'; choose from {', '.join(LOSSES)}")
         if len(set(v)) != len(v):
             raise ValueError("a loss is listed twice")
         return v
+
+    @field_validator("label_methods")
+    @classmethod
+    def _known_label_methods(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if name not in LABEL_METHODS:
+                raise ValueError(f"unknown label method '{name}'; choose from {', '.join(LABEL_METHODS)}")
+        if len(set(v)) != len(v):
+            raise ValueError("a label method is listed twice")
+        return v
+
+    @property
+    def methods(self) -> list[str]:
+        """Every student arm: the losses, then the label methods (trained with xent on their labels)."""
+        return [*self.losses, *self.label_methods]
 
     @model_validator(mode="after")
     def _device_exists(self) -> W2SConfig:
@@ -129,11 +155,8 @@ class W2SConfig(StudyConfig):
 
     @model_validator(mode="after")
     def _no_gold_for_the_student(self) -> W2SConfig:
-        if self.student_labels != "weak":
-            raise ValueError(
-                "student_labels='gold' would train the student on gold labels "
-                "(that is the ceiling run, which is made anyway); use 'weak'"
-            )
+        if not self.methods:
+            raise ValueError("give at least one loss or label method")
         if self.student_early_stop == "gold_val":
             raise ValueError(
                 "student_early_stop='gold_val' would select the student with gold labels; "
@@ -159,11 +182,11 @@ class W2SConfig(StudyConfig):
 
 def refuse_gold(values: dict[str, Any]) -> None:
     """One clear line for the two settings that would leak gold labels into the student (before pydantic)."""
-    if values.get("student_labels", "weak") != "weak":
+    if "student_labels" in values:  # the student learns from weak labels, always; the ceiling is the gold run
         raise ConfigError(
-            "student_labels=gold would train the student on gold labels",
+            "student_labels is not a setting: the student always trains on weak labels (gold would leak)",
             where="W2SConfig",
-            fix="the ceiling run already trains on gold; keep student_labels=weak",
+            fix="drop student_labels; the ceiling run already trains on gold",
         )
     if values.get("student_early_stop", "weak_val") == "gold_val":
         raise ConfigError(
@@ -185,6 +208,7 @@ PRESETS.add(
 PRESETS.add(
     "refine",
     "naive xent vs k-NN label refinement vs bootstrapping",
-    losses=["xent", "knn-refine", "bootstrap"],
+    losses=["xent"],
+    label_methods=["knn-refine", "bootstrap"],
     seeds=5,
 )

@@ -1,28 +1,34 @@
-"""The fine-tuning backend: weak and strong Hugging Face models (full or LoRA), attention-mask pooled heads.
+"""The ``finetune`` trainer: weak and strong Hugging Face models (full or LoRA), attention-mask pooled heads.
 
-Same protocol as the heads backend (four disjoint splits, floor/ceiling cached, students selected
-on weak-labelled validation only), with whole models trained instead of heads on cached features.
-``knn-refine`` and ``bootstrap`` need cached features and are only offered by the heads backend.
+The same pipeline as the heads trainer (:mod:`~transferlab.studies.w2s.run`: four disjoint splits, floor and
+ceiling cached, students selected on weak-labelled validation only), with whole models trained instead of heads
+on cached features. The label methods (``knn-refine``, ``bootstrap``) need cached features and are only offered
+by the heads trainer.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
 
-from transferlab.core import progress
 from transferlab.core.errors import ConfigError, DataError
-from transferlab.metrics import accuracy, agreement, auroc, check_gap, ece, misfit
+from transferlab.data.classification import ClassificationData
 from transferlab.models.hf_classifier import HFClassifier, ModelError, load_backbone
-from transferlab.store.run import Store
 from transferlab.studies.w2s.config import W2SConfig
-from transferlab.studies.w2s.losses import W2SLoss, XentLoss, make_loss
-from transferlab.studies.w2s.tasks import Views, build_data
+from transferlab.studies.w2s.losses import W2SLoss, make_loss
+from transferlab.studies.w2s.protocol import (
+    WEAK_SEED_OFFSET,
+    Baseline,
+    Splits,
+    Trainer,
+    onehot,
+    select_rule,
+    student_metrics,
+)
 
 
-def _tokenize(path: str, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
+def tokenize(path: str, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
     _, tok = load_backbone(path)
     enc = tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
@@ -102,26 +108,64 @@ def finetune_one(
     return {"probs": probs, "curve": curve, "best_step": best_step}
 
 
-def _onehot(y: torch.Tensor, k: int) -> torch.Tensor:
-    return torch.nn.functional.one_hot(y, k).float()
+class FinetuneTrainer(Trainer):
+    def __init__(self, cfg: W2SConfig, data: ClassificationData):
+        if data.texts is None:
+            raise DataError("the finetune backend needs a text task", where=cfg.task,
+                            fix="use a stdlib-* task or a text file")
+        self.cfg, self.data = cfg, data
+        self.y = torch.as_tensor(data.labels)
+        self.enc_w: dict[str, torch.Tensor] = {}
+        self.enc_s: dict[str, torch.Tensor] = {}
+
+    def prepare(self) -> None:
+        assert self.data.texts is not None and self.cfg.weak_model and self.cfg.strong_model
+        self.enc_w = tokenize(self.cfg.weak_model, self.data.texts, self.cfg.max_length)
+        self.enc_s = tokenize(self.cfg.strong_model, self.data.texts, self.cfg.max_length)
+
+    def _used(self, splits: list[Splits]) -> torch.Tensor:
+        return torch.cat([torch.cat([sp.transfer, sp.val, sp.test]) for sp in splits]).unique()
+
+    def baseline(self, splits: list[Splits]) -> Baseline:
+        cfg, y, k, used = self.cfg, self.y, self.data.n_classes, self._used(splits)
+        assert cfg.weak_model and cfg.strong_model
+        weak, ceil = [], []
+        for s, sp in enumerate(splits):
+            train, hold = sp.weak_holdout()
+            weak.append(finetune_one(cfg.weak_model, self.enc_w, k, train, onehot(y[train], k), hold,
+                                     onehot(y[hold], k), make_loss("xent"), cfg.seed + s + WEAK_SEED_OFFSET,
+                                     cfg.for_weak(), sp.test, y[sp.test], predict_idx=used))
+            ceil.append(finetune_one(cfg.strong_model, self.enc_s, k, sp.transfer, onehot(y[sp.transfer], k),
+                                     sp.val, onehot(y[sp.val], k), make_loss("xent"), cfg.seed + s, cfg, sp.test,
+                                     y[sp.test], predict_idx=used))
+        return Baseline(weak_probs={"weak": torch.stack([w["probs"] for w in weak])},
+                        ceiling_probs=torch.stack([c["probs"] for c in ceil]),
+                        ceiling_curves=[c["curve"] for c in ceil], ceiling_best_step=[c["best_step"] for c in ceil])
+
+    def students(self, splits: list[Splits], base: Baseline, methods: list[str]) -> dict[str, list[dict[str, Any]]]:
+        cfg, y, k, used = self.cfg, self.y, self.data.n_classes, self._used(splits)
+        assert cfg.strong_model
+        out: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+        for m in methods:
+            for s, sp in enumerate(splits):
+                weak = base.weak[s]
+                res = finetune_one(cfg.strong_model, self.enc_s, k, sp.transfer, weak[sp.transfer], sp.val,
+                                   weak[sp.val], make_loss(m, **cfg.loss_params.get(m, {})), cfg.seed + s, cfg,
+                                   sp.test, y[sp.test], select=select_rule(cfg), predict_idx=used)
+                out[m].append(student_metrics(cfg.seed + s, res["probs"][sp.test].numpy(),
+                                              weak[sp.test].numpy(), y[sp.test].numpy(), res["best_step"],
+                                              res["curve"]))
+        return out
 
 
-def run_finetune(cfg: W2SConfig, store: Store | None, *, write_report: bool = True) -> dict[str, Any]:
-    from transferlab.studies.w2s import run as R
-
+def check_finetune(cfg: W2SConfig) -> None:
+    """What the finetune trainer refuses from its config alone, before any data is read or model trained."""
     if not cfg.strong_model or not cfg.weak_model:
-        raise ConfigError(
-            "the finetune backend needs a weak and a strong model",
-            where="backend=finetune",
-            fix="--set weak_model=<local HF folder> --set strong_model=<local HF folder>",
-        )
-    bad = [m for m in cfg.losses if m in ("knn-refine", "bootstrap")]
-    if bad:
-        raise ConfigError(
-            f"{', '.join(bad)} need cached features",
-            where="backend=finetune",
-            fix="use backend=heads for knn-refine and bootstrap",
-        )
+        raise ConfigError("the finetune backend needs a weak and a strong model", where="backend=finetune",
+                          fix="--set weak_model=<local HF folder> --set strong_model=<local HF folder>")
+    if cfg.label_methods:
+        raise ConfigError(f"{', '.join(cfg.label_methods)} need cached features", where="backend=finetune",
+                          fix="use backend=heads for knn-refine and bootstrap")
     if cfg.lora or cfg.for_weak().lora:  # a model LoRA cannot adapt is refused before any model trains
         from transferlab.models.hf_classifier import check_lora
 
@@ -132,119 +176,3 @@ def run_finetune(cfg: W2SConfig, store: Store | None, *, write_report: bool = Tr
                 check_lora(path, cfg.lora_target_modules)
             except ModelError as err:
                 raise ModelError(f"{role} {path}: {err.what}", where=err.where, fix=err.fix) from None
-    t0 = time.perf_counter()
-    data = build_data(cfg)
-    if data.texts is None:
-        raise DataError(
-            "the finetune backend needs a text task", where=cfg.task, fix="use a stdlib-* task or a text file"
-        )
-    sizes = R.split_sizes(cfg, data.n, data.n_classes)
-    if store is not None and R._is_done(store, cfg):
-        existing = store.open_run(R.STUDY, cfg)
-        return {**(existing.summary() or {}), "reused": True, "run_dir": str(existing.path)}
-    enc_w = _tokenize(cfg.weak_model, data.texts, cfg.max_length)
-    enc_s = _tokenize(cfg.strong_model, data.texts, cfg.max_length)
-    views = Views(data, {}, [])
-    y = torch.as_tensor(data.labels)
-    k = data.n_classes
-    splits = [R.make_splits(data.n, sizes, cfg.seed + s) for s in range(cfg.seeds)]
-    used = torch.cat([torch.cat([sp.transfer, sp.val, sp.test]) for sp in splits]).unique()
-
-    def compute(views_: Views, splits_: list, cfg_: W2SConfig) -> dict[str, Any]:
-        weak, ceil = [], []
-        for s, sp in enumerate(splits_):
-            wt = sp.weak_train
-            hold = max(2, len(wt) // 5)
-            weak.append(
-                finetune_one(
-                    cfg_.weak_model,
-                    enc_w,
-                    k,
-                    wt[hold:],
-                    _onehot(y[wt[hold:]], k),
-                    wt[:hold],
-                    _onehot(y[wt[:hold]], k),
-                    XentLoss(),
-                    cfg_.seed + s + 10_000,
-                    cfg_.for_weak(),
-                    sp.test,
-                    y[sp.test],
-                    predict_idx=used,
-                )
-            )
-            ceil.append(
-                finetune_one(
-                    cfg_.strong_model,
-                    enc_s,
-                    k,
-                    sp.transfer,
-                    _onehot(y[sp.transfer], k),
-                    sp.val,
-                    _onehot(y[sp.val], k),
-                    XentLoss(),
-                    cfg_.seed + s,
-                    cfg_,
-                    sp.test,
-                    y[sp.test],
-                    predict_idx=used,
-                )
-            )
-        return {
-            "weak_probs": {"weak": torch.stack([w["probs"] for w in weak])},
-            "ceiling_probs": torch.stack([c["probs"] for c in ceil]),
-            "ceiling_curves": [c["curve"] for c in ceil],
-            "ceiling_best_step": [c["best_step"] for c in ceil],
-        }
-
-    with progress.progress_bar("w2s finetune floor+ceiling", total=None):
-        base, reused = R.load_or_compute_baseline(views, splits, cfg, sizes, store, compute=compute)
-    weak_all = base["weak_probs"]["weak"]
-    weak_acc = [accuracy(y[sp.test].numpy(), weak_all[s][sp.test].numpy()) for s, sp in enumerate(splits)]
-    ceil_acc = [
-        accuracy(y[sp.test].numpy(), base["ceiling_probs"][s][sp.test].numpy()) for s, sp in enumerate(splits)
-    ]
-    check_gap(weak_acc, ceil_acc, cfg.min_gap, where=cfg.task)
-    t_base = time.perf_counter()
-    select = "val" if cfg.student_early_stop == "weak_val" else "last"
-    students: dict[str, list[dict[str, Any]]] = {m: [] for m in cfg.losses}
-    for m in cfg.losses:
-        for s, sp in enumerate(splits):
-            res = finetune_one(
-                cfg.strong_model,
-                enc_s,
-                k,
-                sp.transfer,
-                weak_all[s][sp.transfer],
-                sp.val,
-                weak_all[s][sp.val],
-                make_loss(m, **cfg.loss_params.get(m, {})),
-                cfg.seed + s,
-                cfg,
-                sp.test,
-                y[sp.test],
-                select=select,
-                predict_idx=used,
-            )
-            pt, wt_, yt = res["probs"][sp.test].numpy(), weak_all[s][sp.test].numpy(), y[sp.test].numpy()
-            students[m].append(
-                {
-                    "seed": cfg.seed + s,
-                    "student_acc": accuracy(yt, pt),
-                    "agreement": agreement(pt, wt_),
-                    "misfit": misfit(pt, wt_),
-                    "ece": ece(yt, pt),
-                    "auroc": auroc(yt, pt),
-                    "best_step": res["best_step"],
-                    "curve": res["curve"],
-                }
-            )
-    summary = R.assemble(cfg, views, splits, base, weak_acc, ceil_acc, students)
-    summary["sweep"] = []
-    summary["timing_s"] = {
-        "features": 0.0,
-        "baseline": t_base - t0,
-        "students": time.perf_counter() - t_base,
-        "baseline_reused": reused,
-    }
-    summary["sizes"] = sizes
-    return R.finish_run(cfg, store, summary, students, write_report)

@@ -277,9 +277,11 @@ def known_methods() -> list[str]:
 
 
 def make_loss(name: str, **kwargs) -> W2SLoss:
-    """Build a loss by name (``kwargs`` go to its constructor)."""
+    """Build a loss by name (``kwargs`` go to its constructor). A label method is not a loss: its students train
+    with ``make_loss("xent")`` on the labels the method makes."""
     if name in LABEL_METHODS:
-        return XentLoss()
+        raise ConfigError(f"'{name}' is a label method, not a loss", where="losses",
+                          fix=f"give it as label_methods=[{name}]; its students train with xent")
     if name not in LOSSES:
         raise ConfigError(
             f"unknown loss '{name}'", where="losses", fix=f"choose from: {', '.join(known_methods())}"

@@ -110,7 +110,7 @@ def sweep_figure(summary: dict[str, Any]) -> go.Figure | None:
     vals = [_err(r["pgr"]) for r in sweep]
     fig = go.Figure(
         go.Scatter(
-            x=[r["size_gap"] for r in sweep],
+            x=[r["layer_gap"] for r in sweep],
             y=[v[0] for v in vals],
             mode="lines+markers",
             text=[r["weak_view"] for r in sweep],

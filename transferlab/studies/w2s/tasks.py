@@ -53,6 +53,8 @@ def build_data(cfg: W2SConfig) -> ClassificationData:
     kwargs: dict[str, Any] = {}
     if is_user_file(cfg.task):
         kwargs["classes"] = cfg.classes
+        if cfg.task.startswith("hf:"):
+            kwargs["seed"] = cfg.task_seed  # sciq's and anthropic_hh's seeded draws
         if cfg.weak_noise is not None:
             kwargs["noise"] = cfg.weak_noise
         return load_task(cfg.task, **kwargs)

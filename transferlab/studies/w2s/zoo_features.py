@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,6 @@ from safetensors.torch import load_file, save_file
 from transferlab.core.errors import ConfigError
 from transferlab.core.paths import default_store
 from transferlab.data.classification import ClassificationData
-from transferlab.metrics import accuracy
 from transferlab.store.run import Store
 from transferlab.studies.w2s.config import W2SConfig
 from transferlab.studies.w2s.tasks import FEATURES_FILE, FeatureCacheConfig, Views
@@ -328,47 +326,3 @@ def build_model_views(cfg: W2SConfig, store: Store | None, data: ClassificationD
 
 
 # --------------------------------------------------------------------------- sweep
-def pair_sweep(views: Views, splits: list[Any], base: dict[str, Any], cfg: W2SConfig) -> list[dict[str, Any]]:
-    """PGR of a naive (xent) student for every (smaller weak, larger strong) pair of ladder models.
-
-    Each strong rung gets its own ceiling (heads on gold, weak-free) and each weak rung its own floor
-    (the floors are the baseline's); the x axis is strong / weak non-embedding parameters.
-    """
-    from transferlab.studies.w2s.analysis import summarize_method
-    from transferlab.studies.w2s.heads import train_heads
-    from transferlab.studies.w2s.run import ceiling_jobs, head_kw, train_students
-
-    y = torch.as_tensor(views.data.labels)
-    k = views.data.n_classes
-    ladder = list(views.ladder)
-    ceilings: dict[str, torch.Tensor] = {ladder[-1]: base["ceiling_probs"]}
-    jobs = ceiling_jobs(splits, y, k, cfg)  # the baseline's ceiling jobs, trained on each rung's features
-    for rung in ladder[1:-1]:
-        xr = views.views[rung]
-        ceilings[rung] = torch.stack([r.probs(xr) for r in train_heads(xr, jobs, **head_kw(cfg))]).detach()
-    sw_cfg = cfg.model_copy(update={"losses": ["xent"]})
-    out = []
-    for weak, strong in combinations(ladder, 2):
-        wp = base["weak_probs"][weak]
-        cp = ceilings[strong]
-        w = [accuracy(y[sp.test].numpy(), wp[s][sp.test].numpy()) for s, sp in enumerate(splits)]
-        c = [accuracy(y[sp.test].numpy(), cp[s][sp.test].numpy()) for s, sp in enumerate(splits)]
-        sv = Views(views.data, {**views.views, "strong": views.views[strong]}, ladder, views.sizes)
-        rows = train_students(sv, splits, {"weak_probs": {"weak": wp}}, sw_cfg, ["xent"])["xent"]
-        summ = summarize_method(w, c, rows, min_gap=cfg.min_gap)
-        nw, ns = views.sizes[weak], views.sizes[strong]
-        out.append(
-            {
-                "weak_view": weak,
-                "strong_view": strong,
-                "weak_params": int(nw),
-                "strong_params": int(ns),
-                "param_ratio": ns / nw if nw > 0 else float("nan"),
-                "size_gap": ns / nw if nw > 0 else float("nan"),
-                "weak_acc": summ["weak_acc"],
-                "ceiling_acc": summ["ceiling_acc"],
-                "student_acc": summ["student_acc"],
-                "pgr": summ["pgr"],
-            }
-        )
-    return out
