@@ -69,10 +69,11 @@ def engine_tokens_per_s(kind: str, size: str, steps: int, seq_len: int, batch: i
                   Schedule(steps=2, batch_size=batch, eval_every=10**9, checkpoint_every=10**9),
                   evaluator=lambda p, f, s: [{"step": s}], description="warm-up", compile=compile)
     warm.run()
+    # the warm-up's compiled step, reused: not compiled again
     eng = Engine(forward, params, loss, chain, data,
                  Schedule(steps=steps, batch_size=batch, eval_every=10**9, checkpoint_every=10**9),
-                 evaluator=lambda p, f, s: [{"step": s}], description=f"bench {size}")
-    eng._compiled = warm._compiled  # the warm-up's compiled step, reused: not compiled (or reset) again
+                 evaluator=lambda p, f, s: [{"step": s}], description=f"bench {size}",
+                 compile=warm.compiled_loss or False)
     res = eng.run()
     return res.steps_run * batch * seq_len / res.train_seconds
 

@@ -64,3 +64,22 @@ def test_compile_is_not_part_of_a_runs_identity():
     a = ZooConfig(train=TrainSettings(compile=True))
     b = ZooConfig(train=TrainSettings(compile=False))
     assert a.config_hash() == b.config_hash()
+
+
+@pytest.mark.skipif(not devices.compile_available(torch.device("cpu"))[0], reason="no C++ compiler for Inductor")
+def test_every_engine_compiles_its_own_step_without_resetting_others(monkeypatch):
+    """Engine after engine in one process (a zoo build, a sweep) each compile their own step: none falls back to
+    eager at Dynamo's recompile limit, and a function the user compiled is not reset."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    user = torch.compile(lambda t: t * 2 + 1)
+    user(torch.ones(3))
+    frames_user = counters["frames"]["ok"]
+    for _ in range(3):  # more engines than the recompile limit allows for one code object
+        before = counters["frames"]["ok"]
+        _train(True, torch.float32, steps=2)
+        assert counters["frames"]["ok"] > before  # this engine's step was compiled, not run eagerly
+    before = counters["frames"]["ok"]
+    user(torch.ones(3))  # still compiled: calling it again compiles nothing
+    assert counters["frames"]["ok"] == before and frames_user > 0

@@ -12,8 +12,10 @@ no RNG state.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -103,7 +105,7 @@ class Engine:
         runs: list[Run] | None = None,
         callbacks: list[Callback] | None = None,
         description: str = "train",
-        compile: bool = False,
+        compile: bool | Callable[..., torch.Tensor] = False,
     ):
         self.forward = forward
         self.params = {k: v.clone() for k, v in params.items()}
@@ -118,8 +120,10 @@ class Engine:
         self.callbacks = callbacks or []
         self.description = description
         # compile: each member's forward + loss (and its backward) through torch.compile; the step then
-        # goes member by member (K=1 included) on leaf views of the member's own parameters
-        self._compiled = _compiled_member_loss(forward, loss_fn) if compile else None
+        # goes member by member (K=1 included) on leaf views of the member's own parameters. A callable is an
+        # already compiled member loss (``other.compiled_loss`` of an engine with the same forward and loss).
+        self.compiled_loss = (compile if callable(compile) else
+                              compiled_member_loss(forward, loss_fn) if compile else None)
         if runs is not None and len(runs) != self.k:
             raise ValueError(f"{len(runs)} runs for {self.k} members")
         self._loss0: list[float | None] = [None] * self.k  # first training loss per member (explode bound)
@@ -281,7 +285,7 @@ class Engine:
         cs = self.schedule.chunk_size
         if 0 < cs < x.shape[0]:
             per_member, grads = self._chunked_loss_and_grads(x, y, alive_t, cs)
-        elif self._compiled is not None or self.forward.one_by_one(self.params, x):
+        elif self.compiled_loss is not None or self.forward.one_by_one(self.params, x):
             per_member, grads = self._member_by_member(x, y, alive_t)
         else:
             logits = self.forward(self.params, x)
@@ -331,8 +335,8 @@ class Engine:
 
         def one_member(i: int) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
             own = {n: self.params[n][i].detach().requires_grad_(True) for n in names}
-            if self._compiled is not None:
-                loss = self._compiled(own, x, y)
+            if self.compiled_loss is not None:
+                loss = self.compiled_loss(own, x, y)
             else:
                 loss = self.loss_fn(self.forward.member(own, x).unsqueeze(0), y).mean(-1)[0]
             if bool(alive[i]) and bool(torch.isfinite(loss)):
@@ -373,7 +377,7 @@ class Engine:
                 run.log(records[k])
 
 
-def _compiled_member_loss(forward: StackedForward, loss_fn: torch.nn.Module) -> Callable[..., torch.Tensor]:
+def compiled_member_loss(forward: StackedForward, loss_fn: torch.nn.Module) -> Callable[..., torch.Tensor]:
     """One member's mean training loss from its own parameters, through ``torch.compile`` (Inductor fuses
     the elementwise work around the matmuls: norms, activations, casts, the log-softmax). The first call
     compiles (tens of seconds on CPU); shapes stay fixed over a run, so it compiles once."""
@@ -381,11 +385,17 @@ def _compiled_member_loss(forward: StackedForward, loss_fn: torch.nn.Module) -> 
     def member_loss(own: Tensors, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return loss_fn(forward.member(own, x).unsqueeze(0), y).mean(-1)[0]
 
-    # Dynamo caches by code object: without a reset, every new engine in one process (a zoo build's sizes, a
-    # sweep's runs) would add a recompilation of this function until its limit (8), after which it silently
-    # runs eagerly. Runs train one after another, so each engine starts from an empty cache.
-    torch.compiler.reset()
-    return torch.compile(member_loss, dynamic=False)
+    # Dynamo caches compiled graphs on the code object: with one code object, every new engine in a process
+    # (a zoo build's sizes, a sweep's runs) would add a recompilation until the limit (8), after which it
+    # silently runs eagerly. Each engine gets its own copy of the code object instead, so its cache starts
+    # empty and dies with it, and nothing else compiled in the process is reset.
+    code = member_loss.__code__.replace(co_name=f"member_loss_{next(_ENGINES)}")
+    fresh = types.FunctionType(code, member_loss.__globals__, code.co_name, member_loss.__defaults__,
+                               member_loss.__closure__)
+    return torch.compile(fresh, dynamic=False)
+
+
+_ENGINES = itertools.count()
 
 
 def _progress_info(records: list[dict[str, Any]], alive: list[bool]) -> dict[str, float]:

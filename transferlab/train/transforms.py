@@ -1,8 +1,10 @@
-"""Gradient transforms that compose (optax style) on stacked parameters.
+"""Gradient transforms that compose on stacked parameters, in optax's ``(init, update)`` shape but not pure.
 
 Every tensor has a leading member dimension K (K=1 for a single run). A transform has
-``init(params) -> state`` and ``update(updates, state, params, step) -> updates``; state is a dict of
-tensors (saved in checkpoints with safetensors) and the step count lives in the engine.
+``init(params) -> state`` and ``update(updates, state, params, step) -> updates``. Unlike optax, ``update``
+changes ``state`` in place and returns only the updates: the engine holds one state dict per chain for the
+whole run (saved in checkpoints with safetensors) and a functional copy per step would only cost memory
+traffic. The step count lives in the engine.
 ``chain(...)`` applies them in order. AdamW is
 ``chain(scale_by_adam, add_decayed_weights(wd), scale_by_lr(lr))``; the final update is added to the
 parameters.
