@@ -111,6 +111,25 @@ def test_delay_law_recovers_the_constant_with_norms_from_other_runs():
         assert p["norm_post"] != pytest.approx(40.0, rel=1e-9)
 
 
+def test_forms_recover_the_law_they_were_drawn_from():
+    """On trials drawn from the law itself, the law and its affine extension (a ~ 0) predict held-out trials
+    well and the decay rate alone does not; on trials drawn with an intercept, the law misses and the affine
+    form recovers a and c."""
+    law = A.delay_law(_sweep_trials(seeds=(0, 1), noise=0.02))
+    f = law.forms
+    assert set(f) == {"law", "affine", "inverse"}
+    assert f["law"]["params"]["c"] == pytest.approx(0.5, rel=0.05) and f["law"]["mape_heldout"] < 0.05
+    assert f["affine"]["mape_heldout"] < 0.05 and abs(f["affine"]["params"]["a"]) < 0.1
+    assert f["inverse"]["mape_heldout"] > 2 * f["law"]["mape_heldout"]
+    trials = _sweep_trials(seeds=(0, 1), noise=0.02)
+    for t in trials:  # add a constant 2/(lr wd) to every delay
+        t["steps_to_generalize"] += int(2.0 / (t["lr"] * t["weight_decay"]))
+    g = A.delay_law(trials).forms
+    assert g["affine"]["params"]["a"] == pytest.approx(2.0, rel=0.1)
+    assert g["affine"]["params"]["c"] == pytest.approx(0.5, rel=0.15)
+    assert g["affine"]["mape_heldout"] < 0.05 < g["law"]["mape_heldout"]
+
+
 def test_delay_law_keeps_censored_trials_and_says_why_it_excludes():
     trials = _sweep_trials(cap=1200)
     cens = [t for t in trials if t["steps_to_generalize"] is None]

@@ -4,7 +4,7 @@ and Nanda et al.'s Fourier progress measures. No I/O, no training."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -213,6 +213,7 @@ class DelayLaw:
     log_norm_post_sd: float | None  # spread of log V_post across generalized trials (is it one norm?)
     theory_constant: float = THEORY_CONSTANT
     why_not: str | None = None
+    forms: dict[str, dict[str, Any]] = field(default_factory=dict)  # the law next to two simpler forms
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -268,6 +269,62 @@ def fit_censored_constant(x: Sequence[float], delay: Sequence[float], censored: 
         ends.append(math.exp(brentq(gap, min(best, far), max(best, far))) if gap(far) >= 0 else
                     (0.0 if direction < 0 else math.inf))
     return math.exp(best), ends, math.exp(log_sigma)
+
+
+FORMS = {
+    "law": "T_grok − T_mem = c · log(V_mem / V_post) / (lr · wd)  (the chapter's law, no intercept)",
+    "affine": "T_grok − T_mem = (a + c · log(V_mem / V_post)) / (lr · wd)  (the law plus a constant term)",
+    "inverse": "T_grok − T_mem = K / (lr · wd)  (the decay rate alone, no norms)",
+}
+
+
+def _fit_form(form: str, pts: Sequence[dict[str, Any]]) -> list[float] | None:
+    """Parameters of ``form`` over generalized points, by least squares on the relative error (what the MAPE
+    measures): rows r = log(V_mem / V_post) = x·γ and γ = lr·wd."""
+    if len(pts) < 2:
+        return None
+    g = np.array([p["gamma_eff"] for p in pts])
+    d = np.array([p["delay"] for p in pts])
+    r = np.array([p["x"] for p in pts]) * g
+    if form == "law":
+        a = (r / g / d)[:, None]
+    elif form == "affine":
+        a = np.stack([1 / g / d, r / g / d], 1)
+    else:
+        a = (1 / g / d)[:, None]
+    w, *_ = np.linalg.lstsq(a, np.ones(len(d)), rcond=None)
+    return [float(v) for v in w]
+
+
+def _predict_form(form: str, w: list[float], p: dict[str, Any]) -> float:
+    g, r = p["gamma_eff"], p["x"] * p["gamma_eff"]
+    return {"law": w[0] * r, "affine": w[0] + (w[-1] * r), "inverse": w[0]}[form] / g
+
+
+def compare_forms(points: Sequence[dict[str, Any]], fit_pts: Sequence[dict[str, Any]],
+                  test_pts: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The law against two simpler forms on the same generalized trials (censored ones are left out here: the
+    least-squares fits take exact delays): parameters on all of them, leave-one-out and held-out MAPE with the
+    same split as the law's own fit."""
+    unc = [p for p in points if not p["censored"]]
+    fit_u = [p for p in fit_pts if not p["censored"]]
+    out: dict[str, dict[str, Any]] = {}
+    for form, text in FORMS.items():
+        w = _fit_form(form, unc)
+        if w is None:
+            continue
+        loo = []
+        for i, p in enumerate(unc):
+            wi = _fit_form(form, unc[:i] + unc[i + 1:])
+            if wi is not None:
+                loo.append((_predict_form(form, wi, p), p["delay"]))
+        w_ho = _fit_form(form, fit_u)
+        ho = [(_predict_form(form, w_ho, p), p["delay"]) for p in test_pts] if w_ho else []
+        names = {"law": ["c"], "affine": ["a", "c"], "inverse": ["K"]}[form]
+        out[form] = {"form": text, "params": dict(zip(names, w)),
+                     "mape_loo": _mape([a for a, _ in loo], [b for _, b in loo]),
+                     "mape_heldout": _mape([a for a, _ in ho], [b for _, b in ho]) if ho else None}
+    return out
 
 
 def _mape(pred: Sequence[float], actual: Sequence[float]) -> float | None:
@@ -371,6 +428,7 @@ def delay_law(trials: Sequence[dict[str, Any]]) -> DelayLaw:
     test_part = [t for t in cand if all(t is not f for f in fit_part)]
     fit_pts = [pt for pt in (point(t, fit_part)[0] for t in fit_part) if pt is not None]
     mape_ho = None
+    test_pts: list[dict[str, Any]] = []
     if sum(not p["censored"] for p in fit_pts) >= 2:
         c_ho, _, _ = fit_censored_constant([p["x"] for p in fit_pts], [p["delay"] for p in fit_pts],
                                            [p["censored"] for p in fit_pts])
@@ -379,7 +437,8 @@ def delay_law(trials: Sequence[dict[str, Any]]) -> DelayLaw:
         rule += f" ({len(test_pts)} generalized held-out trials)"
     for p in points:
         p["predicted"] = c * p["x"]
-    return DelayLaw(c, ci, sigma, r2, _mape(loo_pred, loo_act), mape_ho, rule, n_unc, n_cens, points, excluded, sd)
+    return DelayLaw(c, ci, sigma, r2, _mape(loo_pred, loo_act), mape_ho, rule, n_unc, n_cens, points, excluded, sd,
+                    forms=compare_forms(points, fit_pts, test_pts))
 
 
 # ---------------------------------------------------------------------------- progress measures
