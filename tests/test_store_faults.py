@@ -255,10 +255,10 @@ def test_a_sweep_with_a_failing_trial_exits_non_zero_and_names_it(cli, tmp_path,
 
     real = grun._train
 
-    def flaky(cfg0, cfgs, runs, data, description):
+    def flaky(cfg0, cfgs, runs, data, *args):
         if any(c.lr == 3e-3 for c in cfgs):
             raise RuntimeError("trial exploded")
-        return real(cfg0, cfgs, runs, data, description)
+        return real(cfg0, cfgs, runs, data, *args)
 
     monkeypatch.setattr(grun, "_train", flaky)
     code, out, err = cli(["sweep", "grok", "--grid", "lr=1e-3,3e-3", *TINY, "--store", str(tmp_path), "--json"])

@@ -200,6 +200,12 @@ def refuse_gold(values: dict[str, Any]) -> None:
 PRESETS = PresetRegistry()
 PRESETS.add("quick", "a fast look: 3 seeds, 200 steps", seeds=3, steps=200)
 PRESETS.add(
+    "mini",
+    "the one to run first on real text: stdlib-kind (is a stdlib docstring a function's or a class's) "
+    "on the bundled MiniLM, weak = its first layer, xent vs logconf, 3 seeds",
+    task="stdlib-kind", losses=["xent", "logconf"], seeds=3,
+)
+PRESETS.add(
     "paper",
     "Burns et al.-style comparison: 6 losses x 5 seeds",
     losses=["xent", "confidence", "logconf", "product", "window", "adaptconf"],
