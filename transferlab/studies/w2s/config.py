@@ -97,23 +97,10 @@ class W2SConfig(StudyConfig):
             check_fits(v * 20 * 8 * 8, f"n_examples={v:,}", "draw fewer examples")
         return v
 
-    @field_validator("losses", mode="before")
+    @field_validator("losses", "label_methods", "mid_models", mode="before")
     @classmethod
-    def _split_losses(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            v = [s.strip() for s in v.split(",") if s.strip()]
-        return v
-
-    @field_validator("label_methods", mode="before")
-    @classmethod
-    def _split_label_methods(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            v = [s.strip() for s in v.split(",") if s.strip()]
-        return v
-
-    @field_validator("mid_models", mode="before")
-    @classmethod
-    def _split_models(cls, v: Any) -> Any:
+    def _split_commas(cls, v: Any) -> Any:
+        """``--set losses=xent,logconf`` (a comma-separated string) is a list."""
         if isinstance(v, str):
             v = [s.strip() for s in v.split(",") if s.strip()]
         return v
