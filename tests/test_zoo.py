@@ -122,7 +122,7 @@ def test_real_stdlib_corpus_is_deterministic():
     assert sum(a.chars()) > 1000
 
 
-def test_files_corpus_and_bad_globs(tmp_path):
+def test_files_corpus_and_bad_globs(tmp_path, monkeypatch):
     for i in range(12):
         (tmp_path / f"doc{i:02d}.txt").write_text(f"document number {i}\n")
     c = files_corpus(str(tmp_path / "*.txt"), val_percent=25)
@@ -132,6 +132,11 @@ def test_files_corpus_and_bad_globs(tmp_path):
     ]
     with pytest.raises(DataError, match="matches no files"):
         files_corpus(str(tmp_path / "*.nothing"))
+    with pytest.raises(DataError, match="Dataset.save_to_disk"):  # a folder that is not a saved dataset
+        hf_corpus(str(tmp_path))
+    import sys
+
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if the optional package were not installed
     with pytest.raises(DataError, match="pip install datasets"):
         hf_corpus(str(tmp_path))
 
