@@ -24,7 +24,8 @@ h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2rem;bord
 .sub{color:#666;margin-top:0}table{border-collapse:collapse;margin:.6rem 0;font-size:.9rem}
 td,th{border:1px solid #ddd;padding:.25rem .6rem;text-align:right}th{background:#f5f5f7}
 td:first-child,th:first-child{text-align:left}.note{color:#444;max-width:900px}
-.flag{color:#b00020;font-weight:600}.tablewrap{overflow-x:auto;max-width:100%}figure{margin:0 0 1rem 0}figcaption{color:#555;font-size:.9rem}
+.flag{color:#b00020;font-weight:600}.tablewrap{overflow-x:auto;max-width:100%}
+figure{margin:0 0 1rem 0}figcaption{color:#555;font-size:.9rem}
 """
 
 
