@@ -234,10 +234,13 @@ def members_for(cfg: GrokConfig, seeds: int) -> list[GrokConfig]:
     return [cfg.model_copy(update={"seed": cfg.seed + i}) for i in range(seeds)]
 
 
+# a member's phases: the one list the summary, the --json contract, the aggregate and the sweep rows read
+PHASE_KEYS = ("steps_to_memorize", "steps_to_generalize", "steps_to_95", "grok_onset", "steps_to_val_loss_001",
+              "final_val_acc")
+
+
 def aggregate(members: list[MemberResult]) -> dict[str, Any]:
-    keys = ("steps_to_memorize", "steps_to_generalize", "steps_to_95", "grok_onset", "steps_to_val_loss_001",
-            "final_val_acc")
-    return {k: analysis.mean_ci([m.summary.get(k) for m in members]) for k in keys}
+    return {k: analysis.mean_ci([m.summary.get(k) for m in members]) for k in PHASE_KEYS}
 
 
 def run(cfg: GrokConfig, store: Store, seeds: int = 1, report: bool = True,
@@ -287,9 +290,7 @@ def member_json(m: MemberResult) -> dict[str, Any]:
     s = m.summary
     return {"run_id": m.run_id, "seed": m.config["seed"], "lr": m.config["lr"],
             "weight_decay": m.config["weight_decay"], "status": s.get("status"),
-            "steps_to_memorize": s.get("steps_to_memorize"), "steps_to_generalize": s.get("steps_to_generalize"),
-            "steps_to_95": s.get("steps_to_95"), "grok_onset": s.get("grok_onset"),
-            "steps_to_val_loss_001": s.get("steps_to_val_loss_001"), "final_val_acc": s.get("final_val_acc"),
+            **{k: s.get(k) for k in PHASE_KEYS},
             "wall_seconds": s.get("wall_seconds"), "threads": s.get("threads"),
             **({"diagnosis": {"code": s["diagnosis"]["code"], "message": s["diagnosis"]["message"]}}
                if s.get("diagnosis") else {})}

@@ -7,10 +7,10 @@ from typing import Any
 from transferlab.store import Store
 from transferlab.studies.base import Reporter, Study, StudyResult
 from transferlab.studies.grokking.config import PRESETS, GrokConfig
+from transferlab.studies.grokking.run import PHASE_KEYS
 
 AGG_KEYS = ("steps_to_memorize", "steps_to_generalize", "final_val_acc")
-TRIAL_KEYS = ("lr", "weight_decay", "seed", "steps_to_memorize", "steps_to_generalize", "steps_to_95",
-              "final_val_acc", "norm_at_memorize", "norm_at_generalize", "last_step")
+TRIAL_KEYS = (*PHASE_KEYS, "norm_at_memorize", "norm_at_generalize", "last_step")
 
 
 class GrokStudy(Study):
@@ -56,11 +56,9 @@ def contract(result: dict[str, Any], seeds: int) -> dict[str, Any]:
     members = result["members"]
     if seeds == 1:
         m = members[0]
-        return {"steps_to_memorize": m["steps_to_memorize"], "steps_to_generalize": m["steps_to_generalize"],
-                "final_val_acc": m["final_val_acc"], "wall_seconds": result["wall_seconds"],
-                "report": result.get("report"), "run_id": m["run_id"], "steps_to_95": m["steps_to_95"],
-                "grok_onset": m["grok_onset"], "steps_to_val_loss_001": m["steps_to_val_loss_001"],
-                "threads": m["threads"], **({"diagnosis": m["diagnosis"]} if "diagnosis" in m else {})}
+        return {**{k: m[k] for k in PHASE_KEYS}, "wall_seconds": result["wall_seconds"],
+                "report": result.get("report"), "run_id": m["run_id"], "threads": m["threads"],
+                **({"diagnosis": m["diagnosis"]} if "diagnosis" in m else {})}
     agg = result["aggregate"]
     return {"members": members,
             "mean": {k: agg[k]["mean"] for k in AGG_KEYS},
