@@ -119,8 +119,8 @@ def sweep_figure(summary: dict[str, Any]) -> go.Figure | None:
         )
     )
     fig.update_layout(
-        title="PGR against the weak-strong size gap (naive xent student)",
-        xaxis_title="size gap (ladder rungs / encoder layers)",
+        title="PGR against the weak-strong layer gap (naive xent student)",
+        xaxis_title="layer gap (strong layer - weak layer)",
         yaxis_title="PGR",
         height=380,
     )

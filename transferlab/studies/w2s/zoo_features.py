@@ -11,8 +11,8 @@ the same ``w2s-features`` study, config class and file name as the MiniLM featur
 pooling.
 
 The ladder of views is weak, any ``mid_models``, strong (ordered by non-embedding parameters).
-:func:`pair_sweep` measures PGR for every (smaller weak, larger strong) pair on that ladder against
-the ratio of their non-embedding parameters.
+:func:`transferlab.studies.w2s.heads_trainer.ladder_sweep` measures PGR for every (smaller weak, larger
+strong) pair on that ladder against the ratio of their non-embedding parameters.
 """
 
 from __future__ import annotations
