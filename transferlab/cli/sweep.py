@@ -58,12 +58,12 @@ def _sweep(command: str, grid: list[str] | None, sample: list[str] | None, trial
            plan: str | None, preset: str | None, config: Path | None, set_: list[str] | None, seeds: int | None,
            backend: str, address: str | None, scheduler: str | None, name: str | None, store: Path | None,
            mirror: list[str] | None, json_out: bool) -> None:
-    from transferlab.core.config import build, parse_override, set_dotted
+    from transferlab.core.config import parse_override
     from transferlab.core.errors import ConfigError
     from transferlab.studies.registry import get_study
     from transferlab.sweep import parse_grid, run_sweep
     from transferlab.sweep.grid import draw_samples, parse_sample
-    from transferlab.sweep.runner import check_grid, check_scheduler, check_sweep_name, combine
+    from transferlab.sweep.runner import check_grid, check_scheduler, check_sweep_name, combine, trial_configs
 
     begin(json_out)
     study = get_study(command)
@@ -101,11 +101,7 @@ def _sweep(command: str, grid: list[str] | None, sample: list[str] | None, trial
     if scheduler is not None:
         check_scheduler(study, scheduler, backend)
     base = study.make_config(preset, plan_overrides + list(set_ or []), config_file=config)
-    for pt in combine(grid_values, samples):  # validate every point before anything runs
-        values = base.to_dict()
-        for k, v in pt.items():
-            set_dotted(values, k, v)
-        build(type(base), values)
+    trial_configs(study, base, combine(grid_values, samples), seeds)  # every trial validated before anything runs
     # opens (so checks) the mirrors before anything runs; the workers reopen them by name
     st = Store(store_path(store), mirrors=mirror or ())
     result = run_sweep(base, grid_values, st, study=study, seeds=seeds, backend=backend, address=address, name=name,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -42,7 +42,6 @@ class StudyResult(Mapping[str, Any]):
     contract: dict[str, Any] | None = None  # the --json view when it differs from the summary itself
     run_id: str | None = None
     report: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
@@ -66,7 +65,6 @@ class Study:
     config_cls: ClassVar[type[StudyConfig]]
     default_preset: ClassVar[str | None] = "default"
     intermediate_metric: ClassVar[str | None] = None  # reported during a trial (Ray Tune schedulers)
-    objective: ClassVar[tuple[str, str] | None] = None  # (trial metric, "min" | "max") a search optimises
     trial_config_keys: ClassVar[tuple[str, ...]] = ()  # config values every sweep row carries, swept or not
 
     presets: ClassVar[PresetRegistry]

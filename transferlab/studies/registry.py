@@ -47,11 +47,6 @@ def get_study(name: str) -> Study:
     return _LOADED[key]
 
 
-def stored_name(name: str) -> str:
-    """The store's folder name of a study (``grok`` -> ``grokking``)."""
-    return get_study(name).name
-
-
 def study_for(cfg: object) -> Study:
     """The study whose config class ``cfg`` is an instance of."""
     for key in STUDIES:

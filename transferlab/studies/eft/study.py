@@ -16,7 +16,6 @@ class EFTDemoStudy(Study):
     summary = "emulated fine-tuning on the zoo: a large base plus a small fine-tune's delta (Mitchell et al. 2023)"
     config_cls = EFTDemoConfig
     default_preset = "default"
-    objective = ("up_fraction_closed", "max")
 
     presets = PRESETS
 

@@ -20,7 +20,6 @@ class GrokStudy(Study):
     config_cls = GrokConfig
     default_preset = "default"
     intermediate_metric = "val_acc"
-    objective = ("steps_to_generalize", "min")
     trial_config_keys = ("seed", "lr", "weight_decay")  # the delay law reads them for every trial
 
     presets = PRESETS

@@ -16,7 +16,6 @@ class TransferStudy(Study):
     summary = "effective data transferred, D_T = k D_F^alpha N^beta (Hernandez et al. 2021), on the zoo"
     config_cls = TransferRunConfig
     default_preset = "quick"
-    objective = ("beta", "max")
 
     presets = PRESETS
 
