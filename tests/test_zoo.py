@@ -115,6 +115,36 @@ def test_mixture_keeps_each_parts_split_and_has_its_own_identity(tmp_path):
             load_corpus(bad, root=tmp_path)
 
 
+def test_part_of_a_builtin_corpus_by_source(tmp_path):
+    """code[sympy] / code[^sympy]: a built-in corpus cut by the source of each file, keeping its split."""
+    from transferlab.data.corpora import Corpus, builtin_corpora, builtin_part, select_sources
+
+    assert builtin_part("code[^SymPy, stdlib]") == ("code", True, ["stdlib", "sympy"])
+    assert builtin_part("code") is None and builtin_part("files:x[1].txt") is None
+    whole = Corpus("code", ["a1", "s1", "b1", "s2"], ["s3", "a2"], "f0",
+                   keys=(["alpha/x.py", "sympy/a.py", "stdlib/b.py", "sympy/c.py"], ["sympy/d.py", "alpha/y.py"]))
+    only = select_sources(whole, "code[sympy]")
+    rest = select_sources(whole, "code[^sympy]")
+    assert (only.train, only.val) == (["s1", "s2"], ["s3"])
+    assert (rest.train, rest.val) == (["a1", "b1"], ["a2"])
+    assert len({only.fingerprint, rest.fingerprint, whole.fingerprint}) == 3
+    with pytest.raises(DataError, match="unknown source.*sympi.*choose among: alpha, stdlib, sympy"):
+        select_sources(whole, "code[sympi]")
+    with pytest.raises(DataError, match="no validation documents"):
+        select_sources(whole, "code[stdlib]")
+    # on real extraction (a fake stdlib: every key is stdlib/...), through the cache and load_corpus
+    _fake_stdlib(tmp_path)
+    builtin_corpora(root=tmp_path, val_percent=30, cache_dir=tmp_path / "cache")
+    cached = builtin_corpora(root=tmp_path, val_percent=30, cache_dir=tmp_path / "cache")["code"]
+    assert cached.keys is not None and all(k.startswith("stdlib/") for k in cached.keys[0] + cached.keys[1])
+    part = load_corpus("code[stdlib]", root=tmp_path, val_percent=30, cache_dir=tmp_path / "cache")
+    assert part.train == cached.train and part.val == cached.val
+    mix = load_corpus("prose+code[stdlib]", root=tmp_path, val_percent=30)
+    assert mix.name == "prose+code[stdlib]"
+    with pytest.raises(DataError, match="no training documents"):
+        load_corpus("code[^stdlib]", root=tmp_path, val_percent=30)
+
+
 def test_real_stdlib_corpus_is_deterministic():
     a = stdlib_corpus("prose", max_files=15)
     b = stdlib_corpus("prose", max_files=15)

@@ -27,6 +27,12 @@ corpus's ``info`` records it with a content fingerprint. The same installed vers
 corpus bit for bit. Extraction takes minutes for the full corpus (2 processes), so the extracted
 text is cached (``cache_dir``, the zoo's ``corpora/`` folder).
 
+Part of a built-in corpus by source: ``code[sympy]`` is the code of the ``sympy`` distribution only,
+``code[^sympy]`` everything else, ``prose[stdlib,numpy]`` the prose of the stdlib and numpy (sources are
+``stdlib`` and the normalized distribution names, as in the documents' keys ``stdlib/<path>`` and
+``<distribution>/<path>``). A part keeps each file's train/validation split. The EFT demo pretrains on
+``prose+code[^sympy]`` and fine-tunes on ``code[sympy]``: a code domain the bases have never seen.
+
 Users bring ``files:GLOB`` (text files, split the same way by their path relative to the
 glob's fixed prefix) or ``hf:PATH[:COLUMN]`` (a dataset saved with ``save_to_disk``; its
 ``train``/``validation`` splits when it has them, else split by row index hash).
@@ -67,6 +73,8 @@ class Corpus:
     val: list[str]
     fingerprint: str  # identity of the content (changes when the source or its processing changes)
     info: dict[str, Any] = field(default_factory=dict)
+    # the built-in corpora's per-document keys (``stdlib/<path>`` / ``<distribution>/<path>``), train and val
+    keys: tuple[list[str], list[str]] | None = field(default=None, repr=False)
 
     def chars(self) -> tuple[int, int]:
         return sum(map(len, self.train)), sum(map(len, self.val))
@@ -385,7 +393,7 @@ def builtin_corpora(
             "processing": "docstrings (ast) + comments" if kind == "prose"
             else "docstrings removed, comments dropped via ast.unparse",
         }
-        out[kind] = Corpus(kind, train, val, hashes[kind].hexdigest()[:16], info)
+        out[kind] = Corpus(kind, train, val, hashes[kind].hexdigest()[:16], info, keys=keys[kind])
     if cache_dir is not None:
         _save_cached(Path(cache_dir), key, out, keys)
     return out
@@ -415,12 +423,13 @@ def _load_cached(cache_dir: Path, key: str) -> dict[str, Corpus] | None:
         meta = json.loads(paths["info"].read_text())
         out = {}
         for kind in BUILTIN:
-            train, val = [], []
+            train, val, ktrain, kval = [], [], [], []
             with open(paths[kind], encoding="utf-8") as f:
                 for line in f:
                     row = json.loads(line)
                     (val if row["v"] else train).append(row["t"])
-            out[kind] = Corpus(kind, train, val, meta[kind]["fingerprint"], meta[kind]["info"])
+                    (kval if row["v"] else ktrain).append(row["k"])
+            out[kind] = Corpus(kind, train, val, meta[kind]["fingerprint"], meta[kind]["info"], keys=(ktrain, kval))
         return out
     except (json.JSONDecodeError, KeyError, OSError):
         return None  # a damaged cache is rebuilt
@@ -434,6 +443,48 @@ def stdlib_corpus(
     if kind not in BUILTIN:
         raise DataError(f"unknown built-in corpus '{kind}'", fix=f"choose one of {', '.join(BUILTIN)}")
     return builtin_corpora(val_percent=val_percent, root=root, max_files=max_files, cache_dir=cache_dir)[kind]
+
+
+_PART = re.compile(r"^(prose|code)\[(\^?)([^\[\]]+)\]$")
+
+
+def builtin_part(spec: str) -> tuple[str, bool, list[str]] | None:
+    """``code[sympy]`` -> ("code", False, ["sympy"]); ``code[^a,b]`` -> ("code", True, ["a", "b"]); else None."""
+    m = _PART.match(spec)
+    if m is None:
+        return None
+    names = [_norm(n.strip()) if n.strip() != "stdlib" else "stdlib" for n in m.group(3).split(",")]
+    if any(not n for n in names):
+        raise DataError(f"bad source list in corpus '{spec}'", where="--corpus",
+                        fix="name sources with commas, e.g. code[sympy] or code[^stdlib,numpy]")
+    return m.group(1), m.group(2) == "^", sorted(set(names))
+
+
+def _source_of(key: str) -> str:
+    return key.split("/", 1)[0]
+
+
+def select_sources(corpus: Corpus, spec: str) -> Corpus:
+    """The documents of a built-in corpus whose source is (or, with ``^``, is not) in ``spec``'s list."""
+    part = builtin_part(spec)
+    if part is None or corpus.keys is None:
+        raise DataError(f"corpus '{spec}' is not a part of a built-in corpus", where="--corpus",
+                        fix="use prose[SOURCES] or code[SOURCES], e.g. code[sympy]")
+    _, exclude, names = part
+    have = sorted({_source_of(k) for ks in corpus.keys for k in ks})
+    unknown = [n for n in names if n not in have]
+    if unknown:
+        raise DataError(f"unknown source(s) {', '.join(unknown)} in corpus '{spec}'", where="--corpus",
+                        fix=f"choose among: {', '.join(have)}")
+    keep = [[(_source_of(k) in names) != exclude for k in ks] for ks in corpus.keys]
+    train = [d for d, ok in zip(corpus.train, keep[0]) if ok]
+    val = [d for d, ok in zip(corpus.val, keep[1]) if ok]
+    if not train or not val:
+        raise DataError(f"corpus '{spec}' has no {'training' if not train else 'validation'} documents",
+                        where="--corpus", fix="select more sources or lower/raise val_percent")
+    h = hashlib.sha256(f"part|{corpus.fingerprint}|{spec}".encode()).hexdigest()[:16]
+    keys = ([k for k, ok in zip(corpus.keys[0], keep[0]) if ok], [k for k, ok in zip(corpus.keys[1], keep[1]) if ok])
+    return Corpus(spec, train, val, h, {**corpus.info, "sources": names, "exclude": exclude}, keys=keys)
 
 
 def _check_percent(val_percent: float) -> None:
@@ -544,12 +595,17 @@ def load_corpus(
     spec: str, *, val_percent: float = 10.0, max_files: int | None = None, root: Path | None = None,
     cache_dir: Path | None = None,
 ) -> Corpus:
-    """``prose`` | ``code`` | ``files:GLOB`` | ``hf:PATH[:COLUMN]``, or several joined by ``+`` (a mixture)."""
+    """``prose`` | ``code`` | ``code[SOURCES]`` / ``code[^SOURCES]`` | ``files:GLOB`` | ``hf:PATH[:COLUMN]``, or
+    several joined by ``+`` (a mixture)."""
     if "+" in spec and not spec.startswith(("files:", "hf:")):
         return mixture([load_corpus(part, val_percent=val_percent, max_files=max_files, root=root,
                                     cache_dir=cache_dir) for part in mixture_parts(spec)])
     if spec in BUILTIN:
         return stdlib_corpus(spec, val_percent=val_percent, root=root, max_files=max_files, cache_dir=cache_dir)
+    part = builtin_part(spec)
+    if part is not None:
+        whole = stdlib_corpus(part[0], val_percent=val_percent, root=root, max_files=max_files, cache_dir=cache_dir)
+        return select_sources(whole, spec)
     if spec.startswith("files:"):
         return files_corpus(spec[len("files:") :], val_percent=val_percent)
     if spec.startswith("hf:"):
@@ -558,7 +614,8 @@ def load_corpus(
         return hf_corpus(path, column or "text", val_percent=val_percent)
     raise DataError(
         f"unknown corpus '{spec}'", where="--corpus",
-        fix="use prose, code, files:GLOB or hf:PATH[:COLUMN], or a mixture such as prose+code"
+        fix="use prose, code, a part such as code[sympy], files:GLOB or hf:PATH[:COLUMN], or a mixture such as "
+            "prose+code"
     )
 
 
