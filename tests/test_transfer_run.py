@@ -54,6 +54,24 @@ def test_micro_sweep_writes_runs_table_report_and_reuses(tmp_path, cli):
     assert len(data.scratch_N) == 6 and list(data.D_F) == list(ft.D)
 
 
+def test_two_worker_processes_give_the_same_runs_table(tmp_path, cli):
+    """workers=2: the sizes pretrain and the target runs train in two processes; the table is the one of a
+    single process (the same store runs, one thread each), and the zoo's manifest lost no entry."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    code, out, err = cli(["transfer", "--preset", "micro", "--json", "--store", str(one),
+                          "--set", "pretrain.num_threads=1", "--set", "target.num_threads=1"])
+    assert code in (0, 1), err
+    code2, out2, err2 = cli(["transfer", "--preset", "micro", "--json", "--store", str(two), "--set", "workers=2"])
+    assert code2 == code, err2
+    a, b = (pd.read_csv(json.loads(o)["runs_csv"]) for o in (out, out2))
+    assert list(a.kind) == list(b.kind) and list(a.N) == list(b.N) and list(a.D) == list(b.D)
+    np.testing.assert_allclose(b.loss, a.loss, rtol=1e-5)
+    manifest = json.loads((two / "zoo" / "manifest.json").read_text())["models"]
+    assert sorted(e["size"] for e in manifest.values()) == ["xs", "xxs"]
+    # the run ids are the same store runs as one process's: workers is not part of a run's identity
+    assert list(a.run_id) == list(b.run_id)
+
+
 def _synthetic_rows(alpha=0.2, beta=0.4, k=30.0):
     """Runs from a known scratch law and a known transfer law D_T = k D_F^alpha N^beta."""
     E, A, a, B, b = 1.5, 60.0, 0.35, 400.0, 0.3
@@ -92,7 +110,10 @@ def test_analysis_wiring_recovers_a_known_law(tmp_path, monkeypatch):
     assert a["value"] == pytest.approx(0.2, abs=0.05) and b["value"] == pytest.approx(0.4, abs=0.05)
     assert a["ci"][0] < a["value"] < a["ci"][1] and b["ci"][0] < b["value"] < b["ci"][1]
     assert {(r["N"], r["D_F"]) for r in s["D_T"]} and all(r["D_T"] > 0 for r in s["D_T"])
-    assert s["D_T_grows_with_N"] is True
+    assert s["D_T_grows_with_N"] is True and s["D_T_grows_with_N_at_every_D_F"] is True
+    per_df = s["D_T_by_D_F"]
+    assert [p["D_F"] for p in per_df] == [2000, 8000, 32000] and all(len(p["D_T"]) == 4 for p in per_df)
+    assert all(p["D_T"] == sorted(p["D_T"]) and p["undefined_for_N"] == [] for p in per_df)
     dts = [g["geomean_D_T"] for g in s["D_T_by_size"]]
     assert len(dts) == 4 and dts == sorted(dts)
     assert s["ossified_observed"] == [] and s["n_runs"] == len(rows)

@@ -57,7 +57,8 @@ def register(app: typer.Typer) -> None:
             say(
                 f"D_T = k D_F^alpha N^beta: k={summary['k']:.4g} alpha={a['value']:.3f} {a['ci']} "
                 f"beta={b['value']:.3f} {b['ci']} (Hernandez et al.: alpha 0.18, beta 0.38); "
-                f"D_T grows with N: {summary['D_T_grows_with_N']}"
+                f"D_T grows with N: {summary['D_T_grows_with_N']} (geometric mean), "
+                f"{summary['D_T_grows_with_N_at_every_D_F']} (at every D_F)"
             )
         if not json_out:
             say(f"runs table: {summary['runs_csv']} ({summary['n_runs']} runs)")

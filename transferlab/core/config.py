@@ -20,7 +20,7 @@ C = TypeVar("C", bound="StudyConfig")
 
 # Fields that change how fast or where a run happens but not what it computes (and preset: a label of where
 # the values came from, so the same values reached by hand are the same run).
-NON_IDENTITY_FIELDS = {"device", "num_threads", "progress", "compile", "preset"}
+NON_IDENTITY_FIELDS = {"device", "num_threads", "progress", "compile", "preset", "workers"}
 
 
 class StudyConfig(BaseModel):

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,23 @@ MANIFEST = "manifest.json"
 # the tokenizer is trained on at most this many characters of its corpora's training splits (every k-th
 # document, in order): BPE merges settle long before 176M characters, and training on all of them took minutes
 TOKENIZER_CHARS = 40_000_000
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path``, waited for (POSIX; elsewhere no lock)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def _key(*parts: Any) -> str:
@@ -180,9 +200,13 @@ class Zoo:
             ) from None
 
     def record(self, entry: dict[str, Any]) -> None:
-        models = self.manifest()
-        models[entry["name"]] = entry
-        write_json(self.root / MANIFEST, {"version": 2, "models": dict(sorted(models.items()))})
+        """Add ``entry`` to the manifest: read, change and write under a file lock, so two processes
+        building into one zoo (``transfer --set workers=2``, two commands at once) lose no entry."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with _file_lock(self.root / ".manifest.lock"):
+            models = self.manifest()
+            models[entry["name"]] = entry
+            write_json(self.root / MANIFEST, {"version": 2, "models": dict(sorted(models.items()))})
 
     def entries(self, corpus: str | None = None, size: str | None = None) -> list[dict[str, Any]]:
         out = [

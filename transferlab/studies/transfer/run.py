@@ -20,6 +20,7 @@ from transferlab.store import Store
 from transferlab.studies.transfer.zoo_config import TransferRunConfig
 from transferlab.zoo.build import ZooBuild, build_zoo
 from transferlab.zoo.sizes import size_spec
+from transferlab.zoo.store import Zoo
 from transferlab.zoo.train import lm_config, run_lm
 
 STUDY = "transfer"
@@ -61,17 +62,71 @@ def target_row(cfg: TransferRunConfig, zb: ZooBuild, store: Store, size: str, ki
 def sweep_rows(
     cfg: TransferRunConfig, store: Store, zoo_root: str | Path | None = None
 ) -> tuple[list[dict[str, Any]], ZooBuild]:
-    """Pretrain the zoo, then every scratch and fine-tuning run of the sweep: the runs table."""
-    zb = build_zoo(cfg.zoo(), store, zoo_root)
-    target = zb.zoo.ensure_tokens(cfg.target_corpus, zb.tokenizer_dir, cfg.val_percent, cfg.max_files)
-    by_size = {e["size"]: e for e in zb.entries}
+    """Pretrain the zoo, then every scratch and fine-tuning run of the sweep: the runs table.
+
+    With ``cfg.workers`` > 1 the sizes pretrain, and then the target runs train, in that many processes of
+    one thread each (:func:`transferlab.core.parallel.run_parallel`); each run is the same store run as in
+    one process, so the table is the same."""
+    from transferlab.core.parallel import resolve_workers, run_parallel
+    from transferlab.zoo.build import prepare
+
+    workers = resolve_workers(cfg.workers)
     plan = [(s, "scratch", D) for s in cfg.sizes for D in cfg.scratch_D] + [
         (s, "finetune", D) for s in cfg.sizes for D in cfg.finetune_D]
+    if workers > 1:
+        cfg = _one_thread(cfg)
+        prepare(cfg.zoo(), Zoo(zoo_root if zoo_root is not None else store.root / "zoo"))  # corpus, BPE, tokens
+        say(f"transfer: pretraining {len(cfg.sizes)} sizes on {workers} processes")
+        n = [size_spec(s).non_embedding_params() for s in cfg.sizes]
+        run_parallel(_pretrain_job, [(cfg.to_dict(), str(store.root), _str(zoo_root), s) for s in cfg.sizes],
+                     workers, cost=[p * cfg.zoo().tokens_for(s) for p, s in zip(n, cfg.sizes)])
+    zb = build_zoo(cfg.zoo(), store, zoo_root)
+    if workers > 1:
+        say(f"transfer: {len(plan)} target runs on {workers} processes")
+        jobs = [(cfg.to_dict(), str(store.root), _str(zoo_root), size, kind, D) for size, kind, D in plan]
+        cost = [size_spec(s).non_embedding_params() * cfg.steps_for(D) for s, _, D in plan]
+        return run_parallel(_target_job, jobs, workers, cost=cost), zb
+    target = zb.zoo.ensure_tokens(cfg.target_corpus, zb.tokenizer_dir, cfg.val_percent, cfg.max_files)
+    by_size = {e["size"]: e for e in zb.entries}
     rows = []
     for i, (size, kind, D) in enumerate(plan):
         say(f"transfer run {i + 1}/{len(plan)}: {kind} {size} D={D}")
         rows.append(target_row(cfg, zb, store, size, kind, D, target, by_size[size] if kind == "finetune" else None))
     return rows, zb
+
+
+def _str(p: str | Path | None) -> str | None:
+    return None if p is None else str(p)
+
+
+def _one_thread(cfg: TransferRunConfig) -> TransferRunConfig:
+    """Each worker process trains on one thread (threads are not part of a run's identity)."""
+    d = cfg.to_dict()
+    d["pretrain"]["num_threads"] = d["target"]["num_threads"] = 1
+    return TransferRunConfig.model_validate(d)
+
+
+_WORKER_ZOO: dict[tuple[Any, ...], tuple[ZooBuild, Any]] = {}  # per worker process: the loaded zoo build
+
+
+def _pretrain_job(cfg_dict: dict[str, Any], store_root: str, zoo_root: str | None, size: str) -> None:
+    cfg = TransferRunConfig.model_validate(cfg_dict)
+    build_zoo(cfg.zoo([size]), Store(store_root), zoo_root, report=False)
+
+
+def _target_job(cfg_dict: dict[str, Any], store_root: str, zoo_root: str | None, size: str, kind: str,
+                D: int) -> dict[str, Any]:
+    cfg = TransferRunConfig.model_validate(cfg_dict)
+    store = Store(store_root)
+    key = (store_root, zoo_root, cfg.model_dump_json())
+    if key not in _WORKER_ZOO:
+        zb = build_zoo(cfg.zoo(), store, zoo_root, report=False)  # every size is built: this only loads
+        _WORKER_ZOO[key] = (zb, zb.zoo.ensure_tokens(cfg.target_corpus, zb.tokenizer_dir, cfg.val_percent,
+                                                     cfg.max_files))
+    zb, target = _WORKER_ZOO[key]
+    base = {e["size"]: e for e in zb.entries}[size] if kind == "finetune" else None
+    say(f"transfer run: {kind} {size} D={D}")
+    return target_row(cfg, zb, store, size, kind, D, target, base)
 
 
 def write_runs_csv(rows: list[dict[str, Any]], path: str | Path) -> Path:
@@ -114,6 +169,19 @@ def dt_by_size(analysis_rows: list[Any]) -> list[dict[str, Any]]:
         dts = [r.D_T for r in used if r.N == n and r.D_F in common]
         if dts:
             out.append({"N": n, "D_F_values": len(dts), "geomean_D_T": float(np.exp(np.mean(np.log(dts))))})
+    return out
+
+
+def dt_by_DF(analysis_rows: list[Any], sizes_N: list[int]) -> list[dict[str, Any]]:
+    """Per D_F: D_T of every size in order of N, the sizes whose D_T is undefined there (ossified, or not
+    used by the fit), and whether D_T rises with N across all of them."""
+    out = []
+    for d_f in sorted({int(r.D_F) for r in analysis_rows}):
+        used = sorted((r for r in analysis_rows if r.used and int(r.D_F) == d_f), key=lambda r: r.N)
+        dts = [float(r.D_T) for r in used]
+        missing = [n for n in sorted(sizes_N) if n not in {int(r.N) for r in used}]
+        out.append({"D_F": d_f, "N": [int(r.N) for r in used], "D_T": dts, "undefined_for_N": missing,
+                    "grows": bool(not missing and len(dts) >= 2 and all(b > a for a, b in zip(dts, dts[1:])))})
     return out
 
 
@@ -180,6 +248,9 @@ def run(cfg: TransferRunConfig, store: Store, zoo_root: str | Path | None = None
         summary["D_T_grows_with_N"] = bool(
             len(growth) >= 2 and all(b["geomean_D_T"] > a["geomean_D_T"] for a, b in zip(growth, growth[1:]))
         )
+        per_df = dt_by_DF(result.analysis.rows, sorted({int(r["N"]) for r in rows}))
+        summary["D_T_by_D_F"] = per_df
+        summary["D_T_grows_with_N_at_every_D_F"] = bool(per_df and all(p["grows"] for p in per_df))
         summary["ossified_rows"] = fit["ossified_rows"]
         summary["rows"] = fit["rows"]
         summary["warnings"] = fit["warnings"]

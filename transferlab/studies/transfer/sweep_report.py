@@ -73,9 +73,14 @@ def write_transfer_report(
     )
     if "D_T_by_size" in summary:
         page.text(
-            "D_T grows with N: " + ("yes" if summary["D_T_grows_with_N"] else "no") + " — geometric-mean D_T "
-            "over the shared D_F values: "
+            "D_T grows with N: " + ("yes" if summary["D_T_grows_with_N"] else "no") + " in the geometric-mean D_T "
+            "over the shared D_F values ("
             + ", ".join(f"N={g['N']:,}: {g['geomean_D_T']:.4g}" for g in summary["D_T_by_size"])
+            + "); at every D_F: " + ("yes" if summary.get("D_T_grows_with_N_at_every_D_F") else "no") + " ("
+            + "; ".join(f"D_F={p['D_F']:,}: " + ("rises" if p["grows"] else "does not rise")
+                        + (f", undefined for N={', '.join(f'{n:,}' for n in p['undefined_for_N'])}"
+                           if p["undefined_for_N"] else "") for p in summary.get("D_T_by_D_F", []))
+            + ")"
             + f". Fitted N exponent beta = {summary['beta']['value']:.3g} {_ci(summary['beta'])} (textbook alpha); "
             f"D_F exponent alpha = {summary['alpha']['value']:.3g} {_ci(summary['alpha'])} (textbook beta). "
             "Hernandez et al. (text->python): alpha 0.18, beta 0.38."

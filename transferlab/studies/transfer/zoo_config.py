@@ -44,6 +44,9 @@ class TransferRunConfig(StudyConfig):
     bootstrap: int = Field(200, ge=0, description="bootstrap resamples of the transfer fit")
     fix: dict[str, float] = Field(default_factory=dict, description="scratch-law parameters held fixed")
     seed: int = Field(0, ge=0, description="seed of the fits' bootstrap")
+    workers: int = Field(
+        1, ge=0, description="processes that pretrain and run the target runs side by side, one thread each "
+                             "(0: one per core); the results are those of one process")
 
     @field_validator("sizes", mode="before")
     @classmethod
@@ -74,9 +77,10 @@ class TransferRunConfig(StudyConfig):
         raw = -int(-self.max_epochs * D // (self.target.batch_size * self.target.seq_len))
         return min(self.max_steps, max(self.min_steps, raw))
 
-    def zoo(self) -> ZooConfig:
+    def zoo(self, sizes: list[str] | None = None) -> ZooConfig:
+        """The zoo build of the sweep (of ``sizes`` only, when given)."""
         return ZooConfig(
-            sizes=self.sizes, tokens_per_param=self.pretrain_tokens_per_param, tokens=self.pretrain_tokens,
+            sizes=sizes or self.sizes, tokens_per_param=self.pretrain_tokens_per_param, tokens=self.pretrain_tokens,
             corpus=self.pretrain_corpus, vocab_size=self.vocab_size,
             # the zoo build's order (prose, code), so a zoo built by `transferlab zoo build` is reused
             tokenizer_corpora=[c for c in ("prose", "code") if c in {self.pretrain_corpus, self.target_corpus}]
