@@ -8,6 +8,13 @@ memorization curve (train accuracy) and the CPU time per step.
     git clone https://github.com/danielmamay/grokking /somewhere/grokking   # never into this project
     pip install einops                                                       # the reference's model needs it
     python repro/power2022_side_by_side.py --reference /somewhere/grokking [--steps 700] [--json OUT]
+        [--seeds 0,1,2] [--ref-drop-last] [--ref-warmup ours] [--variants]
+
+``--ref-drop-last`` and ``--ref-warmup ours`` change the reference's loop in the two ways ours differs from
+it (ours drops the last partial batch of each epoch; ours warms up as (step + 1)/10, the reference's LinearLR
+as 0.1 + 0.09 step), to test whether either explains why ours memorizes sooner. ``--seeds`` runs both sides
+on each seed, so the gap can be read against the seed-to-seed spread; ``--variants`` runs the reference in all
+four combinations of the two changes beside one run of ours per seed.
 
 Only the reference's model.py is imported (its training.py imports wandb). Results: docs/RESULTS.md.
 """
@@ -34,7 +41,8 @@ def norm_sq(model: torch.nn.Module) -> float:
     return float(sum((p.detach().double() ** 2).sum() for p in model.parameters()))
 
 
-def reference_curve(ref_dir: Path, cfg: GrokConfig, steps: int, every: int, seed: int) -> dict:
+def reference_curve(ref_dir: Path, cfg: GrokConfig, steps: int, every: int, seed: int,
+                    drop_last: bool = False, warmup: str = "reference") -> dict:
     sys.path.insert(0, str(ref_dir / "grokking"))
     from model import Transformer  # the reference's own module
 
@@ -51,7 +59,10 @@ def reference_curve(ref_dir: Path, cfg: GrokConfig, steps: int, every: int, seed
                         num_tokens=p + 2, seq_len=4)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                             weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.1, total_iters=10)
+    if warmup == "ours":  # (step + 1) / 10 for the first 10 steps, as our engine's linear warm-up
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 10))
+    else:  # the reference's: 0.1 + 0.09 step
+        sched = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.1, total_iters=10)
     crit = torch.nn.CrossEntropyLoss()
     batch = min(cfg.batch_size, len(x_tr) // 2)
     rows, n0 = [], norm_sq(model)
@@ -69,7 +80,7 @@ def reference_curve(ref_dir: Path, cfg: GrokConfig, steps: int, every: int, seed
             evaluate(step)
         if step == steps:
             break
-        if at >= len(x_tr):
+        if at >= len(x_tr) or (drop_last and at + batch > len(x_tr)):
             perm, at = torch.randperm(len(x_tr)), 0
         idx = perm[at:at + batch]
         at += batch
@@ -104,6 +115,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=700)
     ap.add_argument("--every", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default=None, help="comma-separated seeds (overrides --seed)")
+    ap.add_argument("--ref-drop-last", action="store_true", help="the reference drops its last partial batch")
+    ap.add_argument("--ref-warmup", choices=["reference", "ours"], default="reference")
+    ap.add_argument("--variants", action="store_true", help="the reference with and without each change")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -111,10 +126,36 @@ def main() -> None:
         sys.exit(f"error: {args.reference}/grokking/model.py not found; pass --reference a checkout of "
                  "danielmamay/grokking")
     torch.set_num_threads(args.threads)
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
+    out = []
+    for seed in seeds:
+        out.append(compare(args, seed))
+    print("\nsteps to 95% / 99% train accuracy per seed (ours | reference variants):")
+    for r in out:
+        refs = " | ".join(f"{v['name']}: {v['ref_95']} / {v['ref_99']}" for v in r["variants"])
+        print(f"  seed {r['seed']}: ours {r['ours_95']} / {r['ours_99']} | {refs}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"steps": args.steps, "threads": args.threads, "runs": out}, indent=1))
+
+
+def first_at(curve: list[dict], key: str, level: float) -> int | None:
+    return next((r["step"] for r in curve if r[key] >= level), None)
+
+
+def compare(args: argparse.Namespace, seed: int) -> dict:
     cfg = resolve(GrokConfig, presets=PRESETS, preset="power2022",
-                  overrides=[f"seed={args.seed}", f"num_threads={args.threads}"])
-    ref = reference_curve(args.reference, cfg, args.steps, args.every, args.seed)
+                  overrides=[f"seed={seed}", f"num_threads={args.threads}"])
+    combos = ([(d, w) for d in (False, True) for w in ("reference", "ours")] if args.variants
+              else [(args.ref_drop_last, args.ref_warmup)])
+    variants = []
+    for drop_last, warmup in combos:
+        r = reference_curve(args.reference, cfg, args.steps, args.every, seed, drop_last=drop_last, warmup=warmup)
+        variants.append({"name": f"drop_last={drop_last},warmup={warmup}", "drop_last": drop_last,
+                         "warmup": warmup, **r, **{f"ref_{lvl}": first_at(r["curve"], "train_acc", lvl / 100)
+                                                    for lvl in (95, 99)}})
+    ref = variants[0]
     ours = ours_curve(cfg, args.steps, args.every)
+    print(f"seed {seed} (reference: {ref['name']})")
     print(f"initial ||θ||²: ours {ours['initial_norm_sq']:.1f}, reference {ref['initial_norm_sq']:.1f} "
           f"(ratio {ours['initial_norm_sq'] / ref['initial_norm_sq']:.3f})")
     print(f"{'step':>6} {'train acc ours':>15} {'reference':>10} {'val acc ours':>13} {'reference':>10}")
@@ -123,9 +164,8 @@ def main() -> None:
               f"{b['val_acc']:>10.3f}")
     print(f"CPU s/step: reference {ref['cpu_seconds_per_step'] * 1e3:.1f} ms (training only), ours "
           f"{ours['cpu_seconds_per_step_incl_eval'] * 1e3:.1f} ms (including its evaluations)")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"steps": args.steps, "seed": args.seed, "threads": args.threads,
-                                               "ours": ours, "reference": ref}, indent=1))
+    return {"seed": seed, "ours": ours, "variants": variants,
+            **{f"ours_{lvl}": first_at(ours["curve"], "train_acc", lvl / 100) for lvl in (95, 99)}}
 
 
 if __name__ == "__main__":
