@@ -17,7 +17,9 @@ class ZooPairsConfig(StudyConfig):
     mixtures: list[int] = Field(default_factory=lambda: [100, 75, 50, 25, 0],
                                 description="percent of prose tokens in each pretraining mixture (rest code)")
     sizes: list[str] = Field(default_factory=lambda: ["xs", "s"], description="zoo sizes (the scales)")
-    tokens: int = Field(1_000_000, ge=1, description="pretraining tokens per model")
+    tokens_per_param: float | None = Field(
+        20.0, gt=0, description="pretraining tokens per non-embedding parameter (Chinchilla's 20, as the zoo build)")
+    tokens: int | None = Field(None, ge=1, description="a fixed number of pretraining tokens per model instead")
     vocab_size: int = Field(2048, ge=300, description="BPE vocabulary size (its own tokenizer)")
     val_percent: float = Field(10.0, gt=0, lt=100, description="percent of files held out for validation")
     max_files: int | None = Field(None, ge=1, description="pretrain on only the first stdlib files (tests)")
@@ -37,6 +39,14 @@ class ZooPairsConfig(StudyConfig):
     def seq_len(self) -> int:
         return self.pretrain.seq_len
 
+    def tokens_for(self, size: str) -> int:
+        """Pretraining tokens of a size: ``tokens``, or ``tokens_per_param`` x its non-embedding parameters."""
+        if self.tokens is not None:
+            return self.tokens
+        from transferlab.zoo.sizes import size_spec
+
+        return int(round(self.tokens_per_param * size_spec(size).non_embedding_params()))
+
     @field_validator("sizes", mode="before")
     @classmethod
     def _v_sizes(cls, v: list[str] | str) -> list[str]:
@@ -55,21 +65,26 @@ class ZooPairsConfig(StudyConfig):
     def _check(self) -> ZooPairsConfig:
         if len(self.mixtures) * len(self.sizes) < 3:
             raise ValueError("need at least 3 models (mixtures x sizes) for a correlation")
-        if self.tokens < self.pretrain.seq_len + 1:
-            raise ValueError(f"tokens {self.tokens} is less than one window of {self.pretrain.seq_len + 1}")
+        if (self.tokens is None) == (self.tokens_per_param is None):
+            raise ValueError("set exactly one of tokens_per_param and tokens (the other to null)")
+        for size in self.sizes:
+            if self.tokens_for(size) < self.pretrain.seq_len + 1:
+                raise ValueError(f"{self.tokens_for(size)} pretraining tokens for size {size} is less than one "
+                                 f"window of {self.pretrain.seq_len + 1}")
         if self.pretrain.seq_len != self.sft.seq_len:
             raise ValueError("pretrain.seq_len and sft.seq_len must be equal")
         return self
 
 
 PRESETS = PresetRegistry()
-PRESETS.add("default", "5 mixtures (100..0% prose) x 2 sizes (xs, s): 10 models, 1M pretraining tokens each, 60 SFT "
+PRESETS.add("default", "5 mixtures (100..0% prose) x 2 sizes (xs, s): 10 models, each pretrained to 20 tokens per "
+            "parameter (xs 1.1M, s 3.0M tokens), 60 SFT "
             "steps, 200 items per benchmark (the same as ZooPairsConfig() in Python)")
 PRESETS.add(
     "mini",
     "3 mixtures (100, 50, 0% prose) x 2 sizes (xxs, xs): 6 models, 300k pretraining tokens each, 40 SFT steps, "
     "100 items per benchmark",
-    mixtures=[100, 50, 0], sizes=["xxs", "xs"], tokens=300_000, sft_steps=40, n_items=100, n_boot=1000,
+    mixtures=[100, 50, 0], sizes=["xxs", "xs"], tokens=300_000, tokens_per_param=None, sft_steps=40, n_items=100, n_boot=1000,
 )
 PRESETS.add(
     "micro",
@@ -77,6 +92,7 @@ PRESETS.add(
     mixtures=[100, 75, 50, 25],
     sizes=["xxs", "xs"],
     tokens=8 * 64 * 8,
+    tokens_per_param=None,
     vocab_size=400,
     max_files=25,
     pretrain={"seq_len": 64, "batch_size": 8, "min_steps": 4, "evals": 2, "eval_tokens": 520, "monitor": False},

@@ -103,7 +103,7 @@ def build_pairs(cfg: ZooPairsConfig, store: Store, zoo_root: str | Path | None =
     for p in cfg.mixtures:
         data = mixture_data(prose, code, p)
         for size in cfg.sizes:
-            entry = pretrain(zoo, store, size, data, tok, cfg.pretrain, cfg.tokens, tag=f"mix{p}")
+            entry = pretrain(zoo, store, size, data, tok, cfg.pretrain, cfg.tokens_for(size), tag=f"mix{p}")
             pre_name = entry["name"]
             sft_tokens = cfg.sft_steps * cfg.sft.batch_size * cfg.sft.seq_len
             sft_entry = finetune(zoo, store, pre_name, sft, tok, cfg.sft, sft_tokens, tag="sft",
