@@ -47,11 +47,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--out", default=None, help="write all summaries as JSON here")
+    ap.add_argument("--zoo-corpus", default="prose", help="zoo:<size> picks among this corpus's models")
     args = ap.parse_args()
     torch.set_num_threads(1)
     store = Store(args.store)
     sizes = parse_sizes(args.sizes)
-    have = {e["size"] for e in Zoo(store.root / "zoo").entries()}
+    have = {e["size"] for e in Zoo(store.root / "zoo").entries(corpus=args.zoo_corpus or None)}
     t0 = time.perf_counter()
     if not set(sizes) <= have:
         build_zoo(ZooConfig(sizes=sizes, tokens=args.tokens, tokens_per_param=None), store)
@@ -67,6 +68,7 @@ def main() -> None:
             strong_model=f"zoo:{sizes[-1]}",
             mid_models=[f"zoo:{s}" for s in sizes[1:-1]],
             max_length=args.max_length,
+            zoo_corpus=args.zoo_corpus or None,
             num_threads=1,
         )
         t1 = time.perf_counter()

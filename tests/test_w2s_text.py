@@ -6,6 +6,7 @@ import ast
 import inspect
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -65,6 +66,24 @@ def test_stdlib_labels_are_programmatic_and_right():
     assert kind.n == 100 and kind.labels.sum() == 50
     pkg = stdlib_package(n_per_class=40)
     assert pkg.n_classes >= 4 and len(set(pkg.labels.tolist())) == pkg.n_classes
+
+
+def test_docs_library_labels_each_docstring_with_its_library():
+    import torch
+
+    from transferlab.data.classification import docs_library
+
+    lib = docs_library(n_per_class=30, seed=1)
+    assert lib.classes == ["matplotlib", "networkx", "pandas", "scipy", "sympy", "torch"]  # all installed here
+    assert lib.n == 180 and np.bincount(lib.labels).tolist() == [30] * 6
+    assert len(set(lib.texts)) == lib.n  # distinct, none in two libraries
+    # a docstring of torch itself is labelled torch when drawn
+    truth = {_clean_doc(inspect.getdoc(torch.nn.Linear)), _clean_doc(inspect.getdoc(torch.nn.Module))}
+    for t, y in zip(lib.texts, lib.labels):
+        if t in truth:
+            assert lib.classes[y] == "torch"
+    again = docs_library(n_per_class=30, seed=1)
+    assert again.texts == lib.texts and (again.labels == lib.labels).all()
 
 
 def test_text_task_with_a_tiny_encoder_caches_its_features(store, tmp_path, monkeypatch):

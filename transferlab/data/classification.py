@@ -289,6 +289,65 @@ def stdlib_package(n_per_class: int = 250, seed: int = 0) -> ClassificationData:
     )
 
 
+# libraries installed wherever transferlab is (its requirements and theirs), each with thousands of docstrings
+DOCS_LIBRARIES = ["matplotlib", "networkx", "pandas", "scipy", "sympy", "torch"]
+_LIB_DOC_CACHE: dict[tuple[str, int], list[str]] = {}
+
+
+def library_docstrings(name: str, limit: int, min_chars: int = 40) -> list[str]:
+    """Up to ``limit`` distinct function/class docstrings of an installed library, from its files taken in the
+    order of ``sha256(path)`` (spread over the package, the same on every machine with the same version)."""
+    import hashlib
+
+    from transferlab.data.corpora import distribution_files
+
+    key = (name, limit)
+    if key in _LIB_DOC_CACHE:
+        return _LIB_DOC_CACHE[key]
+    files = sorted(distribution_files(name), key=lambda t: hashlib.sha256(t[0].encode()).hexdigest())
+    seen: set[str] = set()
+    out: list[str] = []
+    for _, path in files:
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+        except (SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                doc = ast.get_docstring(node)
+                text = _clean_doc(doc) if doc else ""
+                if len(text) >= min_chars and text not in seen:
+                    seen.add(text)
+                    out.append(text)
+        if len(out) >= limit:
+            break
+    _LIB_DOC_CACHE[key] = out[:limit]
+    return _LIB_DOC_CACHE[key]
+
+
+def docs_library(n_per_class: int = 400, seed: int = 0) -> ClassificationData:
+    """Multi-class: which installed library (torch, sympy, pandas, ...) is this docstring from?
+
+    A knowledge task: the zoo's prose corpus holds these libraries' docstrings, so a model that learned more
+    of them in pretraining separates the libraries' vocabularies and conventions better. A docstring that
+    appears in two libraries is dropped from both."""
+    docs = {lib: library_docstrings(lib, 3 * n_per_class) for lib in DOCS_LIBRARIES}
+    present = [lib for lib in DOCS_LIBRARIES if len(docs[lib]) >= 30]
+    if len(present) < 2:
+        raise DataError("fewer than 2 of the docs-library libraries are installed with docstrings",
+                        where="docs-library", fix=f"install {', '.join(DOCS_LIBRARIES)} or use another task")
+    count: dict[str, int] = {}
+    for lib in present:
+        for t in docs[lib]:
+            count[t] = count.get(t, 0) + 1
+    groups = {i: [t for t in docs[lib] if count[t] == 1] for i, lib in enumerate(present)}
+    texts, labels = _balanced_pick(np.random.default_rng(seed), groups, n_per_class)
+    return ClassificationData(
+        "docs-library", present, np.array(labels), texts=texts,
+        description=f"docstring -> the library it is from, among {', '.join(present)}",
+    )
+
+
 # --------------------------------------------------------------------------- sklearn tabular
 def _noisy_ladder(x: np.ndarray, noise: float, seed: int) -> tuple[dict[str, np.ndarray], list[str]]:
     mu, sd = x.mean(0), x.std(0) + 1e-8
@@ -450,6 +509,9 @@ TASKS: dict[str, TaskSpec] = {
     ),
     "stdlib-package": TaskSpec(
         "stdlib-package", "text", "stdlib docstring: which package (6 classes)", stdlib_package
+    ),
+    "docs-library": TaskSpec(
+        "docs-library", "text", "library docstring: which of 6 installed libraries (torch, sympy, ...)", docs_library
     ),
     "sklearn-breast_cancer": TaskSpec(
         "sklearn-breast_cancer",
