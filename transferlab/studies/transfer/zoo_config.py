@@ -94,21 +94,22 @@ PRESETS = PresetRegistry()
 PRESETS.add(
     "full",
     "5 sizes (xxs..l: 13k..804k non-embedding params, 60x) pretrained to 20 tokens/param on prose, then 4 scratch D "
-    "x 3 D_F on code with early stopping (Hernandez et al.'s protocol)",
-    sizes=["xxs", "xs", "s", "m", "l"], bootstrap=1000,
+    "x 3 D_F on code with early stopping (Hernandez et al.'s protocol); one process per core",
+    sizes=["xxs", "xs", "s", "m", "l"], bootstrap=1000, workers=0,
 )
 PRESETS.add(
     "quick",
-    "3 sizes (xxs, s, m: 25x), pretrained to 20 tokens/param on prose; 4 scratch D x 3 D_F on code "
-    "(target runs 18 min on 1 thread when the zoo is built; see docs/RESULTS.md)",
-    sizes=["xxs", "s", "m"], bootstrap=200,
+    "3 sizes (xs, s, m: 6x) pretrained to 20 tokens/param on prose with a 2,048-token BPE, 4 scratch D x 2 D_F "
+    "(4k, 16k) on code, at most 400 steps a run, one process per core: <= 15 min on 2 cores from an empty store "
+    "(the smaller sizes ossify at D_F = 64k in `full`, so quick stops at 16k)",
+    sizes=["xs", "s", "m"], finetune_D=[4_000, 16_000], vocab_size=2048, max_steps=400, bootstrap=200, workers=0,
 )
 PRESETS.add(
     "mini",
     "3 small sizes (xxs, xs, s: 11x) pretrained to 10 tokens/param, 3 scratch D x 2 D_F, at most 200 steps "
     "a run (not yet timed; meant for 1-3 min)",
     sizes=["xxs", "xs", "s"], pretrain_tokens_per_param=10.0, scratch_D=[8_000, 32_000, 128_000],
-    finetune_D=[8_000, 32_000], max_steps=200, min_steps=30, max_epochs=20.0, bootstrap=100,
+    finetune_D=[8_000, 32_000], max_steps=200, min_steps=30, max_epochs=20.0, bootstrap=100, workers=0,
     pretrain={"seq_len": 64, "batch_size": 32}, target={"seq_len": 64, "batch_size": 16, "evals": 10, "monitor": False},
 )
 PRESETS.add(
