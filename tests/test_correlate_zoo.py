@@ -115,9 +115,10 @@ def test_benchmarks_are_deterministic_with_gold_answers(micro):
 
     store, res = micro
     tok = Zoo(store / "zoo").load_tokenizer(res["models"][0]["pretrain"])
-    a = zb.build_benchmarks(tok, n_items=6, max_cont_tokens=32, seed=3)
-    b = zb.build_benchmarks(tok, n_items=6, max_cont_tokens=32, seed=3)
-    assert a == b and len(a) >= 4 and len(set(zb.BENCHMARK_CATEGORIES.values())) >= 2
+    a = zb.build_benchmarks(tok, n_items=6, max_cont_tokens=32, seed=3, names=list(zb.ALL_BENCHMARKS))
+    b = zb.build_benchmarks(tok, n_items=6, max_cont_tokens=32, seed=3, names=list(zb.ALL_BENCHMARKS))
+    assert a == b and len(a) == 5 and len(set(zb.BENCHMARK_CATEGORIES.values())) >= 2
+    assert list(zb.build_benchmarks(tok, n_items=6, max_cont_tokens=32, seed=3)) == list(zb.BENCHMARK_CATEGORIES)
     funcs = zb.collect_functions("bench")
     by_summary = {f'"""{f.summary}"""\ndef': f.name for f in funcs}
     for items in a.values():
@@ -125,6 +126,9 @@ def test_benchmarks_are_deterministic_with_gold_answers(micro):
             assert len(it.choices) == 4 and len(set(it.choices)) == 4 and 0 <= it.gold < 4
     for it in a["doc_to_name"]:
         assert it.choices[it.gold] == f" {by_summary[it.context]}("
+    for it in a["doc_word_order"]:  # the distractors are the gold's own words, shuffled
+        assert all(sorted(c.split()) == sorted(it.choices[it.gold].split()) for c in it.choices)
+        assert any(it.context + it.choices[it.gold] in " ".join(f.words) for f in funcs)  # the docstring's order
     lines = {ln for f in funcs for ln in f.lines}
     for it in a["next_line"]:
         assert it.choices[it.gold] in lines

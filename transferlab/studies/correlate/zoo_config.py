@@ -32,6 +32,9 @@ class ZooPairsConfig(StudyConfig):
         description="how each model is fine-tuned on the SFT set")
     sft_steps: int = Field(60, ge=1, description="fine-tuning steps on the SFT set")
     n_items: int = Field(200, ge=4, description="items per benchmark")
+    benchmarks: list[str] = Field(
+        default_factory=lambda: ["next_line", "keyword", "doc_continuation", "doc_word_order"],
+        description="benchmarks to score (also: doc_to_name, which only SFT can teach; see zoo_benchmarks)")
     n_boot: int = Field(2000, ge=100, description="bootstrap resamples of the correlate analysis")
     seed: int = Field(0, ge=0, description="seed of the benchmarks' item draw and the bootstrap")
 
@@ -51,6 +54,18 @@ class ZooPairsConfig(StudyConfig):
     @classmethod
     def _v_sizes(cls, v: list[str] | str) -> list[str]:
         return parse_sizes(v)
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _v_bench(cls, v: list[str]) -> list[str]:
+        from transferlab.studies.correlate.zoo_benchmarks import ALL_BENCHMARKS
+
+        bad = [b for b in v if b not in ALL_BENCHMARKS]
+        if bad:
+            raise ValueError(f"unknown benchmark(s) {', '.join(bad)}; choose among {', '.join(ALL_BENCHMARKS)}")
+        if len(set(v)) != len(v) or len(v) < 2:
+            raise ValueError("need at least 2 distinct benchmarks")
+        return v
 
     @field_validator("mixtures")
     @classmethod

@@ -92,8 +92,9 @@ def build_pairs(cfg: ZooPairsConfig, store: Store, zoo_root: str | Path | None =
     sft = sft_data(cfg, tok)
     t0 = time.perf_counter()
     benches = zb.build_benchmarks(tok, n_items=cfg.n_items, max_cont_tokens=cfg.seq_len // 2, seed=cfg.seed,
+                                  names=cfg.benchmarks,
                                   val_percent=cfg.val_percent)
-    bench_info = {"benchmarks": {b: {"category": zb.BENCHMARK_CATEGORIES[b], "n_items": len(v),
+    bench_info = {"benchmarks": {b: {"category": zb.ALL_BENCHMARKS[b], "n_items": len(v),
                                      "example": {"context": v[0].context, "choices": list(v[0].choices),
                                                  "gold": v[0].gold}} for b, v in benches.items()},
                   "build_seconds": time.perf_counter() - t0, "sft_docs": sft.info["docs"],
@@ -181,7 +182,7 @@ def run(cfg: ZooPairsConfig, store: Store | str | Path, zoo_root: str | Path | N
     zrun = st.open_run(STUDY, cfg)
     zrun.start()
     csv = write_csv(rows, zrun.path / "pairs.csv")
-    ccfg = CorrelateConfig(path=str(csv), categories=dict(zb.BENCHMARK_CATEGORIES), n_boot=cfg.n_boot,
+    ccfg = CorrelateConfig(path=str(csv), categories={b: zb.ALL_BENCHMARKS[b] for b in cfg.benchmarks}, n_boot=cfg.n_boot,
                            seed=cfg.seed)
     result = correlate_run(ccfg, out=zrun.path / "correlate_report.html")
     summary: dict[str, Any] = {
