@@ -145,6 +145,21 @@ def test_part_of_a_builtin_corpus_by_source(tmp_path):
         load_corpus("code[^stdlib]", root=tmp_path, val_percent=30)
 
 
+def test_source_corpus_is_the_files_as_they_are(tmp_path):
+    """source: the same deduplicated files as prose/code, unmodified, with their keys and split; cached."""
+    _fake_stdlib(tmp_path)
+    (tmp_path / "copy_of_alpha.py").write_text((tmp_path / "alpha.py").read_text())  # a duplicate: once
+    src = load_corpus("source", root=tmp_path, val_percent=30, cache_dir=tmp_path / "cache")
+    code = load_corpus("code", root=tmp_path, val_percent=30, cache_dir=tmp_path / "cache")
+    assert src.keys[0] == code.keys[0] and src.keys[1] == code.keys[1]
+    for k, text in zip(src.keys[0], src.train):
+        assert text == (tmp_path / k.removeprefix("stdlib/")).read_text()
+    assert any('"""' in t for t in src.train) and not any('"""' in t for t in code.train)
+    again = load_corpus("source", root=tmp_path, val_percent=30, cache_dir=tmp_path / "cache")
+    assert (again.train, again.val, again.fingerprint) == (src.train, src.val, src.fingerprint)
+    assert load_corpus("source[stdlib]", root=tmp_path, val_percent=30).train == src.train
+
+
 def test_real_stdlib_corpus_is_deterministic():
     a = stdlib_corpus("prose", max_files=15)
     b = stdlib_corpus("prose", max_files=15)

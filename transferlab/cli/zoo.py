@@ -38,7 +38,8 @@ def register(app: typer.Typer) -> None:
         config: Path | None = typer.Option(None, "--config", help="YAML file of config keys."),
         sizes: str | None = typer.Option(None, "--sizes", help="Comma-separated sizes: xxs,xs,s,m,l,xl."),
         tokens: int | None = typer.Option(None, "--tokens", help="Training tokens per model (instead of 20/param)."),
-        corpus: str | None = typer.Option(None, "--corpus", help="prose | code | files:GLOB | hf:PATH[:COL]."),
+        corpus: str | None = typer.Option(
+            None, "--corpus", help="prose | code | source | code[sympy] | files:GLOB | hf:PATH[:COL]."),
         out: Path | None = ZooOpt,
         set_: list[str] | None = SetOpt,
         store: Path | None = StoreOpt,
@@ -116,7 +117,8 @@ def register(app: typer.Typer) -> None:
 
     @zoo.command("corpus")
     def corpus_cmd(
-        name: str = typer.Argument(..., help="prose | code | files:GLOB | hf:PATH[:COL] | a mixture like prose+code"),
+        name: str = typer.Argument(..., help="prose | code | source | a part such as code[sympy] or code[^sympy] "
+                                   "| files:GLOB | hf:PATH[:COL] | a mixture like prose+code"),
         vocab_size: int = typer.Option(4096, "--vocab-size", help="Tokenizer whose token count to report."),
         val_percent: float = typer.Option(10.0, "--val-percent", help="Percent of files held out."),
         max_files: int | None = typer.Option(None, "--max-files", help="Only the first stdlib files (tests)."),

@@ -11,6 +11,9 @@ Built-in corpora are made from the Python source that exists wherever the projec
   shebang, ``coding:``, ``noqa``/``type:`` pragmas and rulers dropped), in source order, one file per document.
 - ``code``: the same files with docstrings and comments stripped: docstrings are removed from the AST and
   the module is re-emitted with ``ast.unparse`` (which drops comments and normalizes formatting).
+- ``source``: the same files (the same selection and deduplication) as they are, one document each: prose and
+  code interleaved, in the original formatting. No model trained on ``prose`` and ``code`` has seen a docstring
+  under its ``def`` or a comment beside its line; the EFT demo fine-tunes on this format.
 
 Selection (deterministic): the stdlib's files in sorted order of their relative POSIX path, then each
 distribution in sorted order of its normalized name, its files in sorted order (from its RECORD). Skipped:
@@ -54,7 +57,8 @@ from typing import Any
 
 from transferlab.core.errors import DataError
 
-BUILTIN = ("prose", "code")
+BUILTIN = ("prose", "code")  # extracted together, from one parse of every file
+SOURCE = "source"  # the same files as they are: docstrings and comments inside the code
 PROCESSING_VERSION = "v2"
 SKIP_PARTS = {"test", "tests", "idle_test", "testing", "site-packages", "dist-packages", "__pycache__"}
 VENDORED_PARTS = {"_vendor", "vendor", "vendored", "_vendored", "extern", "_extern", "third_party"}
@@ -340,20 +344,7 @@ def builtin_corpora(
         cached = _load_cached(Path(cache_dir), key)
         if cached is not None:
             return cached
-    files = source_files(max_files, root)
-    seen: set[bytes] = set()
-    unique: list[tuple[str, Path]] = []
-    duplicates = 0
-    for k, p in files:
-        try:
-            digest = hashlib.sha256(p.read_bytes()).digest()
-        except OSError:
-            continue
-        if digest in seen:
-            duplicates += 1
-            continue
-        seen.add(digest)
-        unique.append((k, p))
+    unique, n_files, duplicates = unique_source_files(max_files, root)
     paths = [str(p) for _, p in unique]
     n_workers = workers if workers is not None else min(os.cpu_count() or 1, 2)
     results = _extract_parallel(paths, n_workers) if n_workers > 1 and len(paths) > 200 else _extract_many(paths)
@@ -386,7 +377,7 @@ def builtin_corpora(
             "source": "stdlib + installed distributions" if not max_files and root is None else str(
                 root or stdlib_root()),
             **manifest,
-            "files": len(files),
+            "files": n_files,
             "duplicates_skipped": duplicates,
             "skipped_unparsable": skipped,
             "val_percent": val_percent,
@@ -445,7 +436,7 @@ def stdlib_corpus(
     return builtin_corpora(val_percent=val_percent, root=root, max_files=max_files, cache_dir=cache_dir)[kind]
 
 
-_PART = re.compile(r"^(prose|code)\[(\^?)([^\[\]]+)\]$")
+_PART = re.compile(r"^(prose|code|source)\[(\^?)([^\[\]]+)\]$")
 
 
 def builtin_part(spec: str) -> tuple[str, bool, list[str]] | None:
@@ -485,6 +476,68 @@ def select_sources(corpus: Corpus, spec: str) -> Corpus:
     h = hashlib.sha256(f"part|{corpus.fingerprint}|{spec}".encode()).hexdigest()[:16]
     keys = ([k for k, ok in zip(corpus.keys[0], keep[0]) if ok], [k for k, ok in zip(corpus.keys[1], keep[1]) if ok])
     return Corpus(spec, train, val, h, {**corpus.info, "sources": names, "exclude": exclude}, keys=keys)
+
+
+def unique_source_files(max_files: int | None = None, root: Path | None = None
+                        ) -> tuple[list[tuple[str, Path]], int, int]:
+    """(key, path) of the built-in corpora's files after deduplication by content, the number of files
+    listed, and the number of duplicates skipped."""
+    files = source_files(max_files, root)
+    seen: set[bytes] = set()
+    unique: list[tuple[str, Path]] = []
+    duplicates = 0
+    for k, p in files:
+        try:
+            digest = hashlib.sha256(p.read_bytes()).digest()
+        except OSError:
+            continue
+        if digest in seen:
+            duplicates += 1
+            continue
+        seen.add(digest)
+        unique.append((k, p))
+    return unique, len(files), duplicates
+
+
+def source_corpus(*, val_percent: float = 10.0, max_files: int | None = None, root: Path | None = None,
+                  cache_dir: Path | None = None) -> Corpus:
+    """The ``source`` corpus: every file of the built-in corpora as it is (see the module docstring); cached
+    beside them in ``cache_dir`` as ``source.jsonl`` (the prose/code cache is not touched)."""
+    _check_percent(val_percent)
+    key = builtin_key(val_percent, max_files, root)
+    path = None if cache_dir is None else Path(cache_dir) / key / "source.jsonl"
+    rows: list[dict[str, Any]] = []
+    if path is not None and path.is_file():
+        with open(path, encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f]
+    else:
+        unique, _, _ = unique_source_files(max_files, root)
+        for k, p in unique:
+            try:
+                text = p.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue
+            if text.strip():
+                rows.append({"k": k, "v": int(in_val(k, val_percent)), "t": text})
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            with open(tmp, "w", encoding="utf-8") as f:
+                for r in rows:
+                    f.write(json.dumps(r) + "\n")
+            tmp.replace(path)
+    h = hashlib.sha256(f"source|{key}|{PROCESSING_VERSION}".encode())
+    for r in rows:
+        h.update(r["k"].encode() + b"\0" + hashlib.sha256(r["t"].encode()).digest())
+    train = [r for r in rows if not r["v"]]
+    val = [r for r in rows if r["v"]]
+    if not train:
+        raise DataError("the 'source' corpus has no training text", where=str(root or stdlib_root()),
+                        fix="lower val_percent or point root at a folder with Python files")
+    info = {"source": "stdlib + installed distributions", **source_manifest(max_files), "val_percent": val_percent,
+            "processing": "the files as they are"}
+    return Corpus(SOURCE, [r["t"] for r in train], [r["t"] for r in val], h.hexdigest()[:16], info,
+                  keys=([r["k"] for r in train], [r["k"] for r in val]))
 
 
 def _check_percent(val_percent: float) -> None:
@@ -595,16 +648,18 @@ def load_corpus(
     spec: str, *, val_percent: float = 10.0, max_files: int | None = None, root: Path | None = None,
     cache_dir: Path | None = None,
 ) -> Corpus:
-    """``prose`` | ``code`` | ``code[SOURCES]`` / ``code[^SOURCES]`` | ``files:GLOB`` | ``hf:PATH[:COLUMN]``, or
+    """``prose`` | ``code`` | ``source`` | ``code[SOURCES]`` / ``code[^SOURCES]`` | ``files:GLOB`` | ``hf:PATH[:COLUMN]``, or
     several joined by ``+`` (a mixture)."""
     if "+" in spec and not spec.startswith(("files:", "hf:")):
         return mixture([load_corpus(part, val_percent=val_percent, max_files=max_files, root=root,
                                     cache_dir=cache_dir) for part in mixture_parts(spec)])
     if spec in BUILTIN:
         return stdlib_corpus(spec, val_percent=val_percent, root=root, max_files=max_files, cache_dir=cache_dir)
+    if spec == SOURCE:
+        return source_corpus(val_percent=val_percent, root=root, max_files=max_files, cache_dir=cache_dir)
     part = builtin_part(spec)
     if part is not None:
-        whole = stdlib_corpus(part[0], val_percent=val_percent, root=root, max_files=max_files, cache_dir=cache_dir)
+        whole = load_corpus(part[0], val_percent=val_percent, root=root, max_files=max_files, cache_dir=cache_dir)
         return select_sources(whole, spec)
     if spec.startswith("files:"):
         return files_corpus(spec[len("files:") :], val_percent=val_percent)
@@ -614,7 +669,7 @@ def load_corpus(
         return hf_corpus(path, column or "text", val_percent=val_percent)
     raise DataError(
         f"unknown corpus '{spec}'", where="--corpus",
-        fix="use prose, code, a part such as code[sympy], files:GLOB or hf:PATH[:COLUMN], or a mixture such as "
+        fix="use prose, code, source, a part such as code[sympy], files:GLOB or hf:PATH[:COLUMN], or a mixture such as "
             "prose+code"
     )
 

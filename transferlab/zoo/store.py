@@ -58,9 +58,9 @@ def _key(*parts: Any) -> str:
 def corpus_key(spec: str, val_percent: float, max_files: int | None) -> str:
     """Cache key of a corpus: built-ins by what feeds them (Python, distributions and versions, options);
     user corpora by content. A mixture's key is its parts'."""
-    from transferlab.data.corpora import BUILTIN, builtin_key, builtin_part, load_corpus, mixture_parts
+    from transferlab.data.corpora import BUILTIN, SOURCE, builtin_key, builtin_part, load_corpus, mixture_parts
 
-    if spec in BUILTIN or builtin_part(spec) is not None:
+    if spec in BUILTIN or spec == SOURCE or builtin_part(spec) is not None:
         return _key("builtin-v2", spec, builtin_key(val_percent, max_files))
     if "+" in spec and not spec.startswith(("files:", "hf:")):
         return _key("mix", [corpus_key(p, val_percent, max_files) for p in mixture_parts(spec)])
