@@ -54,7 +54,8 @@ def test_list_tasks(cli):
     code, out, _ = cli(["w2s", "--list-tasks", "--json"])
     assert code == 0
     names = [t["name"] for t in json.loads(out)["tasks"]]
-    assert {"synthetic-noisy", "synthetic-subset", "stdlib-kind", "stdlib-raises", "stdlib-package", "docs-library"} <= set(
+    assert {"synthetic-noisy", "synthetic-subset", "stdlib-kind", "stdlib-raises", "stdlib-package",
+            "docs-library"} <= set(
         names
     )
     assert any(n.startswith("sklearn-") for n in names)

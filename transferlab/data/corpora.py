@@ -648,7 +648,8 @@ def load_corpus(
     spec: str, *, val_percent: float = 10.0, max_files: int | None = None, root: Path | None = None,
     cache_dir: Path | None = None,
 ) -> Corpus:
-    """``prose`` | ``code`` | ``source`` | ``code[SOURCES]`` / ``code[^SOURCES]`` | ``files:GLOB`` | ``hf:PATH[:COLUMN]``, or
+    """``prose`` | ``code`` | ``source`` | ``code[SOURCES]`` / ``code[^SOURCES]`` | ``files:GLOB`` |
+    ``hf:PATH[:COLUMN]``, or
     several joined by ``+`` (a mixture)."""
     if "+" in spec and not spec.startswith(("files:", "hf:")):
         return mixture([load_corpus(part, val_percent=val_percent, max_files=max_files, root=root,

@@ -99,7 +99,8 @@ PRESETS.add(
     "mini",
     "3 mixtures (100, 50, 0% prose) x 2 sizes (xxs, xs): 6 models, 300k pretraining tokens each, 40 SFT steps, "
     "100 items per benchmark",
-    mixtures=[100, 50, 0], sizes=["xxs", "xs"], tokens=300_000, tokens_per_param=None, sft_steps=40, n_items=100, n_boot=1000,
+    mixtures=[100, 50, 0], sizes=["xxs", "xs"], tokens=300_000, tokens_per_param=None, sft_steps=40, n_items=100,
+    n_boot=1000,
 )
 PRESETS.add(
     "micro",

@@ -182,8 +182,8 @@ def run(cfg: ZooPairsConfig, store: Store | str | Path, zoo_root: str | Path | N
     zrun = st.open_run(STUDY, cfg)
     zrun.start()
     csv = write_csv(rows, zrun.path / "pairs.csv")
-    ccfg = CorrelateConfig(path=str(csv), categories={b: zb.ALL_BENCHMARKS[b] for b in cfg.benchmarks}, n_boot=cfg.n_boot,
-                           seed=cfg.seed)
+    ccfg = CorrelateConfig(path=str(csv), categories={b: zb.ALL_BENCHMARKS[b] for b in cfg.benchmarks},
+                           n_boot=cfg.n_boot, seed=cfg.seed)
     result = correlate_run(ccfg, out=zrun.path / "correlate_report.html")
     summary: dict[str, Any] = {
         "preset": cfg.preset,
