@@ -1,0 +1,152 @@
+"""grokfast2024 side by side with the Grokfast paper's code (ironjr/grokfast, Lee et al. 2024).
+
+Builds the reference's own ``Decoder`` and data from its main.py, filters the gradients with its own
+``gradfilter_ema`` / ``gradfilter_ma`` (grokfast.py), and trains in the loop of its ``main()`` (Adam with
+coupled L2, warm-up update/10, batch 512 with the last partial batch of each epoch, a fresh permutation per
+epoch), beside our preset of the same name through the study API, for a few hundred steps; then compares the
+initial squared weight norm and the train/validation accuracy curves.
+
+    git clone https://github.com/ironjr/grokfast /somewhere/grokfast     # never into this project
+    python repro/grokfast2024_side_by_side.py --reference /somewhere/grokfast --filter ema --steps 600
+
+``--filter ema`` is its README's ``--filter ema --alpha 0.98 --lamb 2.0 --weight_decay 0.005`` (our
+``grokfast2024``), ``ma`` is ``--filter ma --window_size 100 --lamb 5.0 --weight_decay 0.01``
+(``grokfast2024-ma``), ``none`` its baseline ``python main.py`` (``grokfast2024-baseline``). The reference is
+evaluated every ``--every`` steps on its whole train and validation halves (its own loop evaluates once an
+epoch, ~10 steps). Its main.py imports matplotlib and tqdm at the top; both are installed with transferlab.
+Results: docs/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+PRESET = {"ema": "grokfast2024", "ma": "grokfast2024-ma", "none": "grokfast2024-baseline"}
+README = {"ema": {"alpha": 0.98, "lamb": 2.0, "weight_decay": 0.005},
+          "ma": {"window_size": 100, "lamb": 5.0, "weight_decay": 0.01},
+          "none": {"weight_decay": 0.0}}
+
+
+def norm_sq(model: torch.nn.Module) -> float:
+    return float(sum((p.detach().double() ** 2).sum() for p in model.parameters()))
+
+
+def reference_curve(ref_dir: Path, filt: str, steps: int, every: int, seed: int, p: int = 97) -> dict:
+    sys.path.insert(0, str(ref_dir))
+    import grokfast as gf  # the reference's modules
+    import main as ref
+
+    hp = README[filt]
+    torch.manual_seed(seed)
+    model = ref.Decoder(dim=128, num_layers=2, num_heads=4, num_tokens=p + 2, seq_len=5)
+    n0 = norm_sq(model)
+    data = ref.multiplication_mod_p_data(p, p, p + 1)
+    train_idx, valid_idx = torch.randperm(data.shape[1]).split(data.shape[1] // 2)
+    train, valid = data[:, train_idx], data[:, valid_idx]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=hp["weight_decay"], betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda update: 1 if update > 10 else update / 10)
+    rows, grads, i, cpu = [], None, 0, 0.0
+
+    def evaluate() -> None:
+        model.eval()
+        with torch.no_grad():
+            acc = [float((model(d[:-1])[-1].argmax(-1) == d[-1]).float().mean()) for d in (train, valid)]
+        rows.append({"step": i, "train_acc": acc[0], "val_acc": acc[1], "weight_norm_sq": norm_sq(model)})
+
+    evaluate()
+    while i < steps:
+        train = train[:, torch.randperm(train.shape[1])]
+        for batch in torch.split(train, 512, dim=1):
+            t0 = time.process_time()
+            model.train()
+            loss = F.cross_entropy(model(batch[:-1])[-1], batch[-1])
+            model.zero_grad()
+            loss.backward()
+            if filt == "ma":
+                grads = gf.gradfilter_ma(model, grads=grads, window_size=hp["window_size"], lamb=hp["lamb"])
+            elif filt == "ema":
+                grads = gf.gradfilter_ema(model, grads=grads, alpha=hp["alpha"], lamb=hp["lamb"])
+            opt.step()
+            sched.step()
+            i += 1
+            cpu += time.process_time() - t0
+            if i % every == 0:
+                evaluate()
+            if i >= steps:
+                break
+    return {"initial_norm_sq": n0, "n_train": int(train.shape[1]), "curve": rows, "cpu_seconds_per_step": cpu / steps}
+
+
+def ours_curve(filt: str, steps: int, every: int, seed: int, threads: int) -> dict:
+    from transferlab.core.config import resolve
+    from transferlab.store import Store
+    from transferlab.store.run import Run
+    from transferlab.studies.grokking import PRESETS, GrokConfig
+    from transferlab.studies.grokking.run import run as grok_run
+
+    cfg = resolve(GrokConfig, presets=PRESETS, preset=PRESET[filt],
+                  overrides=[f"seed={seed}", f"num_threads={threads}", f"steps={steps}", f"eval_every={every}",
+                             f"checkpoint_every={every * 10}", "stop_after_generalized=-1", "monitor_every=0"])
+    with tempfile.TemporaryDirectory() as tmp:
+        c0 = time.process_time()
+        res = grok_run(cfg, Store(tmp), seeds=1, report=False, raise_on_divergence=False)
+        cpu = time.process_time() - c0
+        recs = Run(Store(tmp), "grokking", res["members"][0]["run_id"]).metrics()
+    rows = [{k: r.get(k) for k in ("step", "train_acc", "val_acc", "weight_norm_sq")} for r in recs]
+    return {"initial_norm_sq": rows[0]["weight_norm_sq"], "curve": rows, "cpu_seconds_per_step_incl_eval": cpu / steps}
+
+
+def first_at(curve: list[dict], key: str, level: float) -> int | None:
+    return next((r["step"] for r in curve if r[key] is not None and r[key] >= level), None)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reference", required=True, type=Path, help="a checkout of ironjr/grokfast")
+    ap.add_argument("--filter", choices=sorted(PRESET), default="ema")
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--every", type=int, default=50)
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    if not (args.reference / "main.py").is_file() or not (args.reference / "grokfast.py").is_file():
+        sys.exit(f"error: {args.reference} has no main.py/grokfast.py; pass --reference a checkout of ironjr/grokfast")
+    torch.set_num_threads(args.threads)
+    out = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        ref = reference_curve(args.reference, args.filter, args.steps, args.every, seed)
+        ours = ours_curve(args.filter, args.steps, args.every, seed, args.threads)
+        print(f"{PRESET[args.filter]}, seed {seed}: initial ||θ||² ours {ours['initial_norm_sq']:.1f}, reference "
+              f"{ref['initial_norm_sq']:.1f}; CPU per step: reference {ref['cpu_seconds_per_step'] * 1e3:.1f} ms "
+              f"(training only), ours {ours['cpu_seconds_per_step_incl_eval'] * 1e3:.1f} ms (with evaluations)")
+        print(f"{'step':>6} {'train ours':>11} {'ref':>7} {'val ours':>9} {'ref':>7}")
+        by_step = {r["step"]: r for r in ours["curve"]}
+        for b in ref["curve"]:
+            a = by_step.get(b["step"])
+            if a:
+                print(f"{b['step']:>6} {a['train_acc']:>11.3f} {b['train_acc']:>7.3f} {a['val_acc']:>9.3f} "
+                      f"{b['val_acc']:>7.3f}")
+        row = {"seed": seed, "ours": ours, "reference": ref}
+        for who, c in (("ours", ours), ("ref", ref)):
+            for key, lvl in (("train_acc", 0.99), ("val_acc", 0.95)):
+                row[f"{who}_{key}_{int(lvl * 100)}"] = first_at(c["curve"], key, lvl)
+        out.append(row)
+    print("\nsteps to 99% train / 95% val accuracy per seed (ours | reference):")
+    for r in out:
+        print(f"  seed {r['seed']}: {r['ours_train_acc_99']} / {r['ours_val_acc_95']} | "
+              f"{r['ref_train_acc_99']} / {r['ref_val_acc_95']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"filter": args.filter, "steps": args.steps, "runs": out}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
