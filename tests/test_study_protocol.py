@@ -31,6 +31,16 @@ def test_every_study_speaks_the_protocol():
     assert get_study("grokking") is get_study("grok")  # the stored name works too
 
 
+def test_every_training_study_has_a_mini_preset_between_micro_and_its_largest():
+    """The mid-size preset a new user runs first has one name everywhere (correlate trains nothing)."""
+    for name in study_names():
+        names = get_study(name).presets.names()
+        if name == "correlate":
+            assert "mini" not in names
+            continue
+        assert "mini" in names, name
+
+
 def test_an_unknown_study_gets_a_suggestion():
     with pytest.raises(ConfigError) as e:
         get_study("grk")

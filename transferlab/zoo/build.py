@@ -45,7 +45,8 @@ class ZooConfig(StudyConfig):
     heldout: list[str] = Field(default_factory=lambda: ["prose", "code"],
                                description="corpora whose validation split scores every model")
     val_percent: float = Field(10.0, gt=0, lt=100, description="percent of files held out for validation")
-    max_files: int | None = Field(None, ge=1, description="use only the first stdlib files (tests)")
+    max_files: int | None = Field(None, ge=1, description="use only the first stdlib files and no "
+                                     "installed distribution (tests; the mini presets: 1000, all of the stdlib)")
     train: TrainSettings = Field(default_factory=TrainSettings, description="how each model trains")
 
     @field_validator("sizes", mode="before")

@@ -22,7 +22,8 @@ class ZooPairsConfig(StudyConfig):
     tokens: int | None = Field(None, ge=1, description="a fixed number of pretraining tokens per model instead")
     vocab_size: int = Field(2048, ge=300, description="BPE vocabulary size (its own tokenizer)")
     val_percent: float = Field(10.0, gt=0, lt=100, description="percent of files held out for validation")
-    max_files: int | None = Field(None, ge=1, description="pretrain on only the first stdlib files (tests)")
+    max_files: int | None = Field(None, ge=1, description="pretrain on only the first stdlib files and "
+                                     "no installed distribution (tests; mini: 1000, all of the stdlib)")
     pretrain: TrainSettings = Field(
         default_factory=lambda: TrainSettings(seq_len=64, batch_size=16, lr=3e-3, eval_tokens=4096, monitor=False),
         description="how each (mixture, size) model pretrains")
@@ -97,10 +98,10 @@ PRESETS.add("default", "5 mixtures (100..0% prose) x 2 sizes (xs, s): 10 models,
             "steps, 200 items per benchmark (the same as ZooPairsConfig() in Python)")
 PRESETS.add(
     "mini",
-    "3 mixtures (100, 50, 0% prose) x 2 sizes (xxs, xs): 6 models, 300k pretraining tokens each, 40 SFT steps, "
-    "100 items per benchmark",
+    "3 mixtures (100, 50, 0% prose) x 2 sizes (xxs, xs): 6 models, 300k pretraining tokens each from the standard "
+    "library's files only (its own small corpus: seconds to extract), 40 SFT steps, 100 items per benchmark",
     mixtures=[100, 50, 0], sizes=["xxs", "xs"], tokens=300_000, tokens_per_param=None, sft_steps=40, n_items=100,
-    n_boot=1000,
+    n_boot=1000, max_files=1000,
 )
 PRESETS.add(
     "micro",

@@ -77,7 +77,8 @@ class EFTDemoConfig(StudyConfig):
     finetune_tokens: int = Field(200_000, ge=1, description="D_F: size of the fine-tuning pool in tokens")
     vocab_size: int = Field(4096, ge=300, le=1_000_000, description="BPE vocabulary size")
     val_percent: float = Field(10.0, gt=0, lt=100, description="percent of files held out for validation")
-    max_files: int | None = Field(None, ge=1, description="use only the first stdlib files (tests)")
+    max_files: int | None = Field(None, ge=1, description="use only the first stdlib files and no "
+                                     "installed distribution (tests; the mini presets: 1000, all of the stdlib)")
     pretrain: TrainSettings = Field(default_factory=lambda: TrainSettings(seq_len=64),
                                     description="how the small and large models pretrain")
     finetune: TrainSettings = Field(

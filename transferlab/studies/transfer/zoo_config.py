@@ -30,7 +30,8 @@ class TransferRunConfig(StudyConfig):
                                   description="target pool sizes D_F of the fine-tuning runs (tokens)")
     vocab_size: int = Field(4096, ge=300, le=1_000_000, description="BPE vocabulary size")
     val_percent: float = Field(10.0, gt=0, lt=100, description="percent of files held out for validation")
-    max_files: int | None = Field(None, ge=1, description="use only the first stdlib files (tests)")
+    max_files: int | None = Field(None, ge=1, description="use only the first stdlib files and no "
+                                     "installed distribution (tests; the mini presets: 1000, all of the stdlib)")
     pretrain: TrainSettings = Field(default_factory=TrainSettings, description="how the zoo models pretrain")
     target: TrainSettings = Field(
         default_factory=lambda: TrainSettings(seq_len=128, batch_size=16, evals=20, monitor=False),
@@ -106,10 +107,12 @@ PRESETS.add(
 )
 PRESETS.add(
     "mini",
-    "3 small sizes (xxs, xs, s: 11x) pretrained to 10 tokens/param, 3 scratch D x 2 D_F, at most 200 steps "
-    "a run (not yet timed; meant for 1-3 min)",
+    "3 small sizes (xxs, xs, s: 11x) pretrained to 10 tokens/param on the standard library's prose only (its own "
+    "small corpus and 2,048-token BPE: seconds to build), 3 scratch D x 2 D_F, at most 200 steps a run, one process "
+    "per core (meant for 1-3 min)",
     sizes=["xxs", "xs", "s"], pretrain_tokens_per_param=10.0, scratch_D=[8_000, 32_000, 128_000],
     finetune_D=[8_000, 32_000], max_steps=200, min_steps=30, max_epochs=20.0, bootstrap=100, workers=0,
+    max_files=1000, vocab_size=2048,
     pretrain={"seq_len": 64, "batch_size": 32}, target={"seq_len": 64, "batch_size": 16, "evals": 10, "monitor": False},
 )
 PRESETS.add(
