@@ -39,7 +39,8 @@ def norm_sq(model: torch.nn.Module) -> float:
     return float(sum((p.detach().double() ** 2).sum() for p in model.parameters()))
 
 
-def reference_curve(ref_dir: Path, filt: str, steps: int, every: int, seed: int, p: int = 97) -> dict:
+def reference_curve(ref_dir: Path, filt: str, steps: int, every: int, seed: int, p: int = 97,
+                    drop_last: bool = False, keep_y0: bool = False) -> dict:
     sys.path.insert(0, str(ref_dir))
     import grokfast as gf  # the reference's modules
     import main as ref
@@ -49,7 +50,12 @@ def reference_curve(ref_dir: Path, filt: str, steps: int, every: int, seed: int,
     model = ref.Decoder(dim=128, num_layers=2, num_heads=4, num_tokens=p + 2, seq_len=5)
     n0 = norm_sq(model)
     data = ref.multiplication_mod_p_data(p, p, p + 1)
-    train_idx, valid_idx = torch.randperm(data.shape[1]).split(data.shape[1] // 2)
+    if keep_y0:  # our x*y keeps the 97 equations with y = 0, which the reference's data function leaves out
+        x = torch.arange(p)
+        zeros = torch.stack([x, torch.full_like(x, p + 1), torch.zeros_like(x), torch.full_like(x, p), 0 * x])
+        data = torch.cat([data, zeros], 1)
+    perm = torch.randperm(data.shape[1])  # the reference's split(n // 2), for an odd n too (y = 0 kept: 9,409)
+    train_idx, valid_idx = perm[: data.shape[1] // 2], perm[data.shape[1] // 2:]
     train, valid = data[:, train_idx], data[:, valid_idx]
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=hp["weight_decay"], betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda update: 1 if update > 10 else update / 10)
@@ -65,6 +71,8 @@ def reference_curve(ref_dir: Path, filt: str, steps: int, every: int, seed: int,
     while i < steps:
         train = train[:, torch.randperm(train.shape[1])]
         for batch in torch.split(train, 512, dim=1):
+            if drop_last and batch.shape[1] < 512:
+                continue
             t0 = time.process_time()
             model.train()
             loss = F.cross_entropy(model(batch[:-1])[-1], batch[-1])
@@ -117,6 +125,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0", help="comma-separated seeds")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--variants", action="store_true",
+                    help="also run the reference dropping its last partial batch, and with y = 0 kept (ours)")
     args = ap.parse_args()
     if not (args.reference / "main.py").is_file() or not (args.reference / "grokfast.py").is_file():
         sys.exit(f"error: {args.reference} has no main.py/grokfast.py; pass --reference a checkout of ironjr/grokfast")
@@ -125,6 +135,14 @@ def main() -> None:
     for seed in [int(s) for s in args.seeds.split(",")]:
         ref = reference_curve(args.reference, args.filter, args.steps, args.every, seed)
         ours = ours_curve(args.filter, args.steps, args.every, seed, args.threads)
+        variants = []
+        if args.variants:
+            for drop_last, keep_y0 in ((True, False), (False, True), (True, True)):
+                v = reference_curve(args.reference, args.filter, args.steps, args.every, seed, drop_last=drop_last,
+                                    keep_y0=keep_y0)
+                variants.append({"drop_last": drop_last, "keep_y0": keep_y0,
+                                 "train_acc_99": first_at(v["curve"], "train_acc", 0.99),
+                                 "val_acc_95": first_at(v["curve"], "val_acc", 0.95), "curve": v["curve"]})
         print(f"{PRESET[args.filter]}, seed {seed}: initial ||θ||² ours {ours['initial_norm_sq']:.1f}, reference "
               f"{ref['initial_norm_sq']:.1f}; CPU per step: reference {ref['cpu_seconds_per_step'] * 1e3:.1f} ms "
               f"(training only), ours {ours['cpu_seconds_per_step_incl_eval'] * 1e3:.1f} ms (with evaluations)")
@@ -135,7 +153,7 @@ def main() -> None:
             if a:
                 print(f"{b['step']:>6} {a['train_acc']:>11.3f} {b['train_acc']:>7.3f} {a['val_acc']:>9.3f} "
                       f"{b['val_acc']:>7.3f}")
-        row = {"seed": seed, "ours": ours, "reference": ref}
+        row = {"seed": seed, "ours": ours, "reference": ref, "variants": variants}
         for who, c in (("ours", ours), ("ref", ref)):
             for key, lvl in (("train_acc", 0.99), ("val_acc", 0.95)):
                 row[f"{who}_{key}_{int(lvl * 100)}"] = first_at(c["curve"], key, lvl)
@@ -143,7 +161,9 @@ def main() -> None:
     print("\nsteps to 99% train / 95% val accuracy per seed (ours | reference):")
     for r in out:
         print(f"  seed {r['seed']}: {r['ours_train_acc_99']} / {r['ours_val_acc_95']} | "
-              f"{r['ref_train_acc_99']} / {r['ref_val_acc_95']}")
+              f"{r['ref_train_acc_99']} / {r['ref_val_acc_95']}"
+              + "".join(f" | reference drop_last={v['drop_last']} keep_y0={v['keep_y0']}: {v['train_acc_99']} / "
+                        f"{v['val_acc_95']}" for v in r["variants"]))
     if args.json:
         Path(args.json).write_text(json.dumps({"filter": args.filter, "steps": args.steps, "runs": out}, indent=1))
 
