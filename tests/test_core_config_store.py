@@ -28,6 +28,24 @@ def test_resolution_order_preset_file_overrides(tmp_path):
     assert cfg.model == "transformer" and cfg.p == 59 and cfg.lr == 0.02
 
 
+def test_one_dotted_override_keeps_the_rest_of_a_sub_configs_default():
+    """`--set finetune.num_threads=1` changes that field only: the other fields keep the study's default for
+    the sub-config (its default_factory), not the sub-config class's own defaults (a bug until session 7:
+    such a --set silently reset seq_len, batch_size, lr, ... of the EFT demo's and correlate-zoo's runs)."""
+    from transferlab.studies.correlate.zoo_config import PRESETS as CZ, ZooPairsConfig
+    from transferlab.studies.eft.demo import PRESETS as EP, EFTDemoConfig
+
+    base = resolve(EFTDemoConfig, presets=EP, preset="default")
+    one = resolve(EFTDemoConfig, presets=EP, preset="default", overrides=["finetune.num_threads=1"])
+    assert one.finetune.num_threads == 1
+    assert one.finetune.model_dump(exclude={"num_threads"}) == base.finetune.model_dump(exclude={"num_threads"})
+    assert one.config_hash() == base.config_hash()  # threads are not part of a run's identity
+    cz = resolve(ZooPairsConfig, presets=CZ, preset="default", overrides=["sft.num_threads=1", "pretrain.lr=1e-3"])
+    ref = ZooPairsConfig()
+    assert cz.sft.model_dump(exclude={"num_threads"}) == ref.sft.model_dump(exclude={"num_threads"})
+    assert cz.pretrain.lr == 1e-3 and cz.pretrain.seq_len == ref.pretrain.seq_len == 64
+
+
 def test_nanda_preset_has_the_papers_defaults():
     cfg = resolve(GrokConfig, presets=PRESETS, preset="nanda2023")
     assert (cfg.p, cfg.train_fraction, cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.d_mlp) == (113, 0.3, 1, 128, 4, 512)

@@ -115,6 +115,32 @@ def set_dotted(values: dict[str, Any], key: str, value: Any) -> None:
     node[leaf] = value
 
 
+def _seed_sub_config(cls: type[BaseModel], values: dict[str, Any], key: str) -> None:
+    """Before ``pretrain.num_threads=1`` sets one field of a sub-config that the preset and file left alone,
+    start that sub-config from the study's *field default* (its ``default_factory``, e.g. the EFT demo's
+    fine-tuning ``TrainSettings(seq_len=64, lr=1e-3, ...)``), not from the sub-config class's own defaults:
+    otherwise one ``--set`` would silently reset every other field of it."""
+    parts = key.split(".")
+    node, model = values, cls
+    for part in parts[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return
+        if part not in node or node[part] is None:
+            default = field.get_default(call_default_factory=True)
+            if not hasattr(default, "model_dump"):
+                return
+            node[part] = default.model_dump()
+        child = node[part]
+        if hasattr(child, "model_dump"):
+            node[part] = child = child.model_dump()
+        if not isinstance(child, dict):
+            return
+        node, model = child, field.annotation
+        if not isinstance(model, type):
+            return
+
+
 def _looks_numeric(s: str) -> bool:
     try:
         float(s)
@@ -217,6 +243,7 @@ def resolve(
         values.update(load_yaml(config_file))
     for item in overrides or []:
         k, v = parse_override(item)
+        _seed_sub_config(cls, values, k)
         set_dotted(values, k, v)
     values.update(extra or {})
     if hook is not None:
