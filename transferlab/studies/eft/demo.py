@@ -79,10 +79,12 @@ class EFTDemoConfig(StudyConfig):
     val_percent: float = Field(10.0, gt=0, lt=100, description="percent of files held out for validation")
     max_files: int | None = Field(None, ge=1, description="use only the first stdlib files and no "
                                      "installed distribution (tests; the mini presets: 1000, all of the stdlib)")
-    pretrain: TrainSettings = Field(default_factory=lambda: TrainSettings(seq_len=64),
-                                    description="how the small and large models pretrain")
+    pretrain: TrainSettings = Field(
+        default_factory=TrainSettings,
+        description="how the small and large models pretrain (the zoo build's settings: a zoo built by `transferlab "
+                    "zoo build` on the same corpus is reused)")
     finetune: TrainSettings = Field(
-        default_factory=lambda: TrainSettings(seq_len=64, batch_size=16, lr=1e-3, evals=20, monitor=False),
+        default_factory=lambda: TrainSettings(lr=1e-3, evals=20, monitor=False),
         description="how both fine-tune on the target")
     max_epochs: float = Field(4.0, gt=0, description="fine-tuning passes over D_F (clamped by min/max_steps)")
     min_steps: int = Field(40, ge=1, description="fewest fine-tuning steps")
