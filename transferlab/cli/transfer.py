@@ -21,6 +21,10 @@ from transferlab.cli.common import (
 )
 
 
+def _ci(ci: list[float] | None) -> str:
+    return "[no interval]" if not ci else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
 def register(app: typer.Typer) -> None:
     @app.command("transfer")
     def transfer(
@@ -55,8 +59,8 @@ def register(app: typer.Typer) -> None:
         elif not summary.get("analysis_error"):
             a, b = summary["alpha"], summary["beta"]
             say(
-                f"D_T = k D_F^alpha N^beta: k={summary['k']:.4g} alpha={a['value']:.3f} {a['ci']} "
-                f"beta={b['value']:.3f} {b['ci']} (Hernandez et al.: alpha 0.18, beta 0.38); "
+                f"D_T = k D_F^alpha N^beta: k={summary['k']:.4g} alpha={a['value']:.3f} {_ci(a['ci'])} "
+                f"beta={b['value']:.3f} {_ci(b['ci'])} (Hernandez et al.: alpha 0.18, beta 0.38); "
                 f"D_T grows with N: {summary['D_T_grows_with_N']} (geometric mean), "
                 f"{summary['D_T_grows_with_N_at_every_D_F']} (at every D_F)"
             )
