@@ -121,7 +121,7 @@ def test_cli_presets_config_and_bad_input(cli):
     assert code == 2 and "huge" in err
     code, _, err = cli(["eft", "demo", "--preset", "nope"])
     assert code == 2 and "unknown preset" in err
-    code, _, err = cli(["eft", "demo", "--preset", "micro", "--set", "target_corpus=prose+code"])
+    code, _, err = cli(["eft", "demo", "--preset", "micro", "--set", "target_corpus=prose"])
     assert code == 2 and "must differ" in err
 
 
