@@ -162,10 +162,10 @@ PRESETS.add(
 )
 PRESETS.add(
     "mini",
-    "xxs (13k) vs s (151k, 11x) pretrained to 20 tokens/param on the standard library's prose only (its own small "
+    "xxs (13k) vs s (151k, 11x) pretrained to 10 tokens/param on the standard library's prose only (its own small "
     "corpus and 2,048-token BPE: seconds to build), fine-tuned on 100k tokens of its code, scoring 64k held-out "
     "tokens per corpus (meant for 1-3 min)",
-    small="xxs", large="s", max_files=1000, vocab_size=2048,
+    small="xxs", large="s", max_files=1000, vocab_size=2048, pretrain_tokens_per_param=10.0,
     finetune_tokens=100_000, score_tokens=65_536, max_steps=200, bootstrap=300,
 )
 PRESETS.add(
