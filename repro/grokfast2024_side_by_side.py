@@ -22,10 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+import side_by_side  # repro/side_by_side.py (the script's own folder is on sys.path)
 import torch
 import torch.nn.functional as F
 
@@ -94,26 +94,7 @@ def reference_curve(ref_dir: Path, filt: str, steps: int, every: int, seed: int,
 
 
 def ours_curve(filt: str, steps: int, every: int, seed: int, threads: int) -> dict:
-    from transferlab.core.config import resolve
-    from transferlab.store import Store
-    from transferlab.store.run import Run
-    from transferlab.studies.grokking import PRESETS, GrokConfig
-    from transferlab.studies.grokking.run import run as grok_run
-
-    cfg = resolve(GrokConfig, presets=PRESETS, preset=PRESET[filt],
-                  overrides=[f"seed={seed}", f"num_threads={threads}", f"steps={steps}", f"eval_every={every}",
-                             f"checkpoint_every={every * 10}", "stop_after_generalized=-1", "monitor_every=0"])
-    with tempfile.TemporaryDirectory() as tmp:
-        c0 = time.process_time()
-        res = grok_run(cfg, Store(tmp), seeds=1, report=False, raise_on_divergence=False)
-        cpu = time.process_time() - c0
-        recs = Run(Store(tmp), "grokking", res["members"][0]["run_id"]).metrics()
-    rows = [{k: r.get(k) for k in ("step", "train_acc", "val_acc", "weight_norm_sq")} for r in recs]
-    return {"initial_norm_sq": rows[0]["weight_norm_sq"], "curve": rows, "cpu_seconds_per_step_incl_eval": cpu / steps}
-
-
-def first_at(curve: list[dict], key: str, level: float) -> int | None:
-    return next((r["step"] for r in curve if r[key] is not None and r[key] >= level), None)
+    return side_by_side.ours_curve(PRESET[filt], steps, every, seed, threads)
 
 
 def main() -> None:
@@ -141,8 +122,8 @@ def main() -> None:
                 v = reference_curve(args.reference, args.filter, args.steps, args.every, seed, drop_last=drop_last,
                                     keep_y0=keep_y0)
                 variants.append({"drop_last": drop_last, "keep_y0": keep_y0,
-                                 "train_acc_99": first_at(v["curve"], "train_acc", 0.99),
-                                 "val_acc_95": first_at(v["curve"], "val_acc", 0.95), "curve": v["curve"]})
+                                 "train_acc_99": side_by_side.first_at(v["curve"], "train_acc", 0.99),
+                                 "val_acc_95": side_by_side.first_at(v["curve"], "val_acc", 0.95), "curve": v["curve"]})
         print(f"{PRESET[args.filter]}, seed {seed}: initial ||θ||² ours {ours['initial_norm_sq']:.1f}, reference "
               f"{ref['initial_norm_sq']:.1f}; CPU per step: reference {ref['cpu_seconds_per_step'] * 1e3:.1f} ms "
               f"(training only), ours {ours['cpu_seconds_per_step_incl_eval'] * 1e3:.1f} ms (with evaluations)")
@@ -156,7 +137,7 @@ def main() -> None:
         row = {"seed": seed, "ours": ours, "reference": ref, "variants": variants}
         for who, c in (("ours", ours), ("ref", ref)):
             for key, lvl in (("train_acc", 0.99), ("val_acc", 0.95)):
-                row[f"{who}_{key}_{int(lvl * 100)}"] = first_at(c["curve"], key, lvl)
+                row[f"{who}_{key}_{int(lvl * 100)}"] = side_by_side.first_at(c["curve"], key, lvl)
         out.append(row)
     print("\nsteps to 99% train / 95% val accuracy per seed (ours | reference):")
     for r in out:

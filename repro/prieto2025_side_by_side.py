@@ -25,11 +25,11 @@ import argparse
 import json
 import random
 import sys
-import tempfile
 import time
 import types
 from pathlib import Path
 
+import side_by_side  # repro/side_by_side.py (the script's own folder is on sys.path)
 import torch
 
 RUNS = {"stablemax": "prieto2025-stablemax", "orthograd": "prieto2025-orthograd"}
@@ -106,26 +106,7 @@ def reference_curve(ref_dir: Path, run: str, steps: int, every: int, seed: int) 
 
 
 def ours_curve(run: str, steps: int, every: int, seed: int, threads: int) -> dict:
-    from transferlab.core.config import resolve
-    from transferlab.store import Store
-    from transferlab.store.run import Run
-    from transferlab.studies.grokking import PRESETS, GrokConfig
-    from transferlab.studies.grokking.run import run as grok_run
-
-    cfg = resolve(GrokConfig, presets=PRESETS, preset=RUNS[run],
-                  overrides=[f"seed={seed}", f"num_threads={threads}", f"steps={steps}", f"eval_every={every}",
-                             f"checkpoint_every={every * 10}", "stop_after_generalized=-1", "monitor_every=0"])
-    with tempfile.TemporaryDirectory() as tmp:
-        c0 = time.process_time()
-        res = grok_run(cfg, Store(tmp), seeds=1, report=False, raise_on_divergence=False)
-        cpu = time.process_time() - c0
-        recs = Run(Store(tmp), "grokking", res["members"][0]["run_id"]).metrics()
-    rows = [{k: r.get(k) for k in ("step", "train_acc", "val_acc", "weight_norm_sq", "train_loss")} for r in recs]
-    return {"initial_norm_sq": rows[0]["weight_norm_sq"], "curve": rows, "cpu_seconds_per_step_incl_eval": cpu / steps}
-
-
-def first_at(curve: list[dict], key: str, level: float) -> int | None:
-    return next((r["step"] for r in curve if r[key] is not None and r[key] >= level), None)
+    return side_by_side.ours_curve(RUNS[run], steps, every, seed, threads)
 
 
 def main() -> None:
@@ -163,9 +144,9 @@ def main() -> None:
     summary = {"run": args.run, "seed": args.seed, "steps": args.steps, "reference_wall_s": ref_wall}
     for who, c in (("reference", ref), ("ours", ours)):
         if c:
-            summary[who] = {"memorized_99": first_at(c["curve"], "train_acc", 0.99),
-                            "val_95": first_at(c["curve"], "val_acc", 0.95),
-                            "val_99": first_at(c["curve"], "val_acc", 0.99),
+            summary[who] = {"memorized_99": side_by_side.first_at(c["curve"], "train_acc", 0.99),
+                            "val_95": side_by_side.first_at(c["curve"], "val_acc", 0.95),
+                            "val_99": side_by_side.first_at(c["curve"], "val_acc", 0.99),
                             "final_val_acc": c["curve"][-1]["val_acc"], "initial_norm_sq": c["initial_norm_sq"]}
     print(json.dumps({k: v for k, v in summary.items() if k in ("reference", "ours")}))
     if args.json:
