@@ -114,7 +114,10 @@ def build_page(cfg: Any, summary: dict[str, Any]) -> Page:
         f"On held-out {summary['target_corpus']} (the target), small-ft scores {g['small_ft']:.4f} nats/token "
         f"and large-ft {g['large_ft']:.4f}: a gap of {g['gap']:.4f}. Up-scaled EFT (large pretrained + "
         f"beta x (small-ft - small)) scores {g['eft_up']:.4f}, closing a fraction "
-        f"{_fmt_frac(frac, g['up_fraction_ci95'])} of that gap; this run {verdict}."
+        f"{_fmt_frac(frac, g['up_fraction_ci95'])} of that gap; this run {verdict}. The large base alone "
+        f"(beta = 0) closes {_fmt_frac(g.get('base_fraction_closed'), g.get('base_fraction_ci95'))}, so the small "
+        f"fine-tune's delta adds {_fmt_frac(g.get('delta_fraction_added'), g.get('delta_fraction_ci95'))} beyond "
+        f"the large base (issue 12's aim: at least {summary.get('target_delta', 0.25):.2f})."
     )
     page.text(
         "EFT log p(y_t) = log pi_base(y_t) + beta [log pi_ft(y_t) - log pi_ref(y_t)], renormalized over the "
@@ -157,6 +160,8 @@ def build_page(cfg: Any, summary: dict[str, Any]) -> Page:
                 "large-ft": s["large_ft"],
                 "gap small-ft - large-ft": s["gap"],
                 "up-scaling closes": _fmt_frac(s["up_fraction_closed"], s["up_fraction_ci95"]),
+                "large base alone closes": _fmt_frac(s.get("base_fraction_closed"), s.get("base_fraction_ci95")),
+                "the delta adds": _fmt_frac(s.get("delta_fraction_added"), s.get("delta_fraction_ci95")),
                 "down-scaling closes": _fmt_frac(s["down_fraction_closed"], s["down_fraction_ci95"]),
             }
         )
