@@ -32,8 +32,10 @@ def test_one_dotted_override_keeps_the_rest_of_a_sub_configs_default():
     """`--set finetune.num_threads=1` changes that field only: the other fields keep the study's default for
     the sub-config (its default_factory), not the sub-config class's own defaults (a bug until session 7:
     such a --set silently reset seq_len, batch_size, lr, ... of the EFT demo's and correlate-zoo's runs)."""
-    from transferlab.studies.correlate.zoo_config import PRESETS as CZ, ZooPairsConfig
-    from transferlab.studies.eft.demo import PRESETS as EP, EFTDemoConfig
+    from transferlab.studies.correlate.zoo_config import PRESETS as CZ
+    from transferlab.studies.correlate.zoo_config import ZooPairsConfig
+    from transferlab.studies.eft.demo import PRESETS as EP
+    from transferlab.studies.eft.demo import EFTDemoConfig
 
     base = resolve(EFTDemoConfig, presets=EP, preset="default")
     one = resolve(EFTDemoConfig, presets=EP, preset="default", overrides=["finetune.num_threads=1"])
