@@ -18,7 +18,7 @@ from transferlab.core.errors import DataError
 from transferlab.store import Store
 from transferlab.train.engine import Callback
 from transferlab.zoo.settings import TrainSettings
-from transferlab.zoo.sizes import DEFAULT_SIZES, parse_sizes, size_spec
+from transferlab.zoo.sizes import DEFAULT_SIZES, parse_sizes, pretrain_tokens
 from transferlab.zoo.store import TokenData, Zoo, corpus_key
 from transferlab.zoo.train import LM_STUDY, check_memory, pretrain
 
@@ -65,9 +65,7 @@ class ZooConfig(StudyConfig):
         return self
 
     def tokens_for(self, size: str) -> int:
-        if self.tokens is not None:
-            return self.tokens
-        return int(round(self.tokens_per_param * size_spec(size).non_embedding_params()))
+        return pretrain_tokens(size, self.tokens, self.tokens_per_param)
 
 
 PRESETS = PresetRegistry()

@@ -52,6 +52,14 @@ def size_spec(name: str) -> SizeSpec:
     return FAMILY[name]
 
 
+def pretrain_tokens(size: str, tokens: int | None, tokens_per_param: float | None) -> int:
+    """A size's pretraining budget: a fixed ``tokens``, else ``tokens_per_param`` x its non-embedding parameters
+    (the zoo build's rule, shared by every study that pretrains zoo models)."""
+    if tokens is not None:
+        return tokens
+    return int(round(tokens_per_param * size_spec(size).non_embedding_params()))
+
+
 def parse_sizes(sizes: str | list[str] | tuple[str, ...]) -> list[str]:
     items = [s.strip() for s in (sizes.split(",") if isinstance(sizes, str) else sizes) if s.strip()]
     if not items:

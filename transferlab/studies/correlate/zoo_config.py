@@ -6,7 +6,7 @@ from pydantic import Field, field_validator, model_validator
 
 from transferlab.core.config import PresetRegistry, StudyConfig
 from transferlab.zoo.settings import TrainSettings
-from transferlab.zoo.sizes import parse_sizes
+from transferlab.zoo.sizes import parse_sizes, pretrain_tokens
 
 
 class ZooPairsConfig(StudyConfig):
@@ -45,11 +45,7 @@ class ZooPairsConfig(StudyConfig):
 
     def tokens_for(self, size: str) -> int:
         """Pretraining tokens of a size: ``tokens``, or ``tokens_per_param`` x its non-embedding parameters."""
-        if self.tokens is not None:
-            return self.tokens
-        from transferlab.zoo.sizes import size_spec
-
-        return int(round(self.tokens_per_param * size_spec(size).non_embedding_params()))
+        return pretrain_tokens(size, self.tokens, self.tokens_per_param)
 
     @field_validator("sizes", mode="before")
     @classmethod
