@@ -185,6 +185,23 @@ def _raises(node: ast.AST) -> bool:
     return False
 
 
+def _documented(path: Path, min_chars: int) -> list[tuple[ast.AST, str]]:
+    """(node, cleaned docstring) of every function and class in one source file with a docstring of at least
+    ``min_chars`` characters; [] when the file does not parse."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+    except (SyntaxError, ValueError):
+        return []
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            doc = ast.get_docstring(node)
+            text = _clean_doc(doc) if doc else ""
+            if len(text) >= min_chars:
+                out.append((node, text))
+    return out
+
+
 _DOC_CACHE: list[dict] | None = None
 
 
@@ -200,19 +217,9 @@ def stdlib_docstrings(min_chars: int = 40) -> list[dict]:
     seen: set[str] = set()
     rows: list[dict] = []
     for path in _stdlib_files():
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
-        except (SyntaxError, ValueError):
-            continue
         package = path.relative_to(root).parts[0].removesuffix(".py")
-        for node in ast.walk(tree):
-            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                continue
-            doc = ast.get_docstring(node)
-            if not doc:
-                continue
-            text = _clean_doc(doc)
-            if len(text) < min_chars or text in seen:
+        for node, text in _documented(path, min_chars):
+            if text in seen:
                 continue
             seen.add(text)
             is_class = isinstance(node, ast.ClassDef)
@@ -308,17 +315,10 @@ def library_docstrings(name: str, limit: int, min_chars: int = 40) -> list[str]:
     seen: set[str] = set()
     out: list[str] = []
     for _, path in files:
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
-        except (SyntaxError, ValueError):
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                doc = ast.get_docstring(node)
-                text = _clean_doc(doc) if doc else ""
-                if len(text) >= min_chars and text not in seen:
-                    seen.add(text)
-                    out.append(text)
+        for _, text in _documented(path, min_chars):
+            if text not in seen:
+                seen.add(text)
+                out.append(text)
         if len(out) >= limit:
             break
     _LIB_DOC_CACHE[key] = out[:limit]
