@@ -65,6 +65,12 @@ def test_micro_table_structure_and_sanity(demo):
     want = gap_fraction(rows["small-ft"]["target_loss"], rows["large-ft"]["target_loss"], rows["eft-up"]["target_loss"])
     assert s["up_fraction_closed"] == t["up_fraction_closed"] == want
     assert s["target_met"] == (want is not None and want >= 0.5)
+    # what the small fine-tune's delta adds beyond the large base alone = up-scaling's fraction - the base's
+    if want is not None:
+        base = (L["small-ft"] - L["large"]) / (L["small-ft"] - L["large-ft"])
+        assert t["base_fraction_closed"] == pytest.approx(base)
+        assert s["delta_fraction_added"] == t["delta_fraction_added"] == pytest.approx(want - base)
+        assert s["delta_target_met"] == (want - base >= 0.25)
     if t["up_fraction_ci95"] is not None:
         assert t["up_fraction_ci95"][0] <= t["up_fraction_ci95"][1]
     n = s["scored"]["windows"]

@@ -196,12 +196,13 @@ heldout_windows = spread_windows
 
 
 # ---- statistics --------------------------------------------------------------------------------
-def gap_fraction(small_ft: float, large_ft: float, eft: float) -> float | None:
-    """(L[small-ft] - L[eft]) / (L[small-ft] - L[large-ft]); None when large-ft is not better."""
+def gap_fraction(small_ft: float, large_ft: float, eft: float, start: float | None = None) -> float | None:
+    """(L[start] - L[eft]) / (L[small-ft] - L[large-ft]), ``start`` defaulting to small-ft: the part of the gap
+    that going from ``start`` to ``eft`` closes; None when large-ft is not better."""
     gap = small_ft - large_ft
     if not gap > 0:
         return None
-    return (small_ft - eft) / gap
+    return ((small_ft if start is None else start) - eft) / gap
 
 
 def bootstrap_fraction(per_window: dict[str, np.ndarray], eft: str, n_boot: int, seed: int,
@@ -315,10 +316,7 @@ def run_zoo_demo(
             # beta = 0: the large base alone, and what the small fine-tune's delta adds beyond it
             "base_fraction_closed": gap_fraction(L["small-ft"], L["large-ft"], L["large"]),
             "base_fraction_ci95": bootstrap_fraction(per_window[split], "large", cfg.bootstrap, cfg.seed + 2),
-            "delta_fraction_added": (
-                None if gap_fraction(L["small-ft"], L["large-ft"], L["eft-up"]) is None
-                else (L["large"] - L["eft-up"]) / (L["small-ft"] - L["large-ft"])
-            ),
+            "delta_fraction_added": gap_fraction(L["small-ft"], L["large-ft"], L["eft-up"], start=L["large"]),
             "delta_fraction_ci95": bootstrap_fraction(per_window[split], "eft-up", cfg.bootstrap, cfg.seed + 3,
                                                       start="large"),
             "down_fraction_closed": gap_fraction(L["small-ft"], L["large-ft"], L["eft-down"]),

@@ -73,14 +73,14 @@ def sweep_rows(
     workers = resolve_workers(cfg.workers)
     plan = [(s, "scratch", D) for s in cfg.sizes for D in cfg.scratch_D] + [
         (s, "finetune", D) for s in cfg.sizes for D in cfg.finetune_D]
+    cfg = _one_thread(cfg) if workers > 1 else cfg
+    zc = cfg.zoo()
     if workers > 1:
-        cfg = _one_thread(cfg)
-        prepare(cfg.zoo(), Zoo(zoo_root if zoo_root is not None else store.root / "zoo"))  # corpus, BPE, tokens
+        prepare(zc, Zoo(zoo_root if zoo_root is not None else store.root / "zoo"))  # corpus, BPE, tokens, once
         say(f"transfer: pretraining {len(cfg.sizes)} sizes on {workers} processes")
-        n = [size_spec(s).non_embedding_params() for s in cfg.sizes]
         run_parallel(_pretrain_job, [(cfg.to_dict(), str(store.root), _str(zoo_root), s) for s in cfg.sizes],
-                     workers, cost=[p * cfg.zoo().tokens_for(s) for p, s in zip(n, cfg.sizes)])
-    zb = build_zoo(cfg.zoo(), store, zoo_root)
+                     workers, cost=[size_spec(s).non_embedding_params() * zc.tokens_for(s) for s in cfg.sizes])
+    zb = build_zoo(zc, store, zoo_root)
     if workers > 1:
         say(f"transfer: {len(plan)} target runs on {workers} processes")
         jobs = [(cfg.to_dict(), str(store.root), _str(zoo_root), size, kind, D) for size, kind, D in plan]
