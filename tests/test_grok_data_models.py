@@ -157,10 +157,14 @@ def test_equation_transformer_blocks_equal_the_references_module_layout(style):
     x = torch.randn(5, 4, 128)
     ref = _mha_reference_block(model.blocks[0], style)
     assert torch.allclose(model.blocks[0](x), ref(x), atol=1e-5)
+    # the last block computes only the position the readout reads: the same numbers as the full block's
+    full = _mha_reference_block(model.blocks[1], style)(x)
+    assert torch.allclose(model.blocks[1](x, last_only=True)[:, 0], full[:, -1], atol=1e-5)
     # [x, ∘, y, =]: 4 tokens in, p + 2 outputs; the embeddings are nn.Embedding's N(0, 1)
     assert model(torch.tensor([[3, 5]])).shape == (1, 99)
     assert model.embed.std().item() == pytest.approx(1.0, rel=0.05)
     assert (model.op_token, model.eq_token) == ((97, 98) if style == "power" else (98, 97))
+    assert model.pos.shape[0] == (4 if style == "power" else 5)  # ironjr/grokfast: seq_len=5, one row unread
 
 
 def test_mlp_inits_follow_their_references():

@@ -140,19 +140,31 @@ class EquationBlock(nn.Module):
         self.mlp_out = nn.Linear(d_mlp, d_model, bias=bias)
         self.norm2 = nn.LayerNorm(d_model)
 
-    def attend(self, x: torch.Tensor) -> torch.Tensor:
+    def attend(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Causal self-attention; ``last_only`` returns only the last position's output (its query sees every
+        position, so no mask), which is all the readout of the last block needs."""
         n, t, d = x.shape
         qkv = torch.nn.functional.linear(x, self.in_proj, self.in_bias)
         q, k, v = qkv.view(n, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
-        z = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if last_only:
+            q = q[:, :, -1:]
+        # Written out rather than SDPA: over 4 positions the fused kernel's overhead outweighs the work, and
+        # under vmap (the seed ensembles) SDPA has no batching rule and falls back to a loop per member.
+        scores = (q @ k.transpose(-2, -1)) * (d // self.n_heads) ** -0.5
+        if not last_only:
+            scores = scores.masked_fill(torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1), float("-inf"))
+        z = torch.softmax(scores, dim=-1) @ v
+        t = z.shape[2]
         return self.out_proj(z.transpose(1, 2).reshape(n, t, d))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [n, t, d]
+    def forward(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:  # [n, t, d] -> [n, t or 1, d]
+        """``last_only``: compute the block's output at the last position only (exact: the keys and values
+        still come from every position), for the last block, whose other positions nothing reads."""
         if self.style == "power":
-            x = self.norm1(x + self.attend(x))
+            x = self.norm1((x[:, -1:] if last_only else x) + self.attend(x, last_only))
             return self.norm2(x + self.mlp_out(self.act(self.mlp_in(x))))
         x = self.norm1(x)
-        x = x + self.attend(x)
+        x = (x[:, -1:] if last_only else x) + self.attend(x, last_only)
         return x + self.mlp_out(self.act(self.mlp_in(self.norm2(x))))
 
 
@@ -174,7 +186,9 @@ class EquationTransformer(nn.Module):
             raise ValueError(f"unknown equation transformer style '{style}'")
         self.op_token, self.eq_token = (n_tokens, n_tokens + 1) if style == "power" else (n_tokens + 1, n_tokens)
         self.embed = nn.Parameter(torch.randn(n_tokens + 2, d_model))
-        self.pos = nn.Parameter(torch.randn(4, d_model))
+        # ironjr/grokfast builds its position table with seq_len=5 for 4-token inputs: the fifth row is never
+        # read, but it is initialized N(0, 1) and decayed by the L2 term, so it is in ||θ||² (~128 of ~15,000).
+        self.pos = nn.Parameter(torch.randn(5 if style == "grokfast" else 4, d_model))
         self.blocks = nn.ModuleList(EquationBlock(d_model, n_heads, d_mlp, style) for _ in range(n_layers))
         self.ln_f = nn.LayerNorm(d_model) if style == "grokfast" else nn.Identity()
         self.head = nn.Linear(d_model, n_tokens + 2, bias=False)
@@ -184,7 +198,8 @@ class EquationTransformer(nn.Module):
         op = torch.full_like(tokens[:, :1], self.op_token)
         eq = torch.full_like(tokens[:, :1], self.eq_token)
         seq = torch.cat([tokens[:, :1], op, tokens[:, 1:], eq], dim=1)
-        x = _lookup(self.embed, seq) + self.pos
-        for block in self.blocks:
-            x = block(x)
+        x = _lookup(self.embed, seq) + self.pos[:4]
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            x = block(x, last_only=(i == last))
         return self.head(self.ln_f(x[:, -1, :]))
