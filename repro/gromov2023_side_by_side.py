@@ -14,10 +14,10 @@ train/validation accuracy curves.
     python repro/gromov2023_side_by_side.py --reference /somewhere/gromov --fraction 0.3 --weight-decay 5
 
 The reference's script sweeps the data fraction (0.1-0.9) and the weight decay (0, 5, 15, 20) for 2,000
-epochs; ``--fraction`` and ``--weight-decay`` pick one cell of that grid on both sides. Its datasets.py imports
-``ml_collections`` (unused by ``noisy_dataset``): a stub stands in when it is not installed. The two sides use
-their own split of the same size and their own seeds, so the curves agree in distribution, not example for
-example. Results: docs/RESULTS.md.
+epochs; ``--fraction`` and ``--weight-decay`` pick one cell of that grid on both sides. Its utils import
+``ml_collections`` and ``timm`` (unused by this model and dataset): stubs stand in when they are not
+installed. The two sides use their own split of the same size and their own seeds, so the curves agree in
+distribution, not example for example. Results: docs/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -37,15 +37,25 @@ def norm_sq(model: torch.nn.Module) -> float:
     return float(sum((p.detach().double() ** 2).sum() for p in model.parameters()))
 
 
+def _stub(name: str, **attrs) -> None:
+    """A stand-in for a package the reference imports at the top of a module and never uses in these runs."""
+    try:
+        __import__(name)
+        return
+    except ImportError:
+        pass
+    parts = name.split(".")
+    for i in range(1, len(parts) + 1):
+        sys.modules.setdefault(".".join(parts[:i]), types.ModuleType(".".join(parts[:i])))
+    for k, v in attrs.items():
+        setattr(sys.modules[name], k, v)
+
+
 def _import_reference(ref_dir: Path) -> dict:
-    if "ml_collections" not in sys.modules:
-        try:
-            import ml_collections  # noqa: F401
-        except ImportError:  # utils/datasets.py imports it; noisy_dataset never uses it
-            mc = types.ModuleType("ml_collections")
-            mc.config_dict = types.ModuleType("ml_collections.config_dict")
-            mc.config_dict.ConfigDict = dict
-            sys.modules["ml_collections"], sys.modules["ml_collections.config_dict"] = mc, mc.config_dict
+    # utils/datasets.py and utils/models.py import ml_collections' ConfigDict and timm's
+    # param_groups_weight_decay for their transformer configs; the fcn model and noisy_dataset use neither.
+    _stub("ml_collections.config_dict", ConfigDict=dict)
+    _stub("timm.optim.optim_factory", param_groups_weight_decay=None)
     sys.path.insert(0, str(ref_dir))
     from utils import datasets, models, optimization
 

@@ -120,6 +120,7 @@ def main() -> None:
     ap.add_argument("--ref-warmup", choices=["reference", "ours"], default="reference")
     ap.add_argument("--variants", action="store_true", help="the reference with and without each change")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-ours", action="store_true", help="run the reference only (runs to generalization)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     if not (args.reference / "grokking" / "model.py").is_file():
@@ -130,10 +131,11 @@ def main() -> None:
     out = []
     for seed in seeds:
         out.append(compare(args, seed))
-    print("\nsteps to 95% / 99% train accuracy per seed (ours | reference variants):")
-    for r in out:
-        refs = " | ".join(f"{v['name']}: {v['ref_95']} / {v['ref_99']}" for v in r["variants"])
-        print(f"  seed {r['seed']}: ours {r['ours_95']} / {r['ours_99']} | {refs}")
+    for kind in ("train", "val"):
+        print(f"\nsteps to 95% / 99% {kind} accuracy per seed (ours | reference variants):")
+        for r in out:
+            refs = " | ".join(f"{v['name']}: {v[f'ref_{kind}_95']} / {v[f'ref_{kind}_99']}" for v in r["variants"])
+            print(f"  seed {r['seed']}: ours {r.get(f'ours_{kind}_95')} / {r.get(f'ours_{kind}_99')} | {refs}")
     if args.json:
         Path(args.json).write_text(json.dumps({"steps": args.steps, "threads": args.threads, "runs": out}, indent=1))
 
@@ -151,9 +153,14 @@ def compare(args: argparse.Namespace, seed: int) -> dict:
     for drop_last, warmup in combos:
         r = reference_curve(args.reference, cfg, args.steps, args.every, seed, drop_last=drop_last, warmup=warmup)
         variants.append({"name": f"drop_last={drop_last},warmup={warmup}", "drop_last": drop_last,
-                         "warmup": warmup, **r, **{f"ref_{lvl}": first_at(r["curve"], "train_acc", lvl / 100)
-                                                    for lvl in (95, 99)}})
+                         "warmup": warmup, **r, **_thresholds(r["curve"], "ref")})
     ref = variants[0]
+    if args.no_ours:
+        print(f"seed {seed}: reference {ref['name']}, initial ||θ||² {ref['initial_norm_sq']:.1f}; "
+              f"CPU s/step {ref['cpu_seconds_per_step'] * 1e3:.1f} ms")
+        for b in ref["curve"]:
+            print(f"{b['step']:>6} train {b['train_acc']:.3f} val {b['val_acc']:.3f}")
+        return {"seed": seed, "variants": variants}
     ours = ours_curve(cfg, args.steps, args.every)
     print(f"seed {seed} (reference: {ref['name']})")
     print(f"initial ||θ||²: ours {ours['initial_norm_sq']:.1f}, reference {ref['initial_norm_sq']:.1f} "
@@ -164,8 +171,13 @@ def compare(args: argparse.Namespace, seed: int) -> dict:
               f"{b['val_acc']:>10.3f}")
     print(f"CPU s/step: reference {ref['cpu_seconds_per_step'] * 1e3:.1f} ms (training only), ours "
           f"{ours['cpu_seconds_per_step_incl_eval'] * 1e3:.1f} ms (including its evaluations)")
-    return {"seed": seed, "ours": ours, "variants": variants,
-            **{f"ours_{lvl}": first_at(ours["curve"], "train_acc", lvl / 100) for lvl in (95, 99)}}
+    return {"seed": seed, "ours": ours, "variants": variants, **_thresholds(ours["curve"], "ours")}
+
+
+def _thresholds(curve: list[dict], who: str) -> dict:
+    """First evaluated steps at 95% and 99% train and validation accuracy: ``{who}_train_95`` etc."""
+    return {f"{who}_{kind}_{lvl}": first_at(curve, f"{kind}_acc", lvl / 100)
+            for kind in ("train", "val") for lvl in (95, 99)}
 
 
 if __name__ == "__main__":

@@ -54,12 +54,21 @@ RESUME_SETS = ("p=29", "train_fraction=0.5", "width=64", "steps=3000", "eval_eve
                "stop_after_generalized=-1")
 
 
-@pytest.mark.parametrize("kill_after_checkpoints", [2, 7])
-def test_kill9_then_resume_gives_identical_metrics(tmp_path, kill_after_checkpoints):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ref = subprocess.run(_cli(tmp_path / "ref", *RESUME_SETS), capture_output=True, text=True, env=env)
+@pytest.fixture(scope="module")
+def uninterrupted_run(tmp_path_factory):
+    """The run the kill -9 tests must reproduce, trained once without interruption: (run id, metrics text)."""
+    store = tmp_path_factory.mktemp("ref")
+    ref = subprocess.run(_cli(store, *RESUME_SETS), capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert ref.returncode == 0, ref.stderr
     run_id = json.loads(ref.stdout)["run_id"]
+    return run_id, (store / "grokking" / run_id / "metrics.jsonl").read_text()
+
+
+@pytest.mark.parametrize("kill_after_checkpoints", [2, 7])
+def test_kill9_then_resume_gives_identical_metrics(tmp_path, kill_after_checkpoints, uninterrupted_run):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run_id, a = uninterrupted_run
     proc = subprocess.Popen(_cli(tmp_path / "killed", *RESUME_SETS), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=env)
     ckpt = tmp_path / "killed" / "grokking" / run_id / "checkpoints"
@@ -76,7 +85,6 @@ def test_kill9_then_resume_gives_identical_metrics(tmp_path, kill_after_checkpoi
     partial = (tmp_path / "killed" / "grokking" / run_id / "metrics.jsonl").read_text()
     resumed = subprocess.run(_cli(tmp_path / "killed", *RESUME_SETS), capture_output=True, text=True, env=env)
     assert resumed.returncode == 0, resumed.stderr
-    a = (tmp_path / "ref" / "grokking" / run_id / "metrics.jsonl").read_text()
     b = (tmp_path / "killed" / "grokking" / run_id / "metrics.jsonl").read_text()
     assert len(partial) < len(a)  # it really was interrupted
     steps = [json.loads(line)["step"] for line in b.splitlines()]

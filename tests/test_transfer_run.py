@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 
@@ -17,9 +19,23 @@ from transferlab.studies.transfer.zoo_config import PRESETS, TransferRunConfig
 from transferlab.zoo import FAMILY
 
 
-def test_micro_sweep_writes_runs_table_report_and_reuses(tmp_path, cli):
-    store = tmp_path / "runs"
-    code, out, err = cli(["transfer", "--preset", "micro", "--json", "--store", str(store)])
+ONE_THREAD = ("--set", "pretrain.num_threads=1", "--set", "target.num_threads=1")
+
+
+@pytest.fixture(scope="module")
+def micro_one_process(tmp_path_factory):
+    """`transfer --preset micro` in one process, one thread (the sweep two tests read): (store, code, out, err)."""
+    from transferlab.cli.main import main
+
+    store = tmp_path_factory.mktemp("micro")
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["transfer", "--preset", "micro", "--json", "--store", str(store), *ONE_THREAD])
+    return store, code, out.getvalue(), err.getvalue()
+
+
+def test_micro_sweep_writes_runs_table_report_and_reuses(micro_one_process, cli):
+    store, code, out, err = micro_one_process
     s = json.loads(out)
     # exit 1 exactly when the analysis could not run (the runs table and the report are still written)
     assert code == (1 if s["analysis_error"] else 0), err
@@ -41,7 +57,7 @@ def test_micro_sweep_writes_runs_table_report_and_reuses(tmp_path, cli):
     page = render(s["report"])
     assert page["errors"] == "" and page["figures"] >= 3 and page["rendered"] == page["figures"]
     # run again: every run is reused, the table is the same
-    code2, out2, err = cli(["transfer", "--preset", "micro", "--json", "--store", str(store)])
+    code2, out2, err = cli(["transfer", "--preset", "micro", "--json", "--store", str(store), *ONE_THREAD])
     assert code2 == code, err
     s2 = json.loads(out2)
     assert all(m["reused"] for m in s2["zoo_models"])
@@ -54,12 +70,11 @@ def test_micro_sweep_writes_runs_table_report_and_reuses(tmp_path, cli):
     assert len(data.scratch_N) == 6 and list(data.D_F) == list(ft.D)
 
 
-def test_two_worker_processes_give_the_same_runs_table(tmp_path, cli):
+def test_two_worker_processes_give_the_same_runs_table(tmp_path, cli, micro_one_process):
     """workers=2: the sizes pretrain and the target runs train in two processes; the table is the one of a
     single process (the same store runs, one thread each), and the zoo's manifest lost no entry."""
-    one, two = tmp_path / "one", tmp_path / "two"
-    code, out, err = cli(["transfer", "--preset", "micro", "--json", "--store", str(one),
-                          "--set", "pretrain.num_threads=1", "--set", "target.num_threads=1"])
+    _, code, out, err = micro_one_process
+    two = tmp_path / "two"
     assert code in (0, 1), err
     code2, out2, err2 = cli(["transfer", "--preset", "micro", "--json", "--store", str(two), "--set", "workers=2"])
     assert code2 == code, err2
