@@ -13,6 +13,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_ruff_is_clean():
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     assert ruff, "ruff is part of the dev extras: pip install -e '.[dev]'"
-    proc = subprocess.run([ruff, "check", "transferlab", "tests", "bench", "repro"], cwd=ROOT,
+    proc = subprocess.run([ruff, "check", "--no-cache", "transferlab", "tests", "bench", "repro"], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -18,7 +18,6 @@ from transferlab.studies.transfer import run as trun
 from transferlab.studies.transfer.zoo_config import PRESETS, TransferRunConfig
 from transferlab.zoo import FAMILY
 
-
 ONE_THREAD = ("--set", "pretrain.num_threads=1", "--set", "target.num_threads=1")
 
 
