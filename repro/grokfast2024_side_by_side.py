@@ -28,15 +28,12 @@ from pathlib import Path
 import side_by_side  # repro/side_by_side.py (the script's own folder is on sys.path)
 import torch
 import torch.nn.functional as F
+from side_by_side import norm_sq
 
 PRESET = {"ema": "grokfast2024", "ma": "grokfast2024-ma", "none": "grokfast2024-baseline"}
 README = {"ema": {"alpha": 0.98, "lamb": 2.0, "weight_decay": 0.005},
           "ma": {"window_size": 100, "lamb": 5.0, "weight_decay": 0.01},
           "none": {"weight_decay": 0.0}}
-
-
-def norm_sq(model: torch.nn.Module) -> float:
-    return float(sum((p.detach().double() ** 2).sum() for p in model.parameters()))
 
 
 def reference_curve(ref_dir: Path, filt: str, steps: int, every: int, seed: int, p: int = 97,

@@ -31,10 +31,7 @@ from pathlib import Path
 
 import side_by_side  # repro/side_by_side.py (the script's own folder is on sys.path)
 import torch
-
-
-def norm_sq(model: torch.nn.Module) -> float:
-    return float(sum((p.detach().double() ** 2).sum() for p in model.parameters()))
+from side_by_side import norm_sq
 
 
 def _stub(name: str, **attrs) -> None:

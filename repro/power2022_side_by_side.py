@@ -24,21 +24,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+import side_by_side  # repro/side_by_side.py (the script's own folder is on sys.path)
 import torch
+from side_by_side import norm_sq
 
 from transferlab.core.config import resolve
 from transferlab.data.algorithmic import make_dataset
-from transferlab.store import Store
 from transferlab.studies.grokking import PRESETS, GrokConfig
-from transferlab.studies.grokking.run import run
-
-
-def norm_sq(model: torch.nn.Module) -> float:
-    return float(sum((p.detach().double() ** 2).sum() for p in model.parameters()))
 
 
 def reference_curve(ref_dir: Path, cfg: GrokConfig, steps: int, every: int, seed: int,
@@ -94,21 +89,6 @@ def reference_curve(ref_dir: Path, cfg: GrokConfig, steps: int, every: int, seed
     return {"initial_norm_sq": n0, "curve": rows, "cpu_seconds_per_step": cpu / steps}
 
 
-def ours_curve(cfg: GrokConfig, steps: int, every: int) -> dict:
-    cfg = cfg.model_copy(update={"steps": steps, "eval_every": every, "checkpoint_every": every * 10,
-                                 "stop_after_generalized": -1, "monitor_every": 0})
-    with tempfile.TemporaryDirectory() as tmp:
-        c0 = time.process_time()
-        res = run(cfg, Store(tmp), seeds=1, report=False, raise_on_divergence=False)
-        cpu = time.process_time() - c0
-        from transferlab.store.run import Run
-
-        recs = Run(Store(tmp), "grokking", res["members"][0]["run_id"]).metrics()
-    rows = [{k: r[k] for k in ("step", "train_acc", "val_acc", "weight_norm_sq")} for r in recs]
-    return {"initial_norm_sq": rows[0]["weight_norm_sq"], "curve": rows,
-            "cpu_seconds_per_step_incl_eval": cpu / steps}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reference", required=True, type=Path, help="a checkout of danielmamay/grokking")
@@ -140,10 +120,6 @@ def main() -> None:
         Path(args.json).write_text(json.dumps({"steps": args.steps, "threads": args.threads, "runs": out}, indent=1))
 
 
-def first_at(curve: list[dict], key: str, level: float) -> int | None:
-    return next((r["step"] for r in curve if r[key] >= level), None)
-
-
 def compare(args: argparse.Namespace, seed: int) -> dict:
     cfg = resolve(GrokConfig, presets=PRESETS, preset="power2022",
                   overrides=[f"seed={seed}", f"num_threads={args.threads}"])
@@ -161,7 +137,7 @@ def compare(args: argparse.Namespace, seed: int) -> dict:
         for b in ref["curve"]:
             print(f"{b['step']:>6} train {b['train_acc']:.3f} val {b['val_acc']:.3f}")
         return {"seed": seed, "variants": variants}
-    ours = ours_curve(cfg, args.steps, args.every)
+    ours = side_by_side.ours_curve("power2022", args.steps, args.every, seed, args.threads)
     print(f"seed {seed} (reference: {ref['name']})")
     print(f"initial ||θ||²: ours {ours['initial_norm_sq']:.1f}, reference {ref['initial_norm_sq']:.1f} "
           f"(ratio {ours['initial_norm_sq'] / ref['initial_norm_sq']:.3f})")
@@ -176,7 +152,7 @@ def compare(args: argparse.Namespace, seed: int) -> dict:
 
 def _thresholds(curve: list[dict], who: str) -> dict:
     """First evaluated steps at 95% and 99% train and validation accuracy: ``{who}_train_95`` etc."""
-    return {f"{who}_{kind}_{lvl}": first_at(curve, f"{kind}_acc", lvl / 100)
+    return {f"{who}_{kind}_{lvl}": side_by_side.first_at(curve, f"{kind}_acc", lvl / 100)
             for kind in ("train", "val") for lvl in (95, 99)}
 
 

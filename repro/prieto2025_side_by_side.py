@@ -31,12 +31,9 @@ from pathlib import Path
 
 import side_by_side  # repro/side_by_side.py (the script's own folder is on sys.path)
 import torch
+from side_by_side import norm_sq
 
 RUNS = {"stablemax": "prieto2025-stablemax", "orthograd": "prieto2025-orthograd"}
-
-
-def norm_sq(model: torch.nn.Module) -> float:
-    return float(sum((p.detach().double() ** 2).sum() for p in model.parameters()))
 
 
 def _import_reference(ref_dir: Path) -> dict:

@@ -31,6 +31,11 @@ def ours_curve(preset: str, steps: int, every: int, seed: int, threads: int,
     return {"initial_norm_sq": rows[0]["weight_norm_sq"], "curve": rows, "cpu_seconds_per_step_incl_eval": cpu / steps}
 
 
+def norm_sq(model) -> float:
+    """A reference model's squared weight norm ‖θ‖², summed in float64 over every parameter."""
+    return float(sum((p.detach().double() ** 2).sum() for p in model.parameters()))
+
+
 def first_at(curve: list[dict], key: str, level: float) -> int | None:
     """The first evaluated step where ``key`` reaches ``level``."""
     return next((r["step"] for r in curve if r.get(key) is not None and r[key] >= level), None)

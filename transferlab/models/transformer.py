@@ -22,6 +22,18 @@ import torch
 from torch import nn
 
 
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d_head)) v over heads [n, h, t, d_head]; ``causal`` masks the future (off when q is
+    the last position alone, which sees every position). Written out rather than SDPA: over 3-4 positions the
+    fused kernel's overhead outweighs the work, and under vmap (the seed ensembles) SDPA has no batching rule
+    and falls back to a loop per member."""
+    att = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    if causal:
+        t = q.shape[-2]
+        att = att.masked_fill(torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
+    return att.softmax(-1) @ v
+
+
 class Block(nn.Module):
     def __init__(self, d_model: int, n_heads: int, d_mlp: int, layer_norm: bool):
         super().__init__()
@@ -55,12 +67,7 @@ class Block(nn.Module):
             xq = xq[:, -1:, :] if last_only else xq
         k, v, q = self._heads(xk), self._heads(xv), self._heads(xq)
         q_in = xq
-        att = (q @ k.transpose(-1, -2)) / math.sqrt(self.d_head)
-        if not last_only:
-            t = x.shape[1]
-            mask = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
-            att = att.masked_fill(mask, float("-inf"))
-        z = (att.softmax(-1) @ v).transpose(1, 2).reshape(q_in.shape[0], q_in.shape[1], -1)
+        z = _attention(q, k, v, causal=not last_only).transpose(1, 2).reshape(q_in.shape[0], q_in.shape[1], -1)
         resid = (x[:, -1:, :] if last_only else x) + z @ self.W_O
         mlp = self.act(self.ln2(resid) @ self.W_in + self.b_in) @ self.W_out + self.b_out
         return resid + mlp
@@ -146,16 +153,8 @@ class EquationBlock(nn.Module):
         n, t, d = x.shape
         qkv = torch.nn.functional.linear(x, self.in_proj, self.in_bias)
         q, k, v = qkv.view(n, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
-        if last_only:
-            q = q[:, :, -1:]
-        # Written out rather than SDPA: over 4 positions the fused kernel's overhead outweighs the work, and
-        # under vmap (the seed ensembles) SDPA has no batching rule and falls back to a loop per member.
-        scores = (q @ k.transpose(-2, -1)) * (d // self.n_heads) ** -0.5
-        if not last_only:
-            scores = scores.masked_fill(torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1), float("-inf"))
-        z = torch.softmax(scores, dim=-1) @ v
-        t = z.shape[2]
-        return self.out_proj(z.transpose(1, 2).reshape(n, t, d))
+        z = _attention(q[:, :, -1:] if last_only else q, k, v, causal=not last_only)
+        return self.out_proj(z.transpose(1, 2).reshape(n, -1, d))
 
     def forward(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:  # [n, t, d] -> [n, t or 1, d]
         """``last_only``: compute the block's output at the last position only (exact: the keys and values
