@@ -33,6 +33,7 @@ import numpy as np
 from transferlab.core.errors import FitError
 from transferlab.fit.chinchilla import (
     DELTA,
+    MAX_LOG_PARAM,
     NAMES,
     ChinchillaFit,
     ChinchillaLaw,
@@ -79,9 +80,6 @@ def percentile_interval(
     if share > 1 - q[0] / 100:
         lo = math.inf
     return (lo, hi)
-
-
-MAX_LOG_PARAM = 700.0  # exp(709) is the largest float64
 
 
 @dataclass

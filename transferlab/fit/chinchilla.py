@@ -56,6 +56,7 @@ from transferlab.fit.lbfgs import (
 )
 
 DELTA = 1e-3
+MAX_LOG_PARAM = 700.0  # |log A|, |log B|, |log E| past this: exp() leaves float64 (exp(709) is its largest)
 PARAMS = ("a", "b", "e", "alpha", "beta")  # optimizer coordinates (log A, log B, log E, alpha, beta)
 NAMES = ("A", "B", "E", "alpha", "beta")  # the same parameters in natural units
 STATUS_NAMES = {
@@ -101,10 +102,27 @@ class ChinchillaLaw:
     @classmethod
     def from_theta(cls, theta: Sequence[float]) -> ChinchillaLaw:
         a, b, e, alpha, beta = (float(v) for v in theta)
+        if not representable(np.array([a, b, e, alpha, beta])):
+            raise FitError(
+                f"degenerate law: log A = {a:.4g}, log B = {b:.4g}, log E = {e:.4g}, alpha = {alpha:.4g}, "
+                f"beta = {beta:.4g} is not a finite law in float64",
+                fix="the data do not pin the law down: add runs over a wider range of N and D, or fix a "
+                    "parameter (e.g. E)",
+            )
         return cls(E=math.exp(e), A=math.exp(a), B=math.exp(b), alpha=alpha, beta=beta)
 
     def as_dict(self) -> dict[str, float]:
         return {"E": self.E, "A": self.A, "B": self.B, "alpha": self.alpha, "beta": self.beta}
+
+
+def representable(theta: np.ndarray) -> np.ndarray | bool:
+    """Rows (a, b, e, alpha, beta) that are finite laws: every entry finite and A, B, E below exp()'s
+    overflow. An optimizer can wander to log A = 800 with alpha = 60 and still have a finite objective (the
+    terms cancel in the log-sum-exp); such an endpoint is degenerate, not a law. (A very negative log, an E
+    that underflows to 0, is a law: the data never flatten.)"""
+    theta = np.asarray(theta, dtype=float)
+    ok = np.isfinite(theta).all(-1) & (theta[..., :3] < MAX_LOG_PARAM).all(-1)
+    return bool(ok) if ok.ndim == 0 else ok
 
 
 def epoch_grid() -> np.ndarray:
@@ -352,6 +370,23 @@ def fit_chinchilla(
     seconds = time.perf_counter() - t0
     f = res.f.copy()
     f[~np.isfinite(f)] = np.inf
+    wandered = np.isfinite(f) & ~representable(res.x)
+    notes = []
+    if wandered.any():
+        if f[wandered].min() < f[~wandered].min():
+            notes.append(
+                f"{int(wandered.sum())} of {len(x0)} starts wandered to a degenerate law (A, B or E past "
+                f"float64's range), the best of them with objective {f[wandered].min():.4g}; the fit is the "
+                "best representable start"
+            )
+        f[wandered] = np.inf
+    if not np.isfinite(f).any():
+        raise FitError(
+            f"degenerate fit: none of {len(x0)} starts ended at a finite law "
+            f"({int(wandered.sum())} wandered past float64's range)",
+            fix="the data do not pin the law down: add runs over a wider range of N and D, or fix a "
+                "parameter (e.g. E)",
+        )
     best = int(np.argmin(f))
     status = int(res.status[best])
     if not np.isfinite(f[best]) or status in (MAX_ITER, NONFINITE):
@@ -380,7 +415,7 @@ def fit_chinchilla(
         endpoints=res.x,
         endpoint_f=f,
     )
-    fit.warnings.extend(law_warnings(law))
+    fit.warnings.extend(notes + law_warnings(law))
     return fit
 
 

@@ -77,7 +77,18 @@ def minimize_batched(
     batch, so that per-problem data such as bootstrap weights can be looked up) and returns
     ``(f, g)`` of shapes (p,) and (p, d). ``free`` is an optional (d,) boolean mask: coordinates
     that are False stay at their starting value (their gradient is zeroed).
+
+    The fit handles its own numerics: an overflow or 0/0 along the way gives a non-finite value that the
+    line search rejects or the status records (``NONFINITE``), never a warning on the user's terminal.
     """
+    with np.errstate(all="ignore"):
+        return _minimize(fun, x0, m=m, max_iter=max_iter, ftol=ftol, gtol=gtol, max_ls=max_ls, c1=c1, free=free)
+
+
+def _minimize(
+    fun: Objective, x0: np.ndarray, *, m: int, max_iter: int, ftol: float, gtol: float, max_ls: int, c1: float,
+    free: np.ndarray | None,
+) -> BatchResult:
     x = np.array(x0, dtype=np.float64)
     P, dim = x.shape
     mask = None if free is None else np.asarray(free, dtype=np.float64).reshape(1, dim)

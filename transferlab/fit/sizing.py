@@ -157,6 +157,9 @@ class OvertrainPlan:
         return asdict(self)
 
 
+MAX_LOG = 700.0  # exp() of more leaves float64
+
+
 def overtrain(
     law: ChinchillaLaw,
     target_loss: float,
@@ -185,13 +188,17 @@ def overtrain(
     else:
         n_min = min_params_for_loss(law, target_loss)
 
-        def h(u: float) -> float:
-            N = math.exp(u)
-            R = target_loss - law.E - law.A * N ** (-law.alpha)
+        def h(u: float) -> float:  # in logs: A / N^alpha and D = (B / R)^(1/beta) can leave float range
+            log_aN = math.log(law.A) - law.alpha * u
+            if log_aN > MAX_LOG:
+                return -math.inf
+            aN = math.exp(log_aN)
+            R = target_loss - law.E - aN
             if R <= 0:
                 return -math.inf
-            D = (law.B / R) ** (1.0 / law.beta)
-            return 1.0 - law.alpha * law.A * N ** (-law.alpha) / (law.beta * R) + ratio * inference_tokens / D
+            neg_log_D = (math.log(R) - math.log(law.B)) / law.beta
+            inv_D = math.exp(neg_log_D) if neg_log_D < MAX_LOG else math.inf
+            return 1.0 - law.alpha * aN / (law.beta * R) + ratio * inference_tokens * inv_D
 
         hi = math.log(Nc)
         lo = math.log(n_min) + 1e-12

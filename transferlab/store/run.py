@@ -30,7 +30,7 @@ from transferlab.core.config import StudyConfig
 from transferlab.core.errors import StoreError
 from transferlab.store import lock
 from transferlab.store.atomic import write_json, write_text
-from transferlab.store.index import Index
+from transferlab.store.index import Index, IndexBusy
 
 WEIGHTS = "tensors.safetensors"
 STATE = "state.json"
@@ -156,11 +156,14 @@ class Store:
         moved = None
         try:
             old = {r["id"]: r for r in self.index.rows()}
+        except IndexBusy:
+            raise  # busy is not damaged: the index is fine, and moving it aside would lose sweep names
         except StoreError:
             moved = self.index.path.with_name(f"index.sqlite.broken-{int(time.time())}")
             os.replace(self.index.path, moved)
             for extra in ("-wal", "-shm"):
                 Path(str(self.index.path) + extra).unlink(missing_ok=True)
+            self.index.forget_setup()
         found, damaged = [], []
         for cfg in sorted(self.root.glob("*/*/config.yaml")):
             folder = cfg.parent
