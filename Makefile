@@ -5,6 +5,11 @@ PYTHON ?= python3
 VENV ?= .venv
 # A GPU user picks another build, e.g. TORCH_SPEC="torch==2.13.0 --index-url <your CUDA wheel index>"
 TORCH_SPEC ?= torch==2.13.0
+# The versions behind the zoo figures in docs/RESULTS.md: the built-in corpus is read from the installed
+# packages' sources, so other versions give another corpus and other numbers. `make CONSTRAINTS= test`
+# takes the newest releases instead.
+CONSTRAINTS ?= constraints-zoo.txt
+PIN := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 BIN := $(VENV)/bin
 
 .PHONY: demo test venv dev lint clean browser
@@ -14,12 +19,12 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -q -e .
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(CONSTRAINTS)
+	$(BIN)/python -m pip install -q $(PIN) -e .
 	touch $@
 
-$(VENV)/.installed-dev: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -q -e '.[dev]'
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml $(CONSTRAINTS)
+	$(BIN)/python -m pip install -q $(PIN) -e '.[dev]'
 	touch $@
 
 venv: $(VENV)/.installed
