@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import pkgutil
@@ -73,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         return _fail("out of memory — use a smaller config (see the memory cap in docs/ARCHITECTURE.md)", 2)
     except OSError as err:  # a path the user gave: missing, a folder, unwritable, full disk
         where = f"{err.filename}: " if getattr(err, "filename", None) else ""
+        if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            full = err.errno != errno.EROFS
+            return _fail(f"{where}{'the disk is full' if full else 'read-only file system'} — "
+                         + ("free some space and rerun: finished runs are kept and unfinished ones resume from "
+                            "their last intact checkpoint" if full else "pass a writable --store or output path"), 2)
         return _fail(f"{where}{err.strerror or err} — check the path exists, is the right kind (file or folder) "
                      "and that you may write there", 2)
     except Exception as err:  # click's exceptions (typer may vendor its own copy of click)

@@ -64,6 +64,15 @@ class IndexBusy(StoreError):
     """Other processes held the index for longer than the bounded wait."""
 
 
+def _free_bytes(folder: Path) -> int:
+    """Bytes free to this user where ``folder`` lives (SQLite reports a full disk in the WAL as an I/O error)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return 1 << 62
+    return st.f_bavail * st.f_frsize
+
+
 class _Missing(Exception):
     """The runs table is gone: the file was replaced after this process set it up."""
 
@@ -92,8 +101,8 @@ class Index:
         if any(s in low for s in _READONLY) or "unable to open" in low:
             return StoreError(f"cannot write the run index {self.path} ({msg})",
                               fix="make the store writable (the folder and index.sqlite) or pass another --store")
-        if any(s in low for s in _FULL):
-            return StoreError(f"the disk holding {self.path} is full ({msg})",
+        if any(s in low for s in _FULL) or ("disk i/o error" in low and _free_bytes(self.path.parent) < 1 << 20):
+            return StoreError(f"the disk is full: could not write the run index {self.path} ({msg})",
                               fix="free some space; the run folders are intact, and `transferlab runs repair` "
                                   "brings the index up to date afterwards")
         if "disk i/o error" in low:

@@ -13,6 +13,7 @@ releases it. A run this process opened and did not finish when an error ends it 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -64,6 +65,28 @@ def abandon_open_runs(reason: str, status: str = "failed") -> list[str]:
     return marked
 
 
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_error(err: BaseException, what: str, run: Run) -> StoreError | None:
+    """The one-line error for a write that the disk refused (full, over quota, read-only); None for others.
+    safetensors reports a full disk as a SafetensorError whose text carries the OS error."""
+    code = getattr(err, "errno", None)
+    text = str(err)
+    if code in _NO_SPACE or "No space left on device" in text or "os error 28" in text:
+        kept = run.checkpoint_steps()
+        return StoreError(
+            f"the disk is full: could not write {what}", where=f"run {run.id} ({run.path})",
+            fix="free some space and rerun the same command: it resumes from "
+                + (f"the last intact checkpoint (step {kept[-1]})" if kept else "the start (no checkpoint yet)")
+                + "; finished runs and their summaries are untouched",
+        )
+    if code == errno.EROFS or "Read-only file system" in text or "os error 30" in text:
+        return StoreError(f"the store is on a read-only file system: could not write {what}",
+                          where=str(run.path), fix="pass a writable --store")
+    return None
+
+
 def _sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -94,8 +117,16 @@ class Store:
                 if not parent.is_dir():
                     raise StoreError(f"store path {self.root} lies under {parent}, which is a file",
                                      fix="pass --store with a folder path")
+                if not self.root.exists() and not os.access(parent, os.W_OK | os.X_OK):
+                    ro = os.statvfs(parent).f_flag & os.ST_RDONLY
+                    raise StoreError(f"cannot create the store folder {self.root}: {parent} is "
+                                     + ("on a read-only file system" if ro else "not writable by you"),
+                                     fix="pass a writable --store")
                 break
         if self.root.is_dir() and not os.access(self.root, os.R_OK | os.W_OK | os.X_OK):
+            if os.statvfs(self.root).f_flag & os.ST_RDONLY:
+                raise StoreError(f"store folder {self.root} is on a read-only file system",
+                                 fix="pass a writable --store (or copy the store somewhere writable to read it)")
             raise StoreError(f"store folder {self.root} is not readable and writable by you",
                              fix="fix its permissions or pass another --store")
         self.index = Index(self.root)
@@ -265,17 +296,24 @@ class Run:
 
     # ---- metrics ------------------------------------------------------------
     def log(self, record: dict[str, Any]) -> None:
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(record, default=float) + "\n")
-            f.flush()
-        self.store.mirror("log", self, [record])
+        self.log_many([record])
 
     def log_many(self, records: list[dict[str, Any]]) -> None:
         if not records:
             return
-        with open(self.metrics_path, "a") as f:
-            f.write("".join(json.dumps(r, default=float) + "\n" for r in records))
-            f.flush()
+        text = "".join(json.dumps(r, default=float) + "\n" for r in records)
+        size = self.metrics_bytes()
+        try:
+            with open(self.metrics_path, "a") as f:
+                f.write(text)
+                f.flush()
+        except OSError as err:
+            if self.metrics_path.exists() and self.metrics_bytes() > size:
+                try:  # no half-written line stays behind: the file ends where the last whole record did
+                    os.truncate(self.metrics_path, size)
+                except OSError:
+                    pass
+            raise (disk_error(err, "metrics.jsonl", self) or err) from None
         self.store.mirror("log", self, records)
 
     def metrics_bytes(self) -> int:
@@ -341,7 +379,10 @@ class Run:
     def finish(self, summary: dict[str, Any], status: str = "done") -> None:
         self.acquire()  # only the owner writes the summary
         summary = {**summary, "status": status, "run_id": self.id, "finished": time.time()}
-        write_json(self.summary_path, summary)
+        try:
+            write_json(self.summary_path, summary)  # atomic: a refused write leaves the old file as it was
+        except OSError as err:
+            raise (disk_error(err, "summary.json", self) or err) from None
         self._set_index(status, summary)
         self.store.mirror("finish", self, summary, status)
         _OPEN.pop(str(self.path), None)
@@ -356,9 +397,20 @@ class Run:
         Two are kept so that the members of an ensemble, written one after another, always share
         a step that every one of them has, even when a kill lands between two members' writes.
         """
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         name = f"step-{step:09d}"
         tmp = self.ckpt_dir / f".{name}.tmp"
+        try:
+            self._write_checkpoint(step, name, tmp, tensors, state, keep)
+        except (OSError, SafetensorError) as err:
+            shutil.rmtree(tmp, ignore_errors=True)  # the partial step goes; the intact ones stay
+            store_err = disk_error(err, f"checkpoint step {step}", self)
+            if store_err is None:
+                raise
+            raise store_err from None
+
+    def _write_checkpoint(self, step: int, name: str, tmp: Path, tensors: dict[str, torch.Tensor],
+                          state: dict[str, Any], keep: int) -> None:
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         contiguous = {k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}
