@@ -54,11 +54,29 @@ def test_a_failing_trial_is_recorded_and_does_not_stop_the_others(tmp_path, monk
 
 
 def test_real_two_trial_sweep_on_local_ray(cli, tmp_path, monkeypatch):
+    """Two concurrent Tune trials write one store while another process lists it (issue 23): every command
+    exits 0, `runs ls` shows every run once with its final status, and `runs repair` rebuilds the same index."""
+    from tests.test_store_stress import _spawn
+
     monkeypatch.setenv("TRANSFERLAB_RAY_CPUS", "2")
+    stop = tmp_path / "stop-listing"
+    lister = _spawn("lister", str(tmp_path), str(stop))
     code, out, err = cli(["sweep", "grok", "--grid", "p=23,29", "--set", "width=16", "--set", "steps=30",
                           "--set", "eval_every=10", "--backend", "ray", "--store", str(tmp_path), "--json",
                           "--mirror", "tensorboard"])
+    stop.touch()
+    lister_out, lister_err = lister.communicate(timeout=120)
+    assert lister.returncode == 0, lister_err
     assert code == 0, err
+    code, listed, lerr = cli(["runs", "ls", "--all", "--json", "--store", str(tmp_path)])
+    assert code == 0, lerr
+    rows = json.loads(listed)
+    assert len({r["id"] for r in rows}) == len(rows) == 2 and {r["status"] for r in rows} == {"done"}
+    code, rep, rerr = cli(["runs", "repair", "--json", "--store", str(tmp_path)])
+    assert code == 0 and json.loads(rep)["runs"] == 2, rerr
+    code, again, lerr = cli(["runs", "ls", "--all", "--json", "--store", str(tmp_path)])
+    key = lambda rs: sorted((r["id"], r["status"], r["sweep"]) for r in rs)  # noqa: E731
+    assert code == 0 and key(json.loads(again)) == key(rows)
     res = json.loads(out)
     assert sorted(t["p"] for t in res["trials"]) == [23, 29]
     assert all(t["status"] == "done" for t in res["trials"])
