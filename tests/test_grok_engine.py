@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -65,21 +65,20 @@ def uninterrupted_run(tmp_path_factory):
     return run_id, (store / "grokking" / run_id / "metrics.jsonl").read_text()
 
 
-@pytest.mark.parametrize("kill_after_checkpoints", [2, 7])
-def test_kill9_then_resume_gives_identical_metrics(tmp_path, kill_after_checkpoints, uninterrupted_run):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+@pytest.mark.parametrize("kill_after_checkpoints, then_logs", [(2, 1), (7, 2)])
+def test_kill9_then_resume_gives_identical_metrics(tmp_path, kill_after_checkpoints, then_logs, uninterrupted_run):
+    from tests.paused_cli import wait_for
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     run_id, a = uninterrupted_run
-    proc = subprocess.Popen(_cli(tmp_path / "killed", *RESUME_SETS), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=env)
-    ckpt = tmp_path / "killed" / "grokking" / run_id / "checkpoints"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        steps = [p for p in ckpt.glob("step-*")] if ckpt.exists() else []
-        if steps and max(int(p.name.split("-")[1]) for p in steps) >= 25 * kill_after_checkpoints:
-            break
-        time.sleep(0.01)
-    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
-    time.sleep(0.003 * kill_after_checkpoints)  # land somewhere between checkpoints
+    marker = tmp_path / "paused"
+    # the child pauses after that many checkpoints and then a few metric records, so the kill lands between
+    # two checkpoints at the same step on every machine, loaded or not (it used to race a polling loop)
+    args = _cli(tmp_path / "killed", *RESUME_SETS)[3:]
+    proc = subprocess.Popen([sys.executable, "-m", "tests.paused_cli", str(marker), str(kill_after_checkpoints),
+                             str(then_logs), "--", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=env, cwd=Path(__file__).resolve().parent.parent)
+    wait_for(marker, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     partial = (tmp_path / "killed" / "grokking" / run_id / "metrics.jsonl").read_text()

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -38,6 +37,18 @@ def _grok_cmd(store: Path, steps: int) -> list[str]:
 # long enough that a kill after the first checkpoint lands mid-run on a quiet machine too (400 steps of this
 # config can finish between two polls)
 LONG = 6000
+
+
+def _paused_grok(store: Path, marker: Path, stderr: int) -> subprocess.Popen:
+    """The LONG grok command, paused after its first checkpoint and one more evaluation (tests.paused_cli):
+    a signal sent then lands mid-run on every machine instead of racing the run to its end."""
+    from tests.paused_cli import wait_for
+
+    proc = subprocess.Popen([sys.executable, "-m", "tests.paused_cli", str(marker), "1", "1", "--",
+                             *_grok_cmd(store, LONG)[3:]], env=_env(), stdout=subprocess.DEVNULL, stderr=stderr,
+                            text=True, cwd=REPO)
+    wait_for(marker, proc)
+    return proc
 
 
 def _steps(run) -> list[int]:
@@ -71,13 +82,7 @@ def test_two_identical_commands_at_once_leave_one_consistent_run(tmp_path):
 
 def test_kill_9_leaves_no_stale_lock_and_the_rerun_resumes(tmp_path):
     store = tmp_path / "runs"
-    proc = subprocess.Popen(_grok_cmd(store, LONG), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    ckpts: list[Path] = []
-    while time.time() < deadline and not ckpts:
-        ckpts = list(store.glob("grokking/*/checkpoints/step-*"))
-        time.sleep(0.02)
-    assert ckpts, "the run wrote no checkpoint in 120 s"
+    proc = _paused_grok(store, tmp_path / "paused", stderr=subprocess.DEVNULL)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     st = Store(store)
@@ -93,11 +98,7 @@ def test_kill_9_leaves_no_stale_lock_and_the_rerun_resumes(tmp_path):
 
 def test_sigterm_marks_the_run_interrupted_and_the_rerun_resumes(tmp_path):
     store = tmp_path / "runs"
-    proc = subprocess.Popen(_grok_cmd(store, LONG), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(store.glob("grokking/*/checkpoints/step-*")):
-        time.sleep(0.02)
+    proc = _paused_grok(store, tmp_path / "paused", stderr=subprocess.PIPE)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 130
     assert "error: interrupted" in proc.stderr.read()
