@@ -1,4 +1,4 @@
-"""The house's import contract (DESIGN.md): no study imports another study, and no module imports a private
+"""The house's import contract (docs/ARCHITECTURE.md): no study imports another study, and no module imports a private
 (``_name``) of another module. Read from the source with ``ast``, so it fails on the offending line."""
 
 from __future__ import annotations

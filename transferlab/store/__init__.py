@@ -1,4 +1,4 @@
-"""The store: run folders plus an index (see DESIGN.md, "The store")."""
+"""The store: run folders plus an index (docs/ARCHITECTURE.md, "The store on disk")."""
 
 from transferlab.store.index import Index
 from transferlab.store.run import Run, Store
