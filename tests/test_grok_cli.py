@@ -149,14 +149,15 @@ def test_explain_lists_every_key_with_a_description(cli):
 
     from transferlab.cli.common import explain_fields
     from transferlab.studies.correlate.zoo_config import ZooPairsConfig
-    from transferlab.studies.eft.demo import EFTDemoConfig
     from transferlab.studies.grokking import PRESETS, GrokConfig
-    from transferlab.studies.transfer.zoo_config import TransferRunConfig
+    from transferlab.studies.registry import get_study, study_names
     from transferlab.zoo.build import ZooConfig
 
-    for cls in (GrokConfig, ZooConfig, TransferRunConfig, EFTDemoConfig, ZooPairsConfig):
+    # every registered study's config (nested sub-configs as dotted keys), and the zoo build's
+    for cls in (*(get_study(n).config_cls for n in study_names()), ZooConfig):
         rows = explain_fields(cls)
         assert [r["key"] for r in rows if not r["description"]] == [], cls.__name__
+        assert all(len(r["description"].split()) >= 3 for r in rows), cls.__name__  # a description, not a word
     code, out, _ = cli(["grok", "--explain", "--json"])
     rows = {r["key"]: r for r in _json.loads(out)}
     assert code == 0 and set(rows) == set(GrokConfig.model_fields) - {"preset"}

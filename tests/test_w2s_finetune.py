@@ -64,7 +64,9 @@ def test_lora_trains_only_adapters_and_the_head(tmp_path):
     )
 
 
-def test_finetune_backend_runs_the_protocol(tmp_path, store):
+def raise_task(tmp_path):
+    """(weak, strong, data): a near-chance weak BERT, a 2-layer strong one, and 400 texts labelled 1 iff they
+    contain "raise"."""
     strong = tiny_bert(tmp_path / "strong", layers=2)
     # the weak model's vocabulary has no informative word: it is close to chance, so there is a gap
     from transformers import BertConfig, BertModel, BertTokenizerFast
@@ -96,6 +98,11 @@ def test_finetune_backend_runs_the_protocol(tmp_path, store):
         rows.append(json.dumps({"text": " ".join(words), "label": i % 2}))
     data = tmp_path / "raise.jsonl"
     data.write_text("\n".join(rows) + "\n")
+    return weak, strong, data
+
+
+def test_finetune_backend_runs_the_protocol(tmp_path, store):
+    weak, strong, data = raise_task(tmp_path)
     cfg = make_config(
         task=str(data),
         backend="finetune",
@@ -188,3 +195,43 @@ def test_the_weak_model_gets_its_own_settings():
     assert (cfg.ft_lr, cfg.ft_steps, cfg.lora) == (5e-4, 60, True)
     same = make_config(task="stdlib-kind", backend="finetune", weak_model="w", strong_model="s").for_weak()
     assert (same.ft_lr, same.ft_steps, same.lora) == (5e-4, 60, False)
+
+
+def test_the_finetune_baseline_reads_no_student_field(tmp_path):
+    from tests.test_w2s_study import baseline_reads
+    from transferlab.studies.w2s.run import STUDENT_FIELDS
+
+    weak, strong, data = raise_task(tmp_path)
+    cfg = make_config(task=str(data), backend="finetune", weak_model=str(weak), strong_model=str(strong),
+                      losses=["xent", "logconf"], seeds=1, n_weak_train=40, n_transfer=40, n_val=20, n_test=40,
+                      max_length=16, ft_steps=2, eval_every=1, weak_ft_steps=3, num_threads=1)
+    reads = baseline_reads(cfg)
+    assert {"weak_ft_steps", "weak_ft_lr", "weak_lora", "lora_target_modules", "ft_steps"} <= reads
+    assert reads & STUDENT_FIELDS == set()
+
+
+def test_the_weak_models_own_settings_train_a_new_weak_model(tmp_path, store, monkeypatch):
+    """weak_ft_steps and weak_ft_lr change the weak model, so they key the cached floor and ceiling."""
+    weak, strong, data = raise_task(tmp_path)
+    base = {"task": str(data), "backend": "finetune", "weak_model": str(weak), "strong_model": str(strong),
+            "seeds": 1, "n_weak_train": 100, "n_transfer": 120, "n_val": 40, "n_test": 100, "max_length": 16,
+            "ft_steps": 40, "ft_lr": 1e-2, "eval_every": 10, "num_threads": 1}  # the protocol test's: a gap
+    from transferlab.studies.w2s import finetune
+
+    weak_steps = []
+    real = finetune.finetune_one
+
+    def counting(path, *args, **kw):
+        if path == str(weak):
+            weak_steps.append(args[8].ft_steps)  # the config the weak model trains under
+        return real(path, *args, **kw)
+
+    monkeypatch.setattr(finetune, "finetune_one", counting)
+    first = run(make_config(**base), store, write_report=False)
+    steps = run(make_config(**base, weak_ft_steps=3), store, write_report=False)
+    lr = run(make_config(**base, weak_ft_steps=3, weak_ft_lr=1e-3), store, write_report=False)
+    again = run(make_config(**base, weak_ft_steps=3, weak_ft_lr=1e-3, losses=["logconf"]), store,
+                write_report=False)
+    assert [s["timing_s"]["baseline_reused"] for s in (first, steps, lr, again)] == [False, False, False, True]
+    assert weak_steps == [40, 3, 3]  # one weak model per new setting; the last run reuses the floor
+    assert len(store.index.rows(study="w2s-baseline")) == 3

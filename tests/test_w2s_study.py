@@ -151,6 +151,52 @@ def test_floor_and_ceiling_are_cached_and_reused_across_losses(store):
     assert all(0.0 <= ln["gold_acc"] <= 1.0 for ln in lines)
 
 
+def baseline_reads(cfg, store=None) -> set[str]:
+    """The W2SConfig fields the floor and ceiling are computed from: the data, the splits and both trainers'
+    ``prepare`` + ``baseline``, run on a config that records every field read."""
+    from transferlab.studies.w2s.config import W2SConfig
+    from transferlab.studies.w2s.run import make_trainer
+    from transferlab.studies.w2s.tasks import build_data
+
+    seen: set[str] = set()
+
+    class Recording(W2SConfig):
+        def __getattribute__(self, name):
+            if name in W2SConfig.model_fields:
+                seen.add(name)
+            return super().__getattribute__(name)
+
+    cfg, trainer = make_trainer(cfg, store)  # its checks may read anything: not recorded
+    rec = Recording(**cfg.model_dump())
+    trainer.cfg = rec
+    seen.clear()
+    data = build_data(rec)
+    trainer.prepare()
+    sizes = split_sizes(rec, data.n, data.n_classes)
+    trainer.baseline([make_splits(data.n, sizes, rec.seed + s) for s in range(rec.seeds)])
+    return seen
+
+
+def test_the_heads_baseline_reads_no_student_field():
+    from transferlab.studies.w2s.run import STUDENT_FIELDS
+
+    cfg = make_config(task="synthetic-noisy", losses=["xent", "logconf"], label_methods=["knn-refine"], seeds=1,
+                      n_examples=300, steps=20)
+    reads = baseline_reads(cfg)
+    assert {"task", "seed", "steps", "lr"} <= reads  # the recording sees what the baseline reads
+    assert reads & STUDENT_FIELDS == set()
+
+
+def test_a_new_heads_setting_trains_a_new_baseline(store):
+    base = {"task": "synthetic-subset", "seeds": 1, "n_examples": 300, "steps": 30}
+    s1 = run(make_config(**base), store, write_report=False)
+    s2 = run(make_config(**base, losses=["logconf"], knn_k=3, min_gap=0.0), store, write_report=False)
+    s3 = run(make_config(**base, weight_decay=1e-2), store, write_report=False)
+    assert s1["timing_s"]["baseline_reused"] is False and s2["timing_s"]["baseline_reused"] is True
+    assert s3["timing_s"]["baseline_reused"] is False
+    assert len(store.index.rows(study="w2s-baseline")) == 2
+
+
 def test_weak_model_as_good_as_the_ceiling_is_refused(store):
     with pytest.raises(MetricError, match="PGR .* is undefined"):
         # the weak model sees the clean features and has 35x the gold data of the ceiling: it is better
@@ -208,3 +254,28 @@ def test_user_jsonl_with_features_runs_end_to_end(tmp_path, store):
 
 def test_errors_are_transferlab_errors():
     assert issubclass(MetricError, TransferlabError)
+
+
+def test_a_task_file_keys_its_runs_by_content(tmp_path, store):
+    """Other data saved at the same path is another run with its own floor and ceiling; the same bytes again
+    (re-saved, so with a new mtime) are the first run."""
+
+    def save(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        x = rng.normal(size=(600, 5))
+        y = (x[:, 0] - x[:, 1] > 0).astype(int)
+        f.write_text("".join(json.dumps({"features": r.tolist(), "label": int(lab)}) + "\n" for r, lab in zip(x, y)))
+
+    f = tmp_path / "mine.jsonl"
+    cfg = make_config(task=str(f), seeds=1, weak_noise=4.0, steps=80)
+    save(0)
+    first = run(cfg, store, write_report=False)
+    save(1)
+    other = run(cfg, store, write_report=False)
+    save(0)
+    again = run(cfg, store, write_report=False)
+    assert other["reused"] is False and other["run_id"] != first["run_id"]
+    assert other["timing_s"]["baseline_reused"] is False
+    assert other["weak"]["acc_per_seed"] != first["weak"]["acc_per_seed"]
+    assert again["reused"] is True and again["run_dir"] == first["run_dir"]
+    assert len(store.index.rows(study="w2s-baseline")) == 2

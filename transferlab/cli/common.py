@@ -75,6 +75,19 @@ ListPresetsOpt = typer.Option(False, "--list-presets", help="List the presets an
 PrintConfigOpt = typer.Option(False, "--print-config", help="Print the resolved config and exit.")
 
 
+def preset_help(study: Any) -> str:
+    """The presets of a study (or a PresetRegistry), from its registry, the default marked."""
+    presets = getattr(study, "presets", study)
+    default = getattr(study, "default_preset", None)
+    names = [f"{n} (default)" if n == default and n != "default" else n for n in presets.names()]
+    return f"{' | '.join(names)} (see --list-presets)."
+
+
+def preset_option(study: Any) -> Any:
+    """``--preset``, its help listing the study's presets from its PresetRegistry."""
+    return typer.Option(None, "--preset", help="Named preset: " + preset_help(study))
+
+
 def config_or_listing(
     cls: Any,
     presets: Any = None,
@@ -82,18 +95,18 @@ def config_or_listing(
     preset: Optional[str],
     config: Optional[Path],
     overrides: Optional[list[str]],
-    default_preset: str,
     list_presets: bool,
     print_config: bool,
     json_out: bool,
     explain: bool = False,
     extra: dict[str, Any] | None = None,
+    default_preset: Optional[str] = None,
 ) -> Any:
     """The shared front of a study command: answer --list-presets / --print-config / --explain, else return
-    the resolved config (``default_preset`` when the user gave no preset, file or override). Returns None when
-    the command has already answered. ``cls`` is a study (``transferlab.studies.base.Study``: its config class,
-    presets and ``make_config``) or a config class with ``presets``; ``extra`` are values from the command's own
-    flags, applied last."""
+    the resolved config (the default preset when the user named none; --set and files apply on top of it). Returns
+    None when the command has already answered. ``cls`` is a study (``transferlab.studies.base.Study``: its config
+    class, presets, default preset and ``make_config``) or a config class with ``presets`` and ``default_preset``;
+    ``extra`` are values from the command's own flags, applied last."""
     from transferlab.core.config import resolve
 
     study = None
@@ -118,10 +131,10 @@ def config_or_listing(
             for n, d in docs.items():
                 typer.echo(f"{n:24s} {d}")
         return None
-    name = preset if preset is not None else default_preset  # --set and files apply on top of it
     if study is not None:
-        cfg = study.make_config(name, overrides, config_file=config, values=extra)
+        cfg = study.make_config(preset, overrides, config_file=config, values=extra)
     else:
+        name = preset if preset is not None else default_preset
         cfg = resolve(cls, presets=presets, preset=name, config_file=config, overrides=overrides, extra=extra)
     if print_config:
         typer.echo(cfg.to_yaml())

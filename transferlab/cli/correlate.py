@@ -18,6 +18,7 @@ from transferlab.cli.common import (
     check_paths,
     config_or_listing,
     emit_json,
+    preset_option,
     say,
     show,
     store_path,
@@ -27,7 +28,11 @@ from transferlab.core.errors import ConfigError
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("correlate")
+    from transferlab.studies.registry import get_study
+
+    study = get_study("correlate")
+
+    @app.command(study.command)
     def correlate(
         path: Path | None = typer.Argument(None, help="Tidy CSV or folder <root>/<stage>/<model>/results_*.json."),
         pre: str | None = typer.Option(None, "--pre", help="Stage before fine-tuning (default: pretrain)."),
@@ -38,7 +43,7 @@ def register(app: typer.Typer) -> None:
         categories: Path | None = typer.Option(None, "--categories",
                                                   help="YAML file mapping benchmark: category."),
         n_boot: int | None = typer.Option(None, "--n-boot", help="Bootstrap resamples (default 2000)."),
-        preset: str | None = typer.Option(None, "--preset", help="quick | paper (see --list-presets)."),
+        preset: str | None = preset_option(study),
         config: Path | None = typer.Option(None, "--config", help="YAML config file."),
         out: Path | None = typer.Option(None, "--report", "--out", help="Report path (default: in the run folder)."),
         sets: list[str] | None = SetOpt,
@@ -66,9 +71,7 @@ def register(app: typer.Typer) -> None:
         """
         begin(json_out)
         from transferlab.store import Store
-        from transferlab.studies.registry import get_study
 
-        study = get_study("correlate")
         if path is None and not (list_presets or explain):
             raise ConfigError("no evaluation files given", where="PATH",
                               fix="transferlab correlate PATH (a tidy CSV or a folder of lm-eval-harness output)")
@@ -84,9 +87,8 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError("every value must be a category name", where=str(categories),
                                   fix="write one 'benchmark: category' per line")
             extra["categories"] = {str(k): v for k, v in cats.items()}
-        cfg = config_or_listing(study, preset=preset, config=config, overrides=sets, default_preset=None,
-                                list_presets=list_presets, print_config=print_config, explain=explain,
-                                json_out=json_out, extra=extra)
+        cfg = config_or_listing(study, preset=preset, config=config, overrides=sets, list_presets=list_presets,
+                                print_config=print_config, explain=explain, json_out=json_out, extra=extra)
         if cfg is None:
             return
         check_paths(store, out, "--report")

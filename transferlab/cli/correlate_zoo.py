@@ -20,6 +20,7 @@ from transferlab.cli.common import (
     begin,
     config_or_listing,
     emit_json,
+    preset_option,
     show,
     store_path,
 )
@@ -53,9 +54,13 @@ def cross_stage_table(c: dict) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("correlate-zoo")
+    from transferlab.studies.registry import get_study
+
+    study = get_study("correlate-zoo")
+
+    @app.command(study.command)
     def correlate_zoo(
-        preset: str | None = typer.Option(None, "--preset", help="default | mini | micro (see --list-presets)."),
+        preset: str | None = preset_option(study),
         config: Path | None = typer.Option(None, "--config", help="YAML config file."),
         zoo: Path | None = typer.Option(None, "--zoo", help="Zoo folder (default: <store>/zoo)."),
         sets: list[str] | None = SetOpt,
@@ -69,12 +74,9 @@ def register(app: typer.Typer) -> None:
         and ask whether the rankings survive fine-tuning (the `correlate` analysis on the result)."""
         begin(json_out)
         from transferlab.store import Store
-        from transferlab.studies.registry import get_study
 
-        study = get_study("correlate-zoo")
-        cfg = config_or_listing(study, preset=preset, config=config, overrides=sets,
-                                default_preset="default", list_presets=list_presets, print_config=print_config,
-                                explain=explain, json_out=json_out)
+        cfg = config_or_listing(study, preset=preset, config=config, overrides=sets, list_presets=list_presets,
+                                print_config=print_config, explain=explain, json_out=json_out)
         if cfg is None:
             return
         result = study.run(cfg, Store(store_path(store)), zoo_root=zoo).to_json()

@@ -17,6 +17,7 @@ from transferlab.cli.common import (
     begin,
     config_or_listing,
     emit_json,
+    preset_option,
     show,
     store_path,
 )
@@ -310,34 +311,38 @@ def score(
         typer.echo(f"report: {out['report']}")
 
 
-def demo(
-    preset: str | None = typer.Option(None, "--preset", help="default | micro (see --list-presets)."),
-    config: Path | None = typer.Option(None, "--config", help="YAML file of config keys."),
-    set_: list[str] | None = SetOpt,
-    zoo: Path | None = typer.Option(None, "--zoo", help="Zoo folder (default: <store>/zoo)."),
-    store: Path | None = StoreOpt,
-    json_out: bool = JsonOpt,
-    print_config: bool = PrintConfigOpt,
-    list_presets: bool = ListPresetsOpt,
-    explain: bool = ExplainOpt,
-) -> None:
-    """The zoo demo: small-ft, large-ft, up- and down-scaled EFT on target and source held-out loss."""
-    from transferlab.studies.registry import get_study
+def demo_command(study: Any) -> Any:
+    """`transferlab eft demo`, the EFT demo study's command (its presets from the study's registry)."""
 
-    study = get_study("eft-demo")
-    begin(json_out)
-    cfg = config_or_listing(study, preset=preset, config=config, overrides=set_,
-                            default_preset="default", list_presets=list_presets, print_config=print_config,
-                                explain=explain,
-                            json_out=json_out)
-    if cfg is None:
-        return
-    from transferlab.store import Store
+    def demo(
+        preset: str | None = preset_option(study),
+        config: Path | None = typer.Option(None, "--config", help="YAML file of config keys."),
+        set_: list[str] | None = SetOpt,
+        zoo: Path | None = typer.Option(None, "--zoo", help="Zoo folder (default: <store>/zoo)."),
+        store: Path | None = StoreOpt,
+        json_out: bool = JsonOpt,
+        print_config: bool = PrintConfigOpt,
+        list_presets: bool = ListPresetsOpt,
+        explain: bool = ExplainOpt,
+    ) -> None:
+        """The zoo demo: small-ft, large-ft, up- and down-scaled EFT on target and source held-out loss."""
+        begin(json_out)
+        cfg = config_or_listing(study, preset=preset, config=config, overrides=set_, list_presets=list_presets,
+                                print_config=print_config, explain=explain, json_out=json_out)
+        if cfg is None:
+            return
+        from transferlab.store import Store
 
-    summary = study.run(cfg, Store(store_path(store)), zoo_root=zoo).to_json()
-    if json_out:
-        emit_json(summary)
-        return
+        summary = study.run(cfg, Store(store_path(store)), zoo_root=zoo).to_json()
+        if json_out:
+            emit_json(summary)
+            return
+        print_demo(summary)
+
+    return demo
+
+
+def print_demo(summary: dict[str, Any]) -> None:
     width = max(len(r["label"]) for r in summary["table"])
     show(f"{'model':{width}s}  target ({summary['target_corpus']})  source ({summary['source_corpus']})")
     for r in summary["table"]:
@@ -364,5 +369,8 @@ def register(app: typer.Typer) -> None:
     )
     sub.command("generate")(generate)
     sub.command("score")(score)
-    sub.command("demo")(demo)
+    from transferlab.studies.registry import get_study
+
+    study = get_study("eft-demo")
+    sub.command(study.cli_words()[-1])(demo_command(study))
     app.add_typer(sub, name="eft")

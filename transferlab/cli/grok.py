@@ -18,15 +18,20 @@ from transferlab.cli.common import (
     begin,
     config_or_listing,
     emit_json,
+    preset_option,
     store_path,
 )
 from transferlab.store import Store
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("grok")
+    from transferlab.studies.registry import get_study
+
+    study = get_study("grok")
+
+    @app.command(study.command)
     def grok(
-        preset: Optional[str] = typer.Option(None, "--preset", help="Named preset (see --list-presets)."),
+        preset: Optional[str] = preset_option(study),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML file of config keys."),
         set_: Optional[List[str]] = SetOpt,
         seeds: int = typer.Option(1, "--seeds", help="Train K members (seeds seed..seed+K-1) as one ensemble."),
@@ -38,14 +43,9 @@ def register(app: typer.Typer) -> None:
         explain: bool = ExplainOpt,
     ) -> None:
         """Train a grokking setup: memorization first, generalization much later."""
-        from transferlab.studies.registry import get_study
-
-        study = get_study("grok")
         begin(json_out)
-        cfg = config_or_listing(study.config_cls, study.presets, preset=preset, config=config, overrides=set_,
-                                default_preset="default", list_presets=list_presets, print_config=print_config,
-                                explain=explain,
-                                json_out=json_out)
+        cfg = config_or_listing(study, preset=preset, config=config, overrides=set_, list_presets=list_presets,
+                                print_config=print_config, explain=explain, json_out=json_out)
         if cfg is None:
             return
         result = study.run(cfg, Store(store_path(store), mirrors=mirror or ()), seeds=seeds)

@@ -1,4 +1,4 @@
-"""`transferlab runs ls | show ID | report ID`: what is in the store."""
+"""`transferlab runs ls | show ID | report ID | mirror | repair`: what is in the store."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from transferlab.cli.common import JsonOpt, StoreOpt, begin, emit_json, store_path
+from transferlab.core.errors import TransferlabError
 from transferlab.store import Store
 
 runs_app = typer.Typer(help="List, inspect and report runs in the store.", no_args_is_help=True,
@@ -20,19 +21,28 @@ def register(app: typer.Typer) -> None:
     app.add_typer(runs_app, name="runs")
 
 
-# the CLI's command names -> the study names runs are stored under
-STUDY_ALIASES = {"grok": "grokking", "correlate-zoo": "correlate_zoo", "eft-demo": "eft_demo", "eft": "eft_demo"}
 # runs that studies make for their own use (zoo models, cached features, baselines): hidden unless --all
 CHILD_STUDIES = {"lm", "w2s-features", "w2s-baseline"}
 
 
 def stored_study(name: str | None) -> str | None:
-    return None if name is None else STUDY_ALIASES.get(name, name)
+    """The folder a study's runs are stored under, from any of its names (the registry: ``grok`` -> the
+    ``name`` of its Study class); a name no study has (``lm``, ``w2s-baseline``, ...) is taken as stored."""
+    from transferlab.core.errors import ConfigError
+    from transferlab.studies.registry import stored_name
+
+    if name is None:
+        return None
+    try:
+        return stored_name(name)
+    except ConfigError:
+        return name
 
 
 @runs_app.command("ls")
 def ls(
-    study: Optional[str] = typer.Option(None, "--study", help="Only runs of this study (grok, w2s, transfer, ...)."),
+    study: Optional[str] = typer.Option(None, "--study", help="Only runs of this study (its command or stored "
+                                        "name: grok or grokking, w2s, ...)."),
     sweep: Optional[str] = typer.Option(None, "--sweep", help="Only runs of this sweep."),
     all_runs: bool = typer.Option(False, "--all", help="Also the runs studies make for themselves (zoo models, "
                                   "cached features, baselines)."),
@@ -83,28 +93,18 @@ def show(run_id: str, store: Optional[Path] = StoreOpt, json_out: bool = JsonOpt
 @runs_app.command("report")
 def report(run_id: str, store: Optional[Path] = StoreOpt, json_out: bool = JsonOpt) -> None:
     """(Re)write the run's HTML report and print its path."""
+    from transferlab.core.errors import StoreError
+    from transferlab.studies.registry import get_study
+
     begin(json_out)
     st = Store(store_path(store))
     run = st.find(run_id)
-    if run.study != "grokking":
-        from transferlab.core.errors import StoreError
-
-        raise StoreError(f"run {run.id} belongs to study '{run.study}', which writes its report when it runs",
-                         fix=f"open {run.path}")
-    from transferlab.core.config import build
-    from transferlab.core.errors import StoreError
-    from transferlab.studies.grokking.config import GrokConfig
-    from transferlab.studies.grokking.report import write_group_report
-    from transferlab.studies.grokking.run import MemberResult
-
     try:
-        cfg = build(GrokConfig, run.config())
-    except StoreError:
-        raise
-    except Exception as err:  # a config.yaml that parses but is not a valid config any more
-        raise StoreError(f"{run.path / 'config.yaml'} is not a valid grokking config ({err})",
-                         fix=f"delete {run.path} to rerun it") from None
-    path = write_group_report(cfg, [MemberResult(run.id, cfg.to_dict(), run.summary() or {}, run.metrics())], st)
+        study = get_study(run.study)
+    except TransferlabError:
+        raise StoreError(f"run {run.id} is a '{run.study}' run, which a study makes for its own use and which has "
+                         "no report of its own", fix=f"open {run.path}") from None
+    path = study.write_run_report(run, st)
     if json_out:
         emit_json({"report": str(path)})
     else:
@@ -124,8 +124,8 @@ def mirror(
 
     begin(json_out)
     st = Store(store_path(store))
-    runs = [st.find(r) for r in run_ids] if run_ids else [st.find(r["id"]) for r in st.index.rows(study=study)]
     study = stored_study(study)
+    runs = [st.find(r) for r in run_ids] if run_ids else [st.find(r["id"]) for r in st.index.rows(study=study)]
     runs = [r for r in runs if study is None or r.study == study]
     mirrors = make_mirrors(to, st.root, "--to")  # bad ids, names or missing packages fail before any write
     for run in runs:

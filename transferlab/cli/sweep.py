@@ -25,6 +25,17 @@ def register(app: typer.Typer) -> None:
 
 
 def _command(command: str) -> Any:
+    from transferlab.cli.common import preset_help
+    from transferlab.studies.registry import get_study, study_names
+
+    study = get_study(command)
+    plans = ", ".join(study.sweep_plans)
+    with_metric = [c for c in study_names() if get_study(c).intermediate_metric]
+    plan_help = (f"A named sweep instead of --grid: {plans}." if plans
+                 else "A named sweep instead of --grid (this study has none).")
+    scheduler_help = ("asha: Ray Tune stops unpromising trials early (studies with intermediate results: "
+                      f"{', '.join(with_metric) or 'none'}).")
+
     def sweep(
         grid: Optional[List[str]] = typer.Option(None, "--grid", help="key=v1,v2,... (repeatable; dotted keys "
                                                  "for sub-configs, e.g. pretrain.lr=1e-3,3e-3)."),
@@ -32,16 +43,15 @@ def _command(command: str) -> Any:
                                                    "uniform:LO:HI, int:LO:HI or choice:a,b (repeatable)."),
         trials: int = typer.Option(8, "--trials", help="Random samples drawn (with --sample)."),
         sample_seed: int = typer.Option(0, "--sample-seed", help="Seed of the random draws."),
-        plan: Optional[str] = typer.Option(None, "--plan", help="A named sweep instead of --grid (grok: "
-                                           "delay-law)."),
-        preset: Optional[str] = typer.Option(None, "--preset", help="The preset every trial starts from."),
+        plan: Optional[str] = typer.Option(None, "--plan", help=plan_help),
+        preset: Optional[str] = typer.Option(None, "--preset", help="The preset every trial starts from: "
+                                             + preset_help(study)),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML file of config keys."),
         set_: Optional[List[str]] = SetOpt,
         seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per point (default 1, or the plan's)."),
         backend: str = typer.Option("local", "--backend", help="local or ray (Ray Tune)."),
         address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: local Ray)."),
-        scheduler: Optional[str] = typer.Option(None, "--scheduler", help="asha: Ray Tune stops unpromising "
-                                                "trials early (studies with intermediate results: grok)."),
+        scheduler: Optional[str] = typer.Option(None, "--scheduler", help=scheduler_help),
         name: Optional[str] = typer.Option(None, "--name", help="Sweep name (default: a hash of base and grid)."),
         store: Optional[Path] = StoreOpt,
         mirror: Optional[List[str]] = MirrorOpt,
@@ -69,7 +79,7 @@ def _sweep(command: str, grid: list[str] | None, sample: list[str] | None, trial
     study = get_study(command)
     plan_overrides: list[str] = []
     if plan is not None:
-        plans = _plans(command)
+        plans = dict(study.sweep_plans)
         if plan not in plans:
             raise ConfigError(f"unknown sweep plan '{plan}'", where="--plan",
                               fix=f"choose from {', '.join(plans)}" if plans else f"the {command} study has no plans")
@@ -82,7 +92,7 @@ def _sweep(command: str, grid: list[str] | None, sample: list[str] | None, trial
         plan_overrides = [f"{k}={v}" for k, v in sp.overrides.items()]
         seeds = sp.seeds if seeds is None else seeds
     if not grid and not sample:
-        plans = _plans(command)
+        plans = dict(study.sweep_plans)
         raise ConfigError("nothing to sweep", where="--grid",
                           fix="give --grid key=v1,v2 or --sample key=loguniform:LO:HI (repeatable)"
                               + (f", or --plan ({', '.join(plans)})" if plans else ""))
@@ -106,12 +116,7 @@ def _sweep(command: str, grid: list[str] | None, sample: list[str] | None, trial
     st = Store(store_path(store), mirrors=mirror or ())
     result = run_sweep(base, grid_values, st, study=study, seeds=seeds, backend=backend, address=address, name=name,
                        samples=samples, scheduler=scheduler)
-    if command == "grok":
-        _grok_page(result, st)
-    else:
-        from transferlab.sweep.report import write_generic_sweep_report
-
-        result["report"] = str(write_generic_sweep_report(result, st, swept, study.name))
+    study.sweep_report(result, st, swept)
     if json_out:
         emit_json(result)
     else:
@@ -132,24 +137,3 @@ def _sweep(command: str, grid: list[str] | None, sample: list[str] | None, trial
                               + (f"; and {len(bad) - 5} more" if len(bad) > 5 else ""),
                               where=f"sweep {result['sweep']}",
                               fix="fix the cause and run the same command again: finished trials are reused")
-
-
-def _plans(command: str) -> dict[str, Any]:
-    if command == "grok":
-        from transferlab.studies.grokking import SWEEP_PLANS
-
-        return dict(SWEEP_PLANS)
-    return {}
-
-
-def _grok_page(result: dict[str, Any], st: Store) -> None:
-    """Grokking's sweep page: every trial's curves and the delay law fitted across the trials."""
-    from transferlab.studies.grokking.report import write_sweep_report
-
-    path, law = write_sweep_report(result, st)
-    result["report"] = str(path)
-    result["delay_law"] = {k: getattr(law, k) for k in (
-        "constant", "constant_ci", "r2", "mape_loo", "mape_heldout", "heldout_rule", "n_used", "n_censored",
-        "excluded", "theory_constant", "why_not", "forms")}
-    result["delay_law"]["points"] = [{k: p[k] for k in ("run_id", "x", "delay", "censored", "predicted")
-                                      if k in p} for p in law.points]

@@ -16,6 +16,7 @@ from transferlab.cli.common import (
     begin,
     config_or_listing,
     emit_json,
+    preset_option,
     say,
     store_path,
 )
@@ -26,11 +27,13 @@ def _ci(ci: list[float] | None) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("transfer")
+    from transferlab.studies.registry import get_study
+
+    study = get_study("transfer")
+
+    @app.command(study.command)
     def transfer(
-        preset: str | None = typer.Option(
-            None, "--preset", help="quick | full | micro (see --list-presets)."
-        ),
+        preset: str | None = preset_option(study),
         config: Path | None = typer.Option(None, "--config", help="YAML file of config keys."),
         set_: list[str] | None = SetOpt,
         zoo: Path | None = typer.Option(None, "--zoo", help="Zoo folder (default: <store>/zoo)."),
@@ -41,14 +44,9 @@ def register(app: typer.Typer) -> None:
         explain: bool = ExplainOpt,
     ) -> None:
         """Pretrain on prose, then train from scratch and fine-tune on code over grids of D; fit D_T."""
-        from transferlab.studies.registry import get_study
-
-        study = get_study("transfer")
         begin(json_out)
-        cfg = config_or_listing(study, preset=preset, config=config, overrides=set_,
-                                default_preset="quick", list_presets=list_presets, print_config=print_config,
-                                explain=explain,
-                                json_out=json_out)
+        cfg = config_or_listing(study, preset=preset, config=config, overrides=set_, list_presets=list_presets,
+                                print_config=print_config, explain=explain, json_out=json_out)
         if cfg is None:
             return
         from transferlab.store import Store

@@ -17,13 +17,19 @@ from transferlab.cli.common import (
     begin,
     config_or_listing,
     emit_json,
+    preset_option,
     show,
     store_path,
 )
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("w2s")
+    from transferlab.studies.registry import get_study
+    from transferlab.studies.w2s.losses import LABEL_METHODS, LOSSES
+
+    study = get_study("w2s")
+
+    @app.command(study.command)
     def w2s(
         task: str | None = typer.Option(
             None,
@@ -36,14 +42,14 @@ def register(app: typer.Typer) -> None:
         losses: str | None = typer.Option(
             None,
             "--losses",
-            help="Comma-separated: xent,confidence,logconf,product,product-ramped,window,adaptconf (label methods "
-            "knn-refine, bootstrap: --set label_methods=knn-refine,bootstrap).",
+            help=f"Comma-separated: {','.join(LOSSES)} (label methods {', '.join(LABEL_METHODS)}: "
+            f"--set label_methods={','.join(LABEL_METHODS)}).",
         ),
         seeds: int | None = typer.Option(
             None, "--seeds", help="Number of seeds (splits, weak and student inits)."
         ),
         list_tasks: bool = typer.Option(False, "--list-tasks", help="List the tasks and exit."),
-        preset: str | None = typer.Option(None, "--preset", help="quick | paper | refine (see --list-presets)."),
+        preset: str | None = preset_option(study),
         config: Path | None = typer.Option(None, "--config", help="YAML config file."),
         overrides: list[str] | None = SetOpt,
         store: Path | None = StoreOpt,
@@ -77,13 +83,10 @@ def register(app: typer.Typer) -> None:
                            "anthropic_hh shapes or named columns)")
             return
         from transferlab.store import Store
-        from transferlab.studies.registry import get_study
 
-        study = get_study("w2s")
         extra = {k: v for k, v in {"task": task, "losses": losses, "seeds": seeds}.items() if v is not None}
-        cfg = config_or_listing(study, preset=preset, config=config, overrides=overrides, default_preset=None,
-                                list_presets=list_presets, print_config=print_config, explain=explain,
-                                json_out=json_out, extra=extra)
+        cfg = config_or_listing(study, preset=preset, config=config, overrides=overrides, list_presets=list_presets,
+                                print_config=print_config, explain=explain, json_out=json_out, extra=extra)
         if cfg is None:
             return
         result = study.run(cfg, Store(store_path(store)))

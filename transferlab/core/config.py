@@ -40,12 +40,27 @@ class StudyConfig(BaseModel):
     # already in a store keep their ids (and are reused) when a new field appears.
     HASH_WHEN_CHANGED: ClassVar[frozenset[str]] = frozenset()
 
+    def input_files(self) -> list[str]:
+        """The files and folders a run of this config reads (a user's data, a local model): their content enters
+        the config hash, so the same path holding other content is another run. Default: none."""
+        return []
+
+    def inputs(self) -> dict[str, str]:
+        """``input_files`` with their content fingerprints (``core.fingerprint``)."""
+        from transferlab.core.fingerprint import fingerprint
+
+        return {p: fingerprint(p) for p in self.input_files()}
+
     def config_hash(self) -> str:
         """Same config => same hash => same run (fields that only affect speed or place are left out, also
-        inside nested sub-configs; fields in HASH_WHEN_CHANGED count only when they differ from their default)."""
+        inside nested sub-configs; fields in HASH_WHEN_CHANGED count only when they differ from their default;
+        the content of every input file counts, see ``input_files``)."""
         fields = type(self).model_fields
         ident = {k: v for k, v in _identity(self.to_dict()).items()
                  if not (k in self.HASH_WHEN_CHANGED and getattr(self, k) == fields[k].default)}
+        inputs = self.inputs()
+        if inputs:  # a key no field can have; configs without input files keep their earlier hashes
+            ident["input files@content"] = inputs
         blob = json.dumps({"study": type(self).__name__, **ident}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 from transferlab.core.config import PresetRegistry, StudyConfig, resolve
 from transferlab.store import Store
+from transferlab.store.run import Run
 
 Reporter = Callable[[dict[str, Any]], None]  # a trial's intermediate result, e.g. {"step": 200, "val_acc": .6}
 
@@ -60,12 +61,16 @@ class Study:
     """Base class of every study. Subclasses set the class attributes and implement ``run``."""
 
     command: ClassVar[str]  # the CLI name: transferlab <command> / transferlab sweep <command>
-    name: ClassVar[str]  # the store's folder for its runs (runs/<name>/<config hash>/)
+    name: ClassVar[str]  # the store's folder for its runs (runs/<name>/<config hash>/); the only place it is spelled
+    cli: ClassVar[str | None] = None  # the command's words when not `transferlab <command>` (EFT demo: "eft demo")
+    aliases: ClassVar[tuple[str, ...]] = ()  # other spellings people type (the stored name is always accepted)
     summary: ClassVar[str]  # one line for listings
     config_cls: ClassVar[type[StudyConfig]]
     default_preset: ClassVar[str | None] = "default"
     intermediate_metric: ClassVar[str | None] = None  # reported during a trial (Ray Tune schedulers)
     trial_config_keys: ClassVar[tuple[str, ...]] = ()  # config values every sweep row carries, swept or not
+    sweep_plans: ClassVar[Mapping[str, Any]] = {}  # named sweeps: `transferlab sweep <command> --plan NAME`
+    sweep_prefix: ClassVar[str | None] = None  # sweep names start with it (default "sweep-<command>-")
 
     presets: ClassVar[PresetRegistry]
 
@@ -100,6 +105,64 @@ class Study:
 
     def run_group(self, cfgs: list[StudyConfig], store: Store, *, sweep: str | None = None) -> list[StudyResult]:
         return [self.run(c, store, report=False) for c in cfgs]
+
+    def sweep_report(self, result: dict[str, Any], store: Store, swept: list[str]) -> None:
+        """Write the sweep's page and put its path (and any sweep-wide findings) into ``result``. Default: every
+        trial in a table and each trial metric against each swept key (``sweep/report.py``)."""
+        from transferlab.sweep.report import write_generic_sweep_report
+
+        result["report"] = str(write_generic_sweep_report(result, store, swept, self.name))
+
+    def write_run_report(self, run: Run, store: Store) -> Path:
+        """(Re)write the report of one stored run of this study and return its path (`transferlab runs report`).
+
+        ``report_from_run`` rebuilds it from the run's stored config and summary (and its folder); where it
+        cannot (it returns None: a study whose page needs more than the run stored), the report.html the run
+        wrote when it ran is the answer, and a one-line StoreError saying how to rerun it when there is none."""
+        from transferlab.core.errors import StoreError
+
+        cfg = self.stored_config(run)
+        why = f"the {' '.join(self.cli_words())} study cannot rebuild its report from a stored run"
+        try:
+            path = self.report_from_run(cfg, run.summary() or {}, run, store)
+        except (KeyError, TypeError, IndexError) as err:  # a summary older (or smaller) than the page it makes
+            path, why = None, f"its summary lacks what the report needs ({type(err).__name__}: {err})"
+        if path is not None:
+            return Path(path)
+        if run.report_path.is_file():
+            return run.report_path
+        raise StoreError(f"run {run.id} ({run.status}) has no report.html and {why}", where=str(run.path),
+                         fix=f"rerun it: {self.rerun_hint(run)}")
+
+    def report_from_run(self, cfg: StudyConfig, summary: dict[str, Any], run: Run, store: Store) -> Path | None:
+        """Rebuild the report of a stored run from its config and summary (``{}`` when it has none); None when
+        this study cannot, or not for this run (then ``write_run_report`` gives the report the run wrote)."""
+        return None
+
+    def stored_config(self, run: Run) -> StudyConfig:
+        """A stored run's config.yaml as this study's config; a one-line StoreError when it no longer is one."""
+        from transferlab.core.config import build
+        from transferlab.core.errors import StoreError
+
+        try:
+            return build(self.config_cls, run.config())
+        except StoreError:
+            raise
+        except Exception as err:  # a config.yaml that parses but is not a valid config any more
+            raise StoreError(f"{run.path / 'config.yaml'} is not a valid {self.name} config ({err})",
+                             fix=f"delete {run.path} to rerun it") from None
+
+    # ---- derived from the declaration ----------------------------------------
+    @classmethod
+    def cli_words(cls) -> list[str]:
+        """The words after `transferlab` that run this study."""
+        return (cls.cli or cls.command).split()
+
+    def rerun_hint(self, run: Run) -> str:
+        return f"transferlab {' '.join(self.cli_words())} --config {run.path / 'config.yaml'}"
+
+    def sweep_name_prefix(self) -> str:
+        return self.sweep_prefix if self.sweep_prefix is not None else f"sweep-{self.command}-"
 
 
 def scalars(data: Mapping[str, Any], prefix: str = "", depth: int = 2) -> dict[str, Any]:

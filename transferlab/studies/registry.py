@@ -9,7 +9,8 @@ import importlib
 from transferlab.core.errors import ConfigError
 from transferlab.studies.base import Study
 
-# CLI name -> "module:class". The stored name (the store's folder) is each class's ``name``.
+# CLI name -> "module:class". Everything else about a study (its stored name, its other spellings, presets, ...)
+# is declared on its class and read from there.
 STUDIES: dict[str, str] = {
     "grok": "transferlab.studies.grokking.study:GrokStudy",
     "w2s": "transferlab.studies.w2s.study:W2SStudy",
@@ -18,8 +19,6 @@ STUDIES: dict[str, str] = {
     "correlate": "transferlab.studies.correlate.study:CorrelateStudy",
     "correlate-zoo": "transferlab.studies.correlate.study:CorrelateZooStudy",
 }
-# stored names and spellings people type for the same study
-ALIASES = {"grokking": "grok", "eft_demo": "eft-demo", "eft": "eft-demo", "correlate_zoo": "correlate-zoo"}
 
 _LOADED: dict[str, Study] = {}
 
@@ -28,13 +27,31 @@ def study_names() -> list[str]:
     return list(STUDIES)
 
 
+def _class(key: str) -> type[Study]:
+    module, cls = STUDIES[key].split(":")
+    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+
+
+def aliases() -> dict[str, str]:
+    """Every other spelling of a study -> its CLI name: each class's stored ``name`` and ``aliases``."""
+    out: dict[str, str] = {}
+    for key in STUDIES:
+        cls = _class(key)
+        for other in (cls.name, *cls.aliases):
+            if other != key:
+                out[other] = key
+    return out
+
+
 def canonical(name: str) -> str:
     """The CLI name of a study given its CLI name, stored name or alias; ConfigError with a suggestion."""
-    key = ALIASES.get(name, name)
-    if key in STUDIES:
-        return key
-    close = difflib.get_close_matches(name, [*STUDIES, *ALIASES], n=1)
-    hint = f"did you mean '{ALIASES.get(close[0], close[0])}'? " if close else ""
+    if name in STUDIES:
+        return name
+    other = aliases()
+    if name in other:
+        return other[name]
+    close = difflib.get_close_matches(name, [*STUDIES, *other], n=1)
+    hint = f"did you mean '{other.get(close[0], close[0])}'? " if close else ""
     raise ConfigError(f"unknown study '{name}'", where="STUDY",
                       fix=f"{hint}choose one of: {', '.join(STUDIES)}")
 
@@ -42,9 +59,13 @@ def canonical(name: str) -> str:
 def get_study(name: str) -> Study:
     key = canonical(name)
     if key not in _LOADED:
-        module, cls = STUDIES[key].split(":")
-        _LOADED[key] = getattr(importlib.import_module(module), cls)()
+        _LOADED[key] = _class(key)()
     return _LOADED[key]
+
+
+def stored_name(name: str) -> str:
+    """The store's folder of a study given any of its names (``grok`` -> ``grokking``)."""
+    return get_study(name).name
 
 
 def study_for(cfg: object) -> Study:

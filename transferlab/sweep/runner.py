@@ -36,8 +36,7 @@ def sweep_name(study: Study, base: StudyConfig, grid: dict[str, list[Any]], seed
                samples: list[dict[str, Any]] | None = None) -> str:
     blob = json.dumps({"base": base.config_hash(), "grid": grid, "seeds": seeds,
                        **({"samples": samples} if samples else {})}, sort_keys=True, default=str)
-    prefix = "sweep-" if study.command == "grok" else f"sweep-{study.command}-"
-    return prefix + hashlib.sha256(blob.encode()).hexdigest()[:10]
+    return study.sweep_name_prefix() + hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
 def trial_configs(study: Study, base: StudyConfig, points: list[dict[str, Any]], seeds: int) -> list[StudyConfig]:

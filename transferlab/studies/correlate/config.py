@@ -15,7 +15,9 @@ class CorrelateConfig(StudyConfig):
     ``<path>/<stage>/<model>/**/results_*.json`` (see :mod:`transferlab.studies.correlate.harness`).
     """
 
-    path: str
+    path: str = Field(description="a tidy CSV (model, stage, benchmark, accuracy[, mixture, scale, confidence]) or "
+                      "a folder <path>/<stage>/<model>/**/results_*.json of lm-evaluation-harness output; its "
+                      "content is part of the run id")
     pre_stage: str = Field("pretrain", description="stage name (folder or CSV value) before fine-tuning")
     post_stage: str = Field("sft", description="stage name (folder or CSV value) after fine-tuning")
     metric: str = Field("acc", description="harness accuracy metric: acc or acc_norm")
@@ -24,20 +26,24 @@ class CorrelateConfig(StudyConfig):
                                        description="benchmark -> category, overrides the default map")
     n_boot: int = Field(2000, ge=100, le=100_000, description="bootstrap resamples of models")
     ci: float = Field(0.95, gt=0.5, lt=1.0, description="confidence level of the bootstrap intervals")
-    seed: int = 0
+    seed: int = Field(0, description="seed of the bootstrap resampling")
     reliable_threshold: float = Field(
         0.7, ge=-1.0, le=1.0,
         description="a benchmark is a reliable predictor if its cross-stage Spearman >= this and the "
                     "interval's lower end > 0",
     )
     min_models: int = Field(3, ge=2, description="fewest models a correlation is computed on")
-    ece_bins: int = Field(10, ge=2, le=100)
+    ece_bins: int = Field(10, ge=2, le=100, description="equal-width confidence bins of the expected calibration "
+                          "error")
 
     @model_validator(mode="after")
     def _distinct_stages(self) -> CorrelateConfig:
         if self.pre_stage == self.post_stage:
             raise ValueError(f"--pre and --post are both '{self.pre_stage}': a stage correlates with itself")
         return self
+
+    def input_files(self) -> list[str]:
+        return [self.path]
 
     def stages(self) -> tuple[str, str]:
         return self.pre_stage, self.post_stage

@@ -13,8 +13,16 @@ from transferlab.store import Store
 from transferlab.store.run import report_target
 from transferlab.studies.correlate import analysis, harness, report
 from transferlab.studies.correlate.config import CorrelateConfig
+from transferlab.studies.correlate.study import CorrelateStudy
 
-STUDY = "correlate"
+
+def write_report(cfg: CorrelateConfig, result: dict[str, Any], path: str | Path,
+                 data: harness.CrossStageData | None = None) -> Path:
+    """The page of ``result`` (the findings), with each stage's benchmark correlation matrix from ``data`` (read
+    again from ``cfg.path`` when not given)."""
+    data = data if data is not None else load(cfg)
+    matrices = {s: analysis.benchmark_correlation_matrix(data.table, s) for s in cfg.stages()}
+    return report.write(result, path, source=data.source, matrices=matrices)
 
 
 def load(cfg: CorrelateConfig) -> harness.CrossStageData:
@@ -41,11 +49,10 @@ def run(cfg: CorrelateConfig, store: Store | str | Path | None = None, out: str 
     """
     data = load(cfg)
     result = analyze(cfg, data)
-    matrices = {s: analysis.benchmark_correlation_matrix(data.table, s) for s in cfg.stages()}
     src = Path(cfg.path)
     fallback = (src / "correlate_report.html") if src.is_dir() else src.with_suffix(".correlate.html")
-    run_, path = report_target(store, STUDY, cfg, out, fallback)
-    report.write(result, path, source=data.source, matrices=matrices)
+    run_, path = report_target(store, CorrelateStudy.name, cfg, out, fallback)
+    write_report(cfg, result, path, data)
     result["report"] = str(path)
     if run_ is not None:
         result["run_id"] = run_.id

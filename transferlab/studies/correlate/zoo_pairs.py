@@ -35,12 +35,11 @@ from transferlab.core.devices import torch_threads
 from transferlab.core.progress import say
 from transferlab.store import Store
 from transferlab.studies.correlate import zoo_benchmarks as zb
+from transferlab.studies.correlate.study import CorrelateZooStudy
 from transferlab.studies.correlate.zoo_config import ZooPairsConfig
 from transferlab.zoo.store import TokenData, Zoo, corpus_key
 from transferlab.zoo.train import finetune, pretrain
 
-STUDY = "correlate_zoo"
-LM_STUDY = "lm"
 STAGES = ("pretrain", "sft")
 CSV_COLUMNS = ["model", "stage", "mixture", "scale", "benchmark", "accuracy", "confidence"]
 
@@ -137,6 +136,13 @@ def write_csv(rows: list[dict[str, Any]], path: str | Path) -> Path:
     return p
 
 
+def read_csv(path: str | Path) -> list[dict[str, Any]]:
+    """The rows ``write_csv`` wrote (missing confidences as None)."""
+    df = pd.read_csv(path)
+    return [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
+            for r in df[CSV_COLUMNS].to_dict("records")]
+
+
 def write_report(cfg: ZooPairsConfig, rows: list[dict[str, Any]], models: list[dict[str, Any]],
                  result: dict[str, Any], path: Path) -> Path:
     import plotly.graph_objects as go
@@ -179,7 +185,7 @@ def run(cfg: ZooPairsConfig, store: Store | str | Path, zoo_root: str | Path | N
     t0 = time.perf_counter()
     st = store if isinstance(store, Store) else Store(store)
     rows, models, bench_info = build_pairs(cfg, st, zoo_root)
-    zrun = st.open_run(STUDY, cfg)
+    zrun = st.open_run(CorrelateZooStudy.name, cfg)
     zrun.start()
     csv = write_csv(rows, zrun.path / "pairs.csv")
     ccfg = CorrelateConfig(path=str(csv), categories={b: zb.ALL_BENCHMARKS[b] for b in cfg.benchmarks},

@@ -49,7 +49,6 @@ from transferlab.train.lm import spread_windows
 from transferlab.zoo.settings import TrainSettings
 from transferlab.zoo.sizes import FAMILY, size_spec
 
-STUDY = "eft_demo"
 TARGET_FRACTION = 0.5  # the issue's target: up-scaling closes at least half of the gap
 # issue 12: the small fine-tune's delta adds at least this much of the gap beyond the large base alone
 TARGET_DELTA = 0.25
@@ -252,7 +251,9 @@ def run_zoo_demo(
     from transferlab.zoo.train import finetune
 
     t0 = time.perf_counter()
-    demo = store.open_run(STUDY, cfg)
+    from transferlab.studies.eft.study import EFTDemoStudy  # it imports this module
+
+    demo = store.open_run(EFTDemoStudy.name, cfg)
     done = demo.summary() if demo.status == "done" else None
     if done is not None and (not report or (done.get("report") and Path(done["report"]).is_file())):
         return {**done, "reused": True}

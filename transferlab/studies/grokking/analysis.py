@@ -11,6 +11,10 @@ import numpy as np
 import torch
 from scipy import stats
 
+# a member's phases: the one list the summary, the --json contract, the aggregate and the sweep rows read
+PHASE_KEYS = ("steps_to_memorize", "steps_to_generalize", "steps_to_95", "grok_onset", "steps_to_val_loss_001",
+              "final_val_acc")
+
 # ---------------------------------------------------------------------------- phases
 
 

@@ -33,15 +33,16 @@ class GrokConfig(StudyConfig):
                            "danielmamay/grokking / ironjr/grokfast build it (models/transformer.py)")
     width: int = Field(256, ge=1, description="MLP hidden width")
     depth: int = Field(1, ge=1, description="MLP hidden layers")
-    activation: Literal["relu", "quadratic", "gelu"] = Field("quadratic", description="MLP activation")
-    bias: bool = Field(False, description="MLP biases")
+    activation: Literal["relu", "quadratic", "gelu"] = Field(
+        "quadratic", description="model=mlp: the hidden activation (quadratic: x², as Gromov)")
+    bias: bool = Field(False, description="model=mlp: layers with bias terms (default: none)")
     init: Literal["unit", "pytorch", "gromov"] = Field(
         "unit", description="MLP init: unit (unit-variance pre-activations), pytorch (nn.Linear's default; "
                             "Prieto et al.), gromov (every weight N(0, 0.5/(2 width)^(1/3)))")
-    d_model: int = Field(128, ge=1, description="transformer width")
+    d_model: int = Field(128, ge=1, description="transformer models: residual stream width (embedding size)")
     n_heads: int = Field(4, ge=1, description="transformer attention heads")
     d_mlp: int = Field(512, ge=1, description="transformer MLP width")
-    n_layers: int = Field(1, ge=1, description="transformer blocks")
+    n_layers: int = Field(1, ge=1, description="transformer models: number of blocks (attention + MLP)")
     layer_norm: bool = Field(False, description="pre-LN in model=transformer (Nanda et al. use none)")
     eq_output: bool = Field(False, description="model=transformer also scores the '=' token (Nanda et al.: p + 1 "
                                                "outputs)")
@@ -54,9 +55,10 @@ class GrokConfig(StudyConfig):
     weight_decay: float = Field(1.0, ge=0.0, description="weight decay (decoupled, AdamW) or L2 (coupled)")
     weight_decay_style: Literal["decoupled", "coupled"] = Field(
         "decoupled", description="decoupled: AdamW; coupled: Adam with L2 added to the gradient (Grokfast's)")
-    beta1: float = Field(0.9, ge=0.0, lt=1.0, description="Adam's beta1")
-    beta2: float = Field(0.98, ge=0.0, lt=1.0, description="Adam's beta2")
-    eps: float = Field(1e-8, gt=0.0, description="Adam's epsilon")
+    beta1: float = Field(0.9, ge=0.0, lt=1.0, description="Adam's beta1: decay of the running mean of gradients")
+    beta2: float = Field(0.98, ge=0.0, lt=1.0,
+                         description="Adam's beta2: decay of the running mean of squared gradients")
+    eps: float = Field(1e-8, gt=0.0, description="Adam's epsilon, added to the root of the second moment")
     warmup_steps: int = Field(10, ge=0, description="linear warm-up steps")
     warmup_from_zero: bool = Field(False, description="warm-up factor step/warmup (first step lr 0) instead of "
                                                       "(step+1)/warmup")
@@ -64,9 +66,10 @@ class GrokConfig(StudyConfig):
     orthograd: bool = Field(False, description="⊥Grad: the gradient projected orthogonal to the weights, "
                                                "rescaled to its norm (Prieto et al.)")
     grokfast: Literal["none", "ema", "ma"] = Field("none", description="Grokfast gradient filter (Lee et al.)")
-    grokfast_alpha: float = Field(0.98, ge=0.0, lt=1.0, description="Grokfast-EMA's alpha")
+    grokfast_alpha: float = Field(0.98, ge=0.0, lt=1.0,
+                                  description="grokfast=ema: decay of the gradients' exponential moving average")
     grokfast_lamb: float = Field(2.0, ge=0.0, description="Grokfast's amplification lamb")
-    grokfast_window: int = Field(100, ge=1, description="Grokfast-MA's window")
+    grokfast_window: int = Field(100, ge=1, description="grokfast=ma: steps in the gradients' moving-average window")
     # schedule
     steps: int = Field(3000, ge=1, description="the step budget")
     batch_size: int = Field(0, ge=0, description="training rows per step (0: full batch)")

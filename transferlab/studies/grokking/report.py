@@ -15,6 +15,7 @@ from transferlab.report.png import line_png
 from transferlab.store import Store
 from transferlab.studies.grokking import analysis
 from transferlab.studies.grokking.config import GrokConfig
+from transferlab.studies.grokking.study import GrokStudy
 from transferlab.train.monitors import MONITOR, monitor_value
 
 PHASE_COLORS = {"memorizing": "rgba(255,127,14,0.10)", "circuit formation": "rgba(148,103,189,0.12)",
@@ -177,10 +178,10 @@ def steps_vs_gamma_figure(trials: Sequence[dict[str, Any]]) -> go.Figure:
 
 def write_group_report(cfg: GrokConfig, members: Sequence[Any], store: Store) -> Path:
     if len(members) == 1:
-        path = store.run_dir("grokking", members[0].run_id) / "report.html"
+        path = store.run_dir(GrokStudy.name, members[0].run_id) / "report.html"
     else:
         tag = hashlib.sha256("".join(m.run_id for m in members).encode()).hexdigest()[:12]
-        path = store.root / "grokking" / "reports" / f"group-{tag}.html"
+        path = store.root / GrokStudy.name / "reports" / f"group-{tag}.html"
     page = build_page(cfg, members)
     page.write(path)
     first = members[0].records
@@ -250,7 +251,7 @@ def write_sweep_report(result: dict[str, Any], store: Store) -> tuple[Path, anal
 
     trials = result["trials"]
     for t in trials:
-        t.setdefault("records", Run(store, "grokking", t["run_id"]).metrics() if t.get("status") else [])
+        t.setdefault("records", Run(store, GrokStudy.name, t["run_id"]).metrics() if t.get("status") else [])
     law = analysis.delay_law(trials)
     page = Page(f"Sweep {result['sweep']}", f"{len(trials)} trials · grokking")
     page.heading("Trials")
@@ -297,7 +298,7 @@ def write_sweep_report(result: dict[str, Any], store: Store) -> tuple[Path, anal
                   "to generalization, with the norm drop taken from the other runs of the sweep (mean absolute "
                   f"error {100 * sum(p['abs_pct_error'] for p in preds) / len(preds):.1f}% over {len(preds)} runs).")
         page.table(preds)
-    path = store.root / "grokking" / "reports" / f"{result['sweep']}.html"
+    path = store.root / GrokStudy.name / "reports" / f"{result['sweep']}.html"
     page.write(path)
     for t in trials:
         t.pop("records", None)

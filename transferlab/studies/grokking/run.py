@@ -17,14 +17,15 @@ from transferlab.models.mlp import OneHotMLP
 from transferlab.models.transformer import AlgorithmicTransformer, EquationTransformer
 from transferlab.store import Store
 from transferlab.studies.grokking import analysis
+from transferlab.studies.grokking.analysis import PHASE_KEYS
 from transferlab.studies.grokking.config import GrokConfig
+from transferlab.studies.grokking.study import GrokStudy
 from transferlab.train import transforms as T
 from transferlab.train.engine import Callback, Engine, Schedule, TrainData, evaluate_classification
 from transferlab.train.ensemble import StackedForward, build_members
 from transferlab.train.losses import make_loss
 from transferlab.train.plasticity import combine_extras, logs_at, plasticity_extra
 
-STUDY = "grokking"
 FINISHED = ("done", "diverged")
 
 
@@ -152,7 +153,7 @@ def run_members(configs: list[GrokConfig], store: Store, sweep: str | None = Non
                           fix="group configs with GrokConfig.ensemble_key() first")
     cfg0 = configs[0]
     cfg0.check_memory(len(configs))
-    runs = [store.open_run(STUDY, c, sweep=sweep) for c in configs]
+    runs = [store.open_run(GrokStudy.name, c, sweep=sweep) for c in configs]
     todo = [i for i, r in enumerate(runs) if r.status not in FINISHED]
     try:  # own every run to train before anything is written (refused if another process has one)
         for i in todo:
@@ -232,11 +233,6 @@ def _train(cfg0: GrokConfig, cfgs: list[GrokConfig], runs: list, data: Algorithm
 
 def members_for(cfg: GrokConfig, seeds: int) -> list[GrokConfig]:
     return [cfg.model_copy(update={"seed": cfg.seed + i}) for i in range(seeds)]
-
-
-# a member's phases: the one list the summary, the --json contract, the aggregate and the sweep rows read
-PHASE_KEYS = ("steps_to_memorize", "steps_to_generalize", "steps_to_95", "grok_onset", "steps_to_val_loss_001",
-              "final_val_acc")
 
 
 def aggregate(members: list[MemberResult]) -> dict[str, Any]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from transferlab.store import Store
+from transferlab.store.run import Run
 from transferlab.studies.base import Reporter, Study, StudyResult
-from transferlab.studies.grokking.config import PRESETS, GrokConfig
-from transferlab.studies.grokking.run import PHASE_KEYS
+from transferlab.studies.grokking.analysis import PHASE_KEYS
+from transferlab.studies.grokking.config import PRESETS, SWEEP_PLANS, GrokConfig
 
 AGG_KEYS = ("steps_to_memorize", "steps_to_generalize", "final_val_acc")
 TRIAL_KEYS = (*PHASE_KEYS, "norm_at_memorize", "norm_at_generalize", "last_step")
@@ -21,6 +23,8 @@ class GrokStudy(Study):
     default_preset = "default"
     intermediate_metric = "val_acc"
     trial_config_keys = ("seed", "lr", "weight_decay")  # the delay law reads them for every trial
+    sweep_plans = SWEEP_PLANS
+    sweep_prefix = "sweep-"  # grokking swept before any other study could: its sweeps keep their names
 
     presets = PRESETS
 
@@ -48,6 +52,26 @@ class GrokStudy(Study):
 
         members = run_members(cfgs, store, sweep=sweep, description=f"{sweep or 'grok'} ({len(cfgs)} members)")
         return [StudyResult(self.name, m.summary, run_id=m.run_id) for m in members]
+
+    def sweep_report(self, result: dict[str, Any], store: Store, swept: list[str]) -> None:
+        """Every trial's curves and the delay law fitted across the trials."""
+        from transferlab.studies.grokking.report import write_sweep_report
+
+        path, law = write_sweep_report(result, store)
+        result["report"] = str(path)
+        result["delay_law"] = {k: getattr(law, k) for k in (
+            "constant", "constant_ci", "r2", "mape_loo", "mape_heldout", "heldout_rule", "n_used", "n_censored",
+            "excluded", "theory_constant", "why_not", "forms")}
+        result["delay_law"]["points"] = [{k: p[k] for k in ("run_id", "x", "delay", "censored", "predicted")
+                                          if k in p} for p in law.points]
+
+    def report_from_run(self, cfg: GrokConfig, summary: dict[str, Any], run: Run,  # type: ignore[override]
+                        store: Store) -> Path:
+        """One member's page from its config, summary and logged metrics."""
+        from transferlab.studies.grokking.report import write_group_report
+        from transferlab.studies.grokking.run import MemberResult
+
+        return write_group_report(cfg, [MemberResult(run.id, cfg.to_dict(), summary, run.metrics())], store)
 
 
 def contract(result: dict[str, Any], seeds: int) -> dict[str, Any]:

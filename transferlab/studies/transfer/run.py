@@ -17,13 +17,13 @@ import numpy as np
 from transferlab.core.errors import FitError
 from transferlab.core.progress import say
 from transferlab.store import Store
+from transferlab.studies.transfer.study import TransferStudy
 from transferlab.studies.transfer.zoo_config import TransferRunConfig
 from transferlab.zoo.build import ZooBuild, build_zoo
 from transferlab.zoo.sizes import size_spec
 from transferlab.zoo.store import Zoo
 from transferlab.zoo.train import lm_config, run_lm
 
-STUDY = "transfer"
 RUN_COLUMNS = [
     "kind",
     "N",
@@ -194,7 +194,7 @@ def run(cfg: TransferRunConfig, store: Store, zoo_root: str | Path | None = None
 
     t0 = time.perf_counter()
     rows, zb = sweep_rows(cfg, store, zoo_root)
-    trun = store.open_run(STUDY, cfg)
+    trun = store.open_run(TransferStudy.name, cfg)
     trun.start()
     csv = write_runs_csv(rows, trun.path / "runs.csv")
     fit_cfg = TransferFitConfig(

@@ -19,7 +19,8 @@ class TransferRunConfig(StudyConfig):
     """The effective-data-transferred sweep: scratch runs over D and fine-tuning runs over D_F, per size."""
 
     preset: str = "custom"
-    sizes: list[str] = Field(default_factory=lambda: ["xxs", "xs", "s", "m", "l"], description="zoo sizes")
+    sizes: list[str] = Field(default_factory=lambda: ["xxs", "xs", "s", "m", "l"],
+                             description="zoo sizes (model sizes N) every D and D_F is run at: xxs, xs, s, m, l, xl")
     pretrain_corpus: str = Field("prose", description="the source corpus the zoo pretrains on")
     target_corpus: str = Field("code", description="the target corpus of the scratch and fine-tuning runs")
     pretrain_tokens_per_param: float | None = Field(20.0, gt=0, description="pretraining tokens per parameter")

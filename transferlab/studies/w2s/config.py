@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from transferlab.core.config import PresetRegistry, StudyConfig
 from transferlab.core.devices import Device
-from transferlab.core.errors import ConfigError
+from transferlab.core.errors import ConfigError, TransferlabError
 from transferlab.core.memory import check_fits
 from transferlab.studies.w2s.losses import LABEL_METHODS, LOSSES
 
@@ -30,52 +30,88 @@ def loss_param_names(name: str) -> set[str]:
 
 
 class W2SConfig(StudyConfig):
-    task: str = "synthetic-noisy"
-    classes: list[str] | None = None  # declared class set for a user's file
+    task: str = Field("synthetic-noisy", description="what to classify: a built-in task (transferlab w2s "
+                      "--list-tasks), a .csv/.jsonl file, hf:PATH[:TEXT:LABEL] (a dataset saved with save_to_disk), or "
+                      "several comma-separated (one run each, paired tests pooled across them); a file keys its "
+                      "runs by its content")
+    classes: list[str] | None = Field(None, description="a user file's declared class names, in label-index "
+                                      "order: every label must be one of them (default: the labels found)")
     losses: list[str] = Field(default_factory=lambda: ["xent"],
                               description="student losses: xent, confidence, logconf, product, product-ramped, "
                                           "window, adaptconf (each a student per seed)")
     label_methods: list[str] = Field(default_factory=list,
                                      description="students that change the weak labels instead of the loss, then "
                                                  "train with xent: knn-refine, bootstrap (heads backend)")
-    seeds: int = Field(3, ge=1, le=100)
-    seed: int = 0  # first seed; run s uses seed + s for its split, weak init and student init
-    task_seed: int = 0  # the data itself (synthetic draw, stdlib sample)
-    n_examples: int | None = Field(None, ge=20)  # synthetic tasks: how many to draw (default 4000)
+    seeds: int = Field(3, ge=1, le=100, description="repetitions: each seed draws its own splits, weak model and "
+                       "student inits; 3 or more give PGR a 95% interval")
+    seed: int = Field(0, description="first seed; repetition s uses seed + s for its split, weak init and student "
+                      "init")
+    task_seed: int = Field(0, description="seed of the data itself (the synthetic draw, the stdlib/library sample, "
+                           "an hf: dataset's seeded draw), kept apart from the split seeds")
+    n_examples: int | None = Field(None, ge=20, description="synthetic tasks: how many examples to draw "
+                                   "(default 4000); other tasks use all they have")
     # split sizes: None = fractions (weak_train .2, transfer .4, val .1, test .3) of the task
-    n_weak_train: int | None = Field(None, ge=1)
-    n_transfer: int | None = Field(None, ge=1)
-    n_val: int | None = Field(None, ge=1)
-    n_test: int | None = Field(None, ge=1)
-    backend: Literal["heads", "finetune"] = "heads"
+    n_weak_train: int | None = Field(None, ge=1, description="examples with gold labels the weak model trains on "
+                                     "(a fifth of them held out for its early stopping); default 20% of the task")
+    n_transfer: int | None = Field(None, ge=1, description="examples the weak model labels for the student (and "
+                                   "the ceiling trains on with gold); default 40% of the task")
+    n_val: int | None = Field(None, ge=1, description="weak-labelled validation examples the student is selected "
+                              "on (gold for the ceiling); default 10% of the task")
+    n_test: int | None = Field(None, ge=1, description="held-out examples every accuracy and PGR is measured on; "
+                               "default 30% of the task")
+    backend: Literal["heads", "finetune"] = Field("heads", description="heads: linear heads on frozen features "
+                                                  "(encoder layers or causal-LM states), seconds on a CPU; finetune: "
+                                                  "the weak and strong Hugging Face models themselves are trained")
     # weak supervisor for text tasks: the encoder truncated after this many layers
-    weak_layer: int = Field(1, ge=0)
-    weak_noise: float | None = Field(None, ge=0)  # synthetic/tabular noisy views (task default when None)
-    encoder: str = "minilm"  # text tasks: 'minilm' (bundled, hash-checked) or a local HF model path
-    max_length: int = Field(128, ge=8, le=512)
+    weak_layer: int = Field(1, ge=0, description="text tasks on the encoder: the weak model reads the encoder's "
+                            "hidden states after this many layers (the strong model its last layer)")
+    weak_noise: float | None = Field(None, ge=0, description="synthetic, tabular and feature-file tasks: standard "
+                                     "deviation of the Gaussian noise on the weak view, in units of the standardized "
+                                     "features (default: the task's own, 1.0 synthetic, 2.0 tabular)")
+    encoder: str = Field("minilm", description="text tasks without weak/strong models: 'minilm' (the bundled "
+                         "all-MiniLM-L6-v2, hash-checked) or a local Hugging Face encoder folder")
+    max_length: int = Field(128, ge=8, le=512, description="tokens kept per text (longer texts are truncated)")
     # heads (frozen features)
-    steps: int = Field(300, ge=1)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(1e-2, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    eval_every: int = Field(15, ge=1)
+    steps: int = Field(300, ge=1, description="heads backend: optimizer steps of every head (weak, ceiling, "
+                       "students)")
+    batch_size: int = Field(128, ge=1, description="heads backend: examples per step of every head")
+    lr: float = Field(1e-2, gt=0, description="heads backend: AdamW learning rate of the heads")
+    weight_decay: float = Field(1e-4, ge=0, description="heads backend: AdamW (decoupled) weight decay of the "
+                                "heads")
+    eval_every: int = Field(15, ge=1, description="steps between evaluations, for early stopping and the "
+                            "gold-accuracy curves (both backends)")
     # the student's model selection: weak-labelled only
-    student_early_stop: Literal["weak_val", "last", "gold_val"] = "weak_val"
-    loss_params: dict[str, dict[str, float]] = Field(default_factory=dict)
-    knn_k: int = Field(10, ge=1)
+    student_early_stop: Literal["weak_val", "last", "gold_val"] = Field(
+        "weak_val", description="how the student's step is chosen: weak_val (best accuracy against weak labels on "
+        "the val split) or last; gold_val is refused (it would leak gold labels)")
+    loss_params: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="a loss's own parameters by its name, e.g. {logconf: {a_max: 0.5}} "
+        "(the keys are its constructor's arguments; default: each loss's defaults)")
+    knn_k: int = Field(10, ge=1, description="knn-refine: neighbours in the strong features whose weak labels are "
+                       "averaged")
     # analysis
-    min_gap: float = Field(0.01, ge=0)
+    min_gap: float = Field(0.01, ge=0, description="refuse the run when the ceiling beats the weak model by less "
+                           "than this accuracy (PGR would be undefined); a seed with a smaller gap gets no PGR of "
+                           "its own")
     # weak/strong models: 'zoo:<size>' (or 'zoo:<name>') from the model zoo, or a local HF folder.
     # heads backend: when set, text features are causal-LM hidden states mean-pooled by the attention
     # mask (studies.w2s.zoo_features) instead of the encoder's layers; finetune backend: the models tuned.
-    strong_model: str | None = None
-    weak_model: str | None = None
-    mid_models: list[str] = Field(default_factory=list)  # heads: intermediate rungs (bootstrap, size sweep)
-    zoo_root: str | None = None  # default <store>/zoo
-    zoo_corpus: str | None = None  # zoo:<size> picks among this corpus's models (default: any)
-    resolved_models: dict[str, dict[str, Any]] = Field(default_factory=dict)  # filled by run(): weights ids
+    strong_model: str | None = Field(None, description="the strong model: zoo:<size>, zoo:<name> or a local "
+                                     "Hugging Face folder (heads: its mean-pooled hidden states; finetune: the model "
+                                     "trained); default: the encoder's last layer")
+    weak_model: str | None = Field(None, description="the weak supervisor, named as strong_model (default: the "
+                                   "encoder's weak_layer)")
+    mid_models: list[str] = Field(default_factory=list, description="heads backend: models between weak and strong "
+                                  "(intermediate rungs for bootstrap and the size sweep), named as strong_model")
+    zoo_root: str | None = Field(None, description="the model zoo's folder for zoo: references (default: "
+                                 "<store>/zoo)")
+    zoo_corpus: str | None = Field(None, description="zoo:<size> picks the model of that size pretrained on this "
+                                   "corpus (default: any)")
+    resolved_models: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="filled by the run, not by you: the identity of every model's weights "
+        "(so a run keys on them)")
     lora: bool = Field(False, description="finetune backend: LoRA adapters instead of full fine-tuning")
-    lora_r: int = Field(8, ge=1, description="LoRA rank")
+    lora_r: int = Field(8, ge=1, description="rank of the LoRA adapters (lora=true or weak_lora=true)")
     lora_target_modules: list[str] | None = Field(
         None, description="module names LoRA wraps (default: the family's attention projections, e.g. query/value, "
                           "q_proj/v_proj, GPT-2's c_attn); checked against both models before anything trains")
@@ -88,7 +124,8 @@ class W2SConfig(StudyConfig):
     # speed only (not part of the config hash)
     device: Device = Field("auto", description="where the fine-tuning backend and the zoo/causal-LM features "
                            "run: auto (CUDA when present) | cpu | cuda; frozen-feature heads train on the CPU")
-    num_threads: int | None = Field(None, ge=1)
+    num_threads: int | None = Field(None, ge=1, description="CPU threads torch may use (default: torch's own); "
+                                    "speed only, not part of the run id")
 
     @field_validator("n_examples")
     @classmethod
@@ -160,11 +197,38 @@ class W2SConfig(StudyConfig):
                 )
         return self
 
+    def input_files(self) -> list[str]:
+        """A task read from a file (.csv/.jsonl, the folder of hf:PATH), a local encoder, and the finetune
+        backend's local weak and strong models: their content keys the run and its floor and ceiling (the heads
+        backend keys on its models' weights through ``resolved_models``)."""
+        from transferlab.data.classification import is_user_file
+        from transferlab.data.hf_tasks import is_hf_task, parse_hf_task
+
+        out = []
+        for task in (t.strip() for t in self.task.split(",")):
+            if is_hf_task(task):
+                try:
+                    out.append(parse_hf_task(task)[0])
+                except TransferlabError:
+                    out.append(task)  # malformed: loading it says why
+            elif is_user_file(task):
+                out.append(task)
+        if self.encoder != "minilm" and self.backend == "heads" and not uses_model_names(self):
+            out.append(self.encoder)
+        if self.backend == "finetune":
+            out += [m for m in (self.weak_model, self.strong_model) if m and not m.startswith("zoo:")]
+        return out
+
     def for_weak(self) -> W2SConfig:
         """The settings the weak model fine-tunes with: its own lr, steps and LoRA switch where given."""
         return self.model_copy(update={
             "ft_lr": self.weak_ft_lr or self.ft_lr, "ft_steps": self.weak_ft_steps or self.ft_steps,
             "lora": self.lora if self.weak_lora is None else self.weak_lora})
+
+
+def uses_model_names(cfg: W2SConfig) -> bool:
+    """Weak/strong models are named: the encoder is not used."""
+    return bool(cfg.weak_model or cfg.strong_model or cfg.mid_models)
 
 
 def refuse_gold(values: dict[str, Any]) -> None:

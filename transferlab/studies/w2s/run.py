@@ -23,18 +23,17 @@ from transferlab.store.run import Run, Store
 from transferlab.studies.w2s.analysis import mean_curve, paired_tests, summarize_method
 from transferlab.studies.w2s.config import W2SConfig, refuse_gold
 from transferlab.studies.w2s.protocol import Baseline, Splits, Trainer, make_splits, split_sizes
+from transferlab.studies.w2s.study import W2SStudy
 from transferlab.studies.w2s.tasks import build_data
 from transferlab.studies.w2s.zoo_features import require_texts, uses_models, with_resolved_models, zoo_refs_to_paths
 
-STUDY = "w2s"
 BASELINE_STUDY = "w2s-baseline"
 BASELINE_FILE = "baseline.safetensors"
-# fields the floor and ceiling depend on (losses and analysis settings are not among them)
-BASELINE_FIELDS = (
-    "task", "classes", "seeds", "seed", "task_seed", "n_examples", "weak_layer", "weak_noise", "encoder",
-    "max_length", "steps", "batch_size", "lr", "weight_decay", "eval_every", "backend", "strong_model",
-    "weak_model", "mid_models", "resolved_models", "lora", "lora_r", "ft_steps", "ft_lr", "ft_batch_size",
-)
+# The student's own settings: the losses and label methods it trains with, how it is selected, the analysis.
+# The floor and ceiling are keyed on every other field of W2SConfig, so a field added later enters their key unless
+# it is listed here (a wrong guess recomputes a baseline; it never reuses a stale one). tests/test_w2s_study.py and
+# tests/test_w2s_finetune.py run the baseline code of both trainers and check that it reads none of these.
+STUDENT_FIELDS = frozenset({"losses", "label_methods", "student_early_stop", "loss_params", "knn_k", "min_gap"})
 
 
 class BaselineConfig(StudyConfig):
@@ -67,8 +66,11 @@ def make_trainer(cfg: W2SConfig, store: Store | None) -> tuple[W2SConfig, Traine
 
 
 # --------------------------------------------------------------------------- floor and ceiling, cached
-def _baseline_config(cfg: W2SConfig, sizes: dict[str, int], ladder: list[str]) -> BaselineConfig:
-    ident = {f: getattr(cfg, f) for f in BASELINE_FIELDS}
+def baseline_config(cfg: W2SConfig, sizes: dict[str, int], ladder: list[str]) -> BaselineConfig:
+    """The key of the floor and ceiling: the run's config without the student's own fields (speed-only fields
+    drop out of every hash), the content of its input files, the split sizes and the ladder of views."""
+    ident = {k: v for k, v in cfg.to_dict().items() if k not in STUDENT_FIELDS}
+    ident["inputs"] = cfg.inputs()
     ident["ladder"] = list(ladder)
     return BaselineConfig(identity=ident, sizes=sizes)
 
@@ -79,7 +81,7 @@ def load_or_compute_baseline(trainer: Trainer, splits: list[Splits], cfg: W2SCon
     if store is None:
         return trainer.baseline(splits), False
     ladder = list(getattr(getattr(trainer, "views", None), "ladder", None) or [])
-    run = store.open_run(BASELINE_STUDY, _baseline_config(cfg, sizes, ladder))
+    run = store.open_run(BASELINE_STUDY, baseline_config(cfg, sizes, ladder))
     path = Path(run.path) / BASELINE_FILE
     if run.status == "done" and path.is_file():
         t = load_file(str(path))
@@ -111,9 +113,9 @@ def _run(cfg: W2SConfig, store: Store | None, write_report: bool) -> dict[str, A
     data = trainer.data
     sizes = split_sizes(cfg, data.n, data.n_classes)  # validated before anything is written
     if store is not None:
-        done = store.done(STUDY, cfg)
+        done = store.done(W2SStudy.name, cfg)
         if done is not None:
-            existing = store.open_run(STUDY, cfg)
+            existing = store.open_run(W2SStudy.name, cfg)
             if write_report and not existing.report_path.exists():
                 _write_report(existing, done)
             return {**done, "reused": True, "run_dir": str(existing.path)}
@@ -143,7 +145,7 @@ def finish_run(cfg: W2SConfig, store: Store | None, summary: dict[str, Any],
     """Write the run: gold-accuracy curves to metrics.jsonl, summary.json, the report."""
     if store is None:
         return summary
-    run_ = store.open_run(STUDY, cfg)
+    run_ = store.open_run(W2SStudy.name, cfg)
     run_.start()
     run_.log_many([{"method": m, "seed": r["seed"], "step": st, "gold_acc": a}
                    for m, rows in students.items() for r in rows for st, a in r["curve"]])
@@ -175,7 +177,7 @@ def assemble(cfg: W2SConfig, data: Any, splits: list[Splits], base: Baseline, we
         summ["curve"] = mean_curve([r["curve"] for r in rows])
         methods[m] = summ
     return {
-        "study": STUDY,
+        "study": W2SStudy.name,
         "task": data.name,
         "task_description": data.description,
         "classes": data.classes,

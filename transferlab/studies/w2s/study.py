@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from transferlab.store import Store
+from transferlab.store.run import Run
 from transferlab.studies.base import Study, StudyResult
 from transferlab.studies.w2s.config import PRESETS, W2SConfig
 
@@ -44,6 +45,13 @@ class W2SStudy(Study):
         summary = run(cfg, store, write_report=report)
         view = json_view(summary)
         return StudyResult(self.name, summary, contract=view, run_id=summary.get("run_id"), report=view["report"])
+
+    def report_from_run(self, cfg: W2SConfig, summary: dict[str, Any], run: Run,  # type: ignore[override]
+                        store: Store) -> Path | None:
+        """The page is made from the stored summary alone (as the run itself makes it)."""
+        from transferlab.studies.w2s.report import write_report
+
+        return write_report(summary, run.report_path) if summary.get("status") == "done" else None
 
     def trial_metrics(self, result: StudyResult) -> dict[str, Any]:
         if "tasks" in result.data:
