@@ -116,7 +116,10 @@ def _sweep(command: str, grid: list[str] | None, sample: list[str] | None, trial
     st = Store(store_path(store), mirrors=mirror or ())
     result = run_sweep(base, grid_values, st, study=study, seeds=seeds, backend=backend, address=address, name=name,
                        samples=samples, scheduler=scheduler)
-    study.sweep_report(result, st, swept)
+    if not study.sweep_report(result, st, swept):
+        from transferlab.sweep.report import write_generic_sweep_report
+
+        result["report"] = str(write_generic_sweep_report(result, st, swept, study.name))
     if json_out:
         emit_json(result)
     else:

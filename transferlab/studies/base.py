@@ -106,12 +106,11 @@ class Study:
     def run_group(self, cfgs: list[StudyConfig], store: Store, *, sweep: str | None = None) -> list[StudyResult]:
         return [self.run(c, store, report=False) for c in cfgs]
 
-    def sweep_report(self, result: dict[str, Any], store: Store, swept: list[str]) -> None:
-        """Write the sweep's page and put its path (and any sweep-wide findings) into ``result``. Default: every
-        trial in a table and each trial metric against each swept key (``sweep/report.py``)."""
-        from transferlab.sweep.report import write_generic_sweep_report
-
-        result["report"] = str(write_generic_sweep_report(result, store, swept, self.name))
+    def sweep_report(self, result: dict[str, Any], store: Store, swept: list[str]) -> bool:
+        """Write this study's own sweep page, put its path (and any sweep-wide findings) into ``result`` and
+        return True; False (the default) when the study has none, and the sweep layer writes its generic page
+        (every trial in a table, each trial metric against each swept key; the protocol cannot import it)."""
+        return False
 
     def write_run_report(self, run: Run, store: Store) -> Path:
         """(Re)write the report of one stored run of this study and return its path (`transferlab runs report`).

@@ -53,7 +53,7 @@ class GrokStudy(Study):
         members = run_members(cfgs, store, sweep=sweep, description=f"{sweep or 'grok'} ({len(cfgs)} members)")
         return [StudyResult(self.name, m.summary, run_id=m.run_id) for m in members]
 
-    def sweep_report(self, result: dict[str, Any], store: Store, swept: list[str]) -> None:
+    def sweep_report(self, result: dict[str, Any], store: Store, swept: list[str]) -> bool:
         """Every trial's curves and the delay law fitted across the trials."""
         from transferlab.studies.grokking.report import write_sweep_report
 
@@ -64,6 +64,7 @@ class GrokStudy(Study):
             "excluded", "theory_constant", "why_not", "forms")}
         result["delay_law"]["points"] = [{k: p[k] for k in ("run_id", "x", "delay", "censored", "predicted")
                                           if k in p} for p in law.points]
+        return True
 
     def report_from_run(self, cfg: GrokConfig, summary: dict[str, Any], run: Run,  # type: ignore[override]
                         store: Store) -> Path:
