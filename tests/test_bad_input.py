@@ -4,8 +4,12 @@ traceback, and no run folder left ``new`` or ``running``.
 The cases are generated: every scalar field of every study config gets values it must refuse (NaN, inf,
 a wrong type, a value outside its Literal), and the hand-written cases cover files (binary, latin-1,
 duplicate keys, folders, malformed manifests and indexes), paths (a store under a file, reports into a
-folder), sizes that cannot fit in memory, and the silent accepts of issue 13. All run in-process and
-fail at validation, so the whole file takes seconds.
+folder), sizes that cannot fit in memory, and the silent accepts of issue 13. The surface cases (issue 23)
+are generated from tables of bad values for the inputs added since: ``sweep --sample`` specs, ``--plan`` and
+``--scheduler``, corpus parts (``code[...]``) wherever a corpus is named, ``hf:PATH`` tasks, lm-eval harness
+folders, EFT prompt files, damaged zoo manifests and mirror folders; each also checks that the command
+changed no file under the fixture's folder (no run folder, report, tokenizer or mirror half-written). All run
+in-process and fail at validation, so the whole file takes seconds.
 """
 
 from __future__ import annotations
@@ -123,7 +127,114 @@ def env(tmp_path_factory):
         f[f"store_{kind}"], f[f"run_{kind}"] = str(st.root), run.id
     put("store_garbage/index.sqlite", b"this is not a database" * 100)
     f["store_garbage"] = str(t / "store_garbage")
+    _surface_inputs(t, f, put)
     return f
+
+
+def _finished_store(root: Path) -> tuple[Path, str]:
+    """A store with one finished grokking run (not trained: opened, logged once and finished)."""
+    from transferlab.core.config import resolve
+    from transferlab.store import Store
+    from transferlab.studies.grokking.config import PRESETS as GROK_PRESETS
+    from transferlab.studies.grokking.config import GrokConfig
+
+    st = Store(root)
+    cfg = resolve(GrokConfig, presets=GROK_PRESETS, preset="default", overrides=["p=23", "width=8", "steps=10"])
+    run = st.open_run("grokking", cfg)
+    run.log({"step": 0, "train_loss": 1.0})
+    run.finish({"final_val_acc": 1.0})
+    return st.root, run.id
+
+
+def _harness(root: Path, n_models: int = 3) -> Path:
+    """An lm-eval harness folder <root>/<stage>/<model>/ with results (piqa, arc) and piqa's samples."""
+    rng = np.random.default_rng(0)
+    for i in range(n_models):
+        for stage in ("pretrain", "sft"):
+            d = root / stage / f"m{i}"
+            d.mkdir(parents=True)
+            lines = []
+            for doc in range(4):
+                ll = rng.normal(-5, 1, size=2)
+                lines.append(json.dumps({"doc_id": doc, "target": int(rng.integers(2)),
+                                         "filtered_resps": [[str(v), "False"] for v in ll]}))
+            (d / f"samples_piqa_{STAMP}.jsonl").write_text("\n".join(lines) + "\n")
+            accs = {task: {"acc,none": float(rng.uniform(0.3, 0.8))} for task in ("piqa", "arc")}
+            (d / f"results_{STAMP}.json").write_text(json.dumps({"results": accs}))
+    return root
+
+
+STAMP = "2024-05-01T10-00-00.000000"
+
+
+def _surface_inputs(t: Path, f: dict[str, str], put) -> None:  # type: ignore[no-untyped-def]
+    """The files behind the surface cases: saved HF datasets, harness folders, prompt files, tiny EFT models,
+    damaged zoo manifests, stores whose mirrors cannot be written."""
+    import shutil
+
+    import datasets
+
+    datasets.disable_progress_bars()
+    texts = [f"text number {i}" for i in range(40)]
+    two = [i % 2 for i in range(40)]
+
+    def save(name: str, data: dict, splits: bool = False) -> None:
+        path = t / "hf" / name
+        if splits:
+            datasets.DatasetDict({k: datasets.Dataset.from_dict(v) for k, v in data.items()}).save_to_disk(path)
+        else:
+            datasets.Dataset.from_dict(data).save_to_disk(path)
+        f[f"hf_{name}"] = str(path)
+
+    save("ok", {"text": texts, "label": two})
+    save("nocol", {"text": texts, "y": two})
+    save("oneclass", {"text": texts, "label": [1] * 40})
+    save("boolq_one", {"question": texts, "passage": texts, "answer": [True] * 40})
+    save("emptysplit", {"train": {"text": texts, "label": two}, "test": {"text": [], "label": []}}, splits=True)
+    save("empty", {"text": [], "label": []})
+    save("splitcols", {"train": {"text": texts, "label": two}, "test": {"sentence": ["a"], "label": [0]}}, splits=True)
+    save("arrow", {"text": texts, "label": two})
+    for arrow in Path(f["hf_arrow"]).glob("*.arrow"):
+        arrow.write_bytes(b"garbage" * 10)
+    save("state", {"text": texts, "label": two})
+    (Path(f["hf_state"]) / "state.json").write_bytes(bytes(range(256)))
+    put("hf/notsaved/notes.txt", "a folder, but no saved dataset")
+    (t / "hf" / "emptydir").mkdir()
+    f["hf_notsaved"], f["hf_emptydir"] = str(t / "hf" / "notsaved"), str(t / "hf" / "emptydir")
+    # lm-eval harness folders: a truncated results file, samples of a task no results file names, binary samples
+    for name in ("trunc", "stray", "binsamples", "binresults"):
+        f[f"harness_{name}"] = str(_harness(t / f"harness_{name}"))
+    res = t / "harness_trunc" / "sft" / "m1" / f"results_{STAMP}.json"
+    res.write_text(res.read_text()[:40])
+    shutil.copy(t / "harness_stray" / "sft" / "m1" / f"samples_piqa_{STAMP}.jsonl",
+                t / "harness_stray" / "sft" / "m1" / f"samples_hellaswag_{STAMP}.jsonl")
+    (t / "harness_binsamples" / "pretrain" / "m2" / f"samples_piqa_{STAMP}.jsonl").write_bytes(bytes(range(256)))
+    (t / "harness_binresults" / "pretrain" / "m0" / f"results_{STAMP}.json").write_bytes(bytes(range(256)))
+    # EFT: tiny models and prompt files
+    from tests.test_eft_tiny import build_trio
+
+    trio = build_trio(t / "eft")
+    f.update({k: str(v) for k, v in trio.items() if k != "root"})
+    put("prompts/empty.txt", "")
+    put("prompts/blank.txt", "\n   \n\t\n")
+    put("prompts/binary.txt", bytes(range(256)))
+    put("prompts/latin1.txt", "the caf\xe9\n".encode("latin-1"))
+    put("prompts/huge.txt", "the cat " * (10 * 2**20 // 8) + "\n")  # one 10 MB line of known words
+    (t / "prompts" / "adir").mkdir()
+    f["prompts_adir"] = str(t / "prompts" / "adir")
+    # zoo roots whose manifest zoo build cannot read
+    for name, data in (("binary", bytes(range(256))), ("trunc", b'{"version": 2, "models": {"a": {"na')):
+        put(f"zoo_{name}/manifest.json", data)
+        f[f"zoo_{name}"] = str(t / f"zoo_{name}")
+    (t / "zoo_dir" / "manifest.json").mkdir(parents=True)
+    f["zoo_dir"] = str(t / "zoo_dir")
+    # stores whose mirrors cannot be written: <store>/mirrors a file, mirrors/tensorboard a file, a junk mlflow.db
+    for name in ("file", "tbfile", "db"):
+        root, run_id = _finished_store(t / f"mstore_{name}")
+        f[f"mstore_{name}"], f[f"mrun_{name}"] = str(root), run_id
+    put("mstore_file/mirrors", "a file where the mirrors folder goes")
+    put("mstore_tbfile/mirrors/tensorboard", "a file where the TensorBoard folder goes")
+    put("mstore_db/mirrors/mlflow.db", b"this is not a database" * 100)
 
 
 # ---- the cases --------------------------------------------------------------------------------------
@@ -350,8 +461,137 @@ HAND = [
 ]
 
 
+# ---- the surfaces added since the last audit (issue 23): generated from tables of bad values ----------
+EFT_MODELS = ["--base", "{base}", "--ft", "{ft}", "--ref", "{ref}"]
+CORPUS_COMMANDS = {  # where a corpus is named -> the arguments that name it (micro presets: 30 stdlib files)
+    "zoo-build": ["zoo", "build", "--preset", "micro", "--corpus"],
+    "zoo-corpus": ["zoo", "corpus", "--max-files", "30", "--store", "{store}"],
+    "transfer-target": ["transfer", "--preset", "micro", "--set", "target_corpus="],
+    "eft-demo-target": ["eft", "demo", "--preset", "micro", "--set", "target_corpus="],
+}
+BAD_PARTS = {  # corpus -> what the error line names
+    "code[": "code[", "code[]": "code[]", "code[stdlib]]": "code[stdlib]]", "code[,]": "code[,]",
+    "code[nosuch]": "nosuch", "prose+code[nosuch]": "nosuch", "code[^stdlib]": "leaves no document",
+}
+BAD_BOUNDS = {  # --sample LO:HI of uniform / loguniform / int that every kind refuses
+    "reversed": "5:1", "equal": "1:1", "inf": "0:inf", "minus-inf": "-inf:1", "nan": "nan:1", "one-bound": "1",
+    "three-bounds": "1:2:3", "words": "a:b", "overflow": "-1e308:1e308",
+}
+
+
+def surface_cases() -> list[tuple[str, list[str], str]]:
+    """Bad values for each input added since the last audit; every one must fail before anything is written."""
+    cases: list[tuple[str, list[str], str]] = []
+    sweep = ["sweep", "grok", *TINY]
+    # sweep --sample: each kind with each bad LO:HI, the kind-specific ones, unknown kinds, malformed items
+    for kind, key in (("uniform", "lr"), ("loguniform", "lr"), ("int", "seed")):
+        for name, bounds in BAD_BOUNDS.items():
+            cases.append((f"sample-{kind}-{name}", [*sweep, "--sample", f"{key}={kind}:{bounds}"], "--sample"))
+    for name, spec, needle in (
+        ("loguniform-zero", "lr=loguniform:0:1", "LO > 0"), ("loguniform-negative", "lr=loguniform:-1:1", "LO > 0"),
+        ("int-fraction", "seed=int:0.5:3", "whole-number"), ("int-huge", "seed=int:1:1e30", "whole-number"),
+        ("choice-empty", "lr=choice:", "no choices"), ("choice-commas", "lr=choice:,,", "no choices"),
+        ("unknown-kind", "lr=normal:0:1", "KIND"), ("kind-case", "lr=Uniform:0:1", "KIND"),
+        ("no-kind", "lr=0.1", "KIND"), ("no-equals", "lr", "KIND"), ("unknown-key", "colour=uniform:0:1", "colour"),
+        ("key-twice", "lr=uniform:0.1:0.2", "twice"), ("draws-bad-value", "lr=uniform:-2:-1", "'lr'"),
+        ("choice-bad-value", "model=choice:mlp,nope", "model"),
+    ):
+        extra = ["--sample", "lr=uniform:0.3:0.4"] if name == "key-twice" else []
+        cases.append((f"sample-{name}", [*sweep, "--sample", spec, *extra], needle))
+    cases.append(("sample-trials-0", [*sweep, "--sample", "lr=uniform:0.1:0.2", "--trials", "0"], "--trials"))
+    # --plan and --scheduler
+    cases += [
+        ("plan-unknown", ["sweep", "grok", "--plan", "nosuch"], "nosuch"),
+        ("plan-empty", ["sweep", "grok", "--plan", ""], "--plan"),
+        ("plan-study-without-plans", ["sweep", "w2s", "--plan", "delay-law"], "no plans"),
+        ("plan-and-grid", ["sweep", "grok", "--plan", "delay-law", "--grid", "lr=1e-3"], "--plan"),
+        ("plan-and-preset", ["sweep", "grok", "--plan", "delay-law", "--preset", "default"], "--plan"),
+        ("scheduler-without-ray", [*sweep, "--grid", "lr=1e-3,3e-3", "--scheduler", "asha"], "--backend ray"),
+        ("scheduler-without-ray-w2s", ["sweep", "w2s", "--grid", "lr=1e-3", "--scheduler", "asha"], "--backend ray"),
+        ("scheduler-unknown", [*sweep, "--grid", "lr=1e-3", "--scheduler", "hyperband", "--backend", "ray"],
+         "hyperband"),
+        ("scheduler-no-intermediate", ["sweep", "w2s", "--grid", "lr=1e-3", "--scheduler", "asha", "--backend",
+                                       "ray"], "intermediate"),
+    ]
+    # corpus parts wherever a corpus is named
+    for where, base in CORPUS_COMMANDS.items():
+        for spec, needle in BAD_PARTS.items():
+            args = [*base[:-1], base[-1] + spec] if base[-1].endswith("=") else [*base, spec]
+            cases.append((f"corpus-{where}-{spec}", args, needle))
+    # hf:PATH w2s tasks
+    for name, task, needle in (
+        ("missing-column", "hf:{hf_nocol}:text:label", "no column 'label'"),
+        ("no-known-shape", "hf:{hf_nocol}", "no known dataset shape"),
+        ("one-class", "hf:{hf_oneclass}", "fewer than 2 classes"),
+        ("one-class-columns", "hf:{hf_oneclass}:text:label", "fewer than 2 classes"),
+        ("boolq-one-answer", "hf:{hf_boolq_one}", "fewer than 2 classes"),
+        ("empty-split", "hf:{hf_emptysplit}", "split 'test' has no rows"),
+        ("empty-dataset", "hf:{hf_empty}", "has no rows"),
+        ("split-without-column", "hf:{hf_splitcols}", "split 'test' has no column 'text'"),
+        ("not-saved-folder", "hf:{hf_notsaved}", "not a saved dataset"),
+        ("empty-folder", "hf:{hf_emptydir}", "not a saved dataset"),
+        ("a-file", "hf:{afile}", "not a saved dataset"),
+        ("damaged-arrow", "hf:{hf_arrow}", "cannot load"),
+        ("binary-state", "hf:{hf_state}", "cannot load"),
+        ("missing", "hf:{t}/nope", "does not exist"),
+        ("nothing-after-prefix", "hf:", "hf:"),
+        ("one-column-named", "hf:{hf_ok}:text", "only one column"),
+        ("empty-column-name", "hf:{hf_ok}::label", "empty column name"),
+    ):
+        cases.append((f"hf-{name}", ["w2s", "--task", task], needle))
+    # lm-eval harness folders
+    for name, needle in (("trunc", "is not valid JSON"), ("stray", "samples_hellaswag"),
+                         ("binsamples", "is not UTF-8"), ("binresults", "is not valid JSON")):
+        cases.append((f"harness-{name}", ["correlate", f"{{harness_{name}}}", "--out", "{t}/harness.html"], needle))
+    # EFT prompt files
+    for name, path, needle in (("empty", "{prompts_empty_txt}", "holds no prompt"),
+                               ("blank", "{prompts_blank_txt}", "holds no prompt"),
+                               ("binary", "{prompts_binary_txt}", "binary file"),
+                               ("latin1", "{prompts_latin1_txt}", "not UTF-8"),
+                               ("10mb-line", "{prompts_huge_txt}", "longer than the models' context"),
+                               ("folder", "{prompts_adir}", "is a folder"),
+                               ("missing", "{t}/prompts/nope.txt", "does not exist")):
+        cases.append((f"eft-prompts-{name}", ["eft", "generate", *EFT_MODELS, "--prompts-file", path,
+                                              "--max-new-tokens", "2", "--report", "{t}/eft.html"], needle))
+    # zoo build on a zoo whose manifest cannot be read
+    for name in ("notjson", "list", "latin1", "binary", "trunc", "dir"):
+        cases.append((f"zoo-build-manifest-{name}", ["zoo", "build", "--preset", "micro", "--out", f"{{zoo_{name}}}"],
+                      "manifest"))
+    # runs mirror where the mirror cannot be written
+    for name, to, needle in (("file", "tensorboard", "is a file"), ("file", "mlflow", "is a file"),
+                             ("tbfile", "tensorboard", "is a file"), ("db", "mlflow", "mlflow.db")):
+        cases.append((f"mirror-{name}-{to}", ["runs", "mirror", "--to", to, "--store", f"{{mstore_{name}}}"], needle))
+    cases.append(("mirror-store-under-file", ["runs", "mirror", "--to", "tensorboard", "--store", "{afile}/x"],
+                  "afile"))
+    cases.append(("repair-store-under-file", ["runs", "repair", "--store", "{afile}/x"], "afile"))
+    return cases
+
+
+# what a surface case may write: the built-in corpus cache that a part is selected from (it serves every build)
+MAY_WRITE = {c[0]: ("runs/zoo/corpora/",) for c in surface_cases() if c[0].startswith("corpus-")}
+
+
 def all_cases() -> list[tuple[str, list[str], str]]:
-    return HAND + generated_cases()
+    return HAND + generated_cases() + surface_cases()
+
+
+def _files(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder under ``root`` -> (size, mtime): a command that writes or changes one shows."""
+    out = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = os.path.join(folder, name)
+            st = os.lstat(p)
+            out[os.path.relpath(p, root) + ("/" if name in dirs else "")] = (st.st_size if name in files else 0,
+                                                                             st.st_mtime_ns if name in files else 0)
+    return out
+
+
+def _bookkeeping(rel: str) -> bool:
+    """What opening a store or a run may touch without writing a result: the index and its journal files,
+    run locks, a failed run's marking (checked by _unfinished_runs)."""
+    name = rel.rstrip("/").rsplit("/", 1)[-1]
+    return name.startswith("index.sqlite") or name in (".lock", "summary.json")
 
 
 def _unfinished_runs(root: Path) -> list[str]:
@@ -385,8 +625,10 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_unfinished_run(case_id, args
     if case_id == "grok-memory-env":
         monkeypatch.setenv("TRANSFERLAB_MAX_MEMORY_GB", "lots")
     argv = [a.format(**env) for a in args]
-    if "--store" not in argv and argv[0] != "zoo" or argv[:2] == ["zoo", "build"]:
+    no_store = argv[:2] in (["eft", "generate"], ["eft", "score"])  # they read model folders, not the store
+    if ("--store" not in argv and argv[0] != "zoo" or argv[:2] == ["zoo", "build"]) and not no_store:
         argv += ["--store", env["store"]]
+    before = _files(Path(env["t"]))
     code, out, err = cli(argv)
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert "Traceback" not in err, err
@@ -395,6 +637,11 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_unfinished_run(case_id, args
     assert needle.format(**env) in lines[0], (needle, lines[0])
     for root in (env["store"], *(v for k, v in env.items() if k.startswith("store_"))):
         assert not _unfinished_runs(Path(root)), (argv, _unfinished_runs(Path(root)))
+    after = _files(Path(env["t"]))
+    may = MAY_WRITE.get(case_id, ())  # and the folders above it
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k)
+                     and not k.startswith(may) and not any(m.startswith(k) for m in may) and not _bookkeeping(k))
+    assert not changed, (argv, "half-written or changed:", changed[:10])
 
 
 @pytest.mark.skipif(ROOT_USER, reason="root reads and writes everything: permissions cannot be tested as root")
@@ -440,3 +687,53 @@ def test_json_inputs_are_still_accepted_after_the_checks(env, cli):
     assert code == 0, err
     res = json.loads(out)
     assert abs(res["alpha"] - 0.33) < 0.05 and abs(res["E"] - 1.9) < 0.1
+
+
+def test_runs_repair_on_junk_indexes_the_good_runs_and_names_each_damaged_one(cli, tmp_path):
+    """Repair is the command for a damaged store: it succeeds, indexes what is sound, names each damaged run
+    on its own line (its status `damaged` in `runs ls`), skips stray files and folders without a config, and
+    changes none of them."""
+    from transferlab.core.config import resolve
+    from transferlab.store import Store
+    from transferlab.studies.grokking.config import PRESETS as GROK_PRESETS
+    from transferlab.studies.grokking.config import GrokConfig
+
+    st = Store(tmp_path / "runs")
+    runs = []
+    for steps in range(10, 16):
+        cfg = resolve(GrokConfig, presets=GROK_PRESETS, preset="default", overrides=["p=23", f"steps={steps}"])
+        run = st.open_run("grokking", cfg)
+        run.finish({"final_val_acc": 1.0})
+        runs.append(run)
+    good, not_yaml, not_mapping, binary_config, config_folder, binary_summary = runs
+    (not_yaml.path / "config.yaml").write_text("p: [23\n")
+    (not_mapping.path / "config.yaml").write_text("- p\n- 23\n")
+    (binary_config.path / "config.yaml").write_bytes(bytes(range(256)))
+    (config_folder.path / "config.yaml").unlink()
+    (config_folder.path / "config.yaml").mkdir()
+    binary_summary.summary_path.write_bytes(bytes(range(256)))
+    root = st.root
+    (root / "stray.txt").write_text("not a run")
+    (root / "grokking" / "stray.bin").write_bytes(bytes(range(256)))
+    (root / "grokking" / "noconfig").mkdir()
+    (root / "grokking" / "noconfig" / "summary.json").write_text('{"status": "done"}')
+    (root / "emptystudy" / "emptyrun").mkdir(parents=True)
+    (root / "afile_study").write_text("a file where a study folder goes")
+    (root / "index.sqlite").write_bytes(b"not a database" * 50)
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and "index.sqlite" not in p.name
+              and p.name != ".lock"}
+
+    code, out, err = cli(["runs", "repair", "--store", str(root), "--json"])
+    assert code == 0 and "Traceback" not in err, err
+    res = json.loads(out)
+    damaged = {r.id for r in runs[1:]}
+    assert res["runs"] == 6 and res["broken_index_kept_at"]
+    assert len(res["damaged"]) == 5 and {line.split(":")[0].removeprefix("run ") for line in res["damaged"]} == damaged
+    assert all("\n" not in line and ("config.yaml" in line or "summary.json" in line) for line in res["damaged"])
+    assert before == {p: p.read_bytes() for p in before}, "repair changed a file it should only read"
+    code, out, err = cli(["runs", "ls", "--store", str(root), "--json"])
+    assert code == 0, err
+    status = {r["id"]: r["status"] for r in json.loads(out)}
+    assert status == {good.id: "done", **{i: "damaged" for i in damaged}}
+    code, out, err = cli(["runs", "show", not_mapping.id, "--store", str(root)])
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "not a mapping" in err, err

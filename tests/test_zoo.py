@@ -141,7 +141,7 @@ def test_part_of_a_builtin_corpus_by_source(tmp_path):
     assert part.train == cached.train and part.val == cached.val
     mix = load_corpus("prose+code[stdlib]", root=tmp_path, val_percent=30)
     assert mix.name == "prose+code[stdlib]"
-    with pytest.raises(DataError, match="no training documents"):
+    with pytest.raises(DataError, match="leaves no document"):
         load_corpus("code[^stdlib]", root=tmp_path, val_percent=30)
 
 

@@ -123,9 +123,16 @@ def read_prompts(prompt: list[str] | None, prompts_file: Path | None) -> list[st
             text = sys.stdin.read()
         else:
             if not prompts_file.is_file():
-                raise EFTError(f"prompts file '{name}' does not exist", where="--prompts-file",
+                what = "is a folder" if prompts_file.is_dir() else "does not exist"
+                raise EFTError(f"prompts file '{name}' {what}", where="--prompts-file",
                                fix="pass a text file with one prompt per line, or - for stdin")
-            text = prompts_file.read_text(encoding="utf-8")
+            data = prompts_file.read_bytes()
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as err:
+                kind = "a binary file" if b"\0" in data[:8192] else "not UTF-8 text"
+                raise EFTError(f"prompts file '{name}' is {kind} (byte {data[err.start]:#04x} at offset {err.start})",
+                               where="--prompts-file", fix="save the prompts as UTF-8 text, one per line") from None
         for n, line in enumerate(text.splitlines(), start=1):
             line = line.rstrip("\r")
             if not line.strip():
@@ -142,6 +149,9 @@ def read_prompts(prompt: list[str] | None, prompts_file: Path | None) -> list[st
                     obj = obj["prompt"]
                 line = obj if isinstance(obj, str) else line
             out.append(line)
+        if not out:
+            raise EFTError(f"prompts file '{name}' holds no prompt (it is empty or blank)", where="--prompts-file",
+                           fix="write one prompt per line, or pass --prompt TEXT")
     if not out:
         raise EFTError("no prompt given", where="--prompt/--prompts-file",
                        fix="pass --prompt TEXT (repeatable) or --prompts-file PATH (- for stdin)")

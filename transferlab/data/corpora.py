@@ -443,6 +443,9 @@ def builtin_part(spec: str) -> tuple[str, bool, list[str]] | None:
     """``code[sympy]`` -> ("code", False, ["sympy"]); ``code[^a,b]`` -> ("code", True, ["a", "b"]); else None."""
     m = _PART.match(spec)
     if m is None:
+        if "+" not in spec and re.match(r"^(prose|code|source)\[", spec):  # code[ or code[] or code[a]]
+            raise DataError(f"corpus '{spec}' is not a part of a built-in corpus", where="--corpus",
+                            fix="name its sources between one [ and one ], e.g. code[sympy] or code[^stdlib,numpy]")
         return None
     names = [_norm(n.strip()) if n.strip() != "stdlib" else "stdlib" for n in m.group(3).split(",")]
     if any(not n for n in names):
@@ -453,6 +456,20 @@ def builtin_part(spec: str) -> tuple[str, bool, list[str]] | None:
 
 def _source_of(key: str) -> str:
     return key.split("/", 1)[0]
+
+
+def check_part_sources(spec: str, *, max_files: int | None = None, root: Path | None = None) -> None:
+    """Refuse a part (``code[nosuch]``) that names a source the built-in corpora do not have, from the
+    installed distributions' names, before anything is extracted (that takes minutes on a full install)."""
+    part = builtin_part(spec)
+    if part is None:
+        return
+    known = ["stdlib"] + ([] if max_files or root is not None else [n for n, _ in corpus_distributions()])
+    unknown = [n for n in part[2] if n not in known]
+    if unknown:
+        raise DataError(f"unknown source(s) {', '.join(unknown)} in corpus '{spec}'", where="--corpus",
+                        fix=f"choose among: {', '.join(known)}" + (" (max_files keeps the stdlib only)"
+                                                                 if max_files else ""))
 
 
 def select_sources(corpus: Corpus, spec: str) -> Corpus:
@@ -470,6 +487,9 @@ def select_sources(corpus: Corpus, spec: str) -> Corpus:
     keep = [[(_source_of(k) in names) != exclude for k in ks] for ks in corpus.keys]
     train = [d for d, ok in zip(corpus.train, keep[0]) if ok]
     val = [d for d, ok in zip(corpus.val, keep[1]) if ok]
+    if not train and not val:
+        raise DataError(f"corpus '{spec}' leaves no document", where="--corpus",
+                        fix=f"select among the sources it has: {', '.join(have)}")
     if not train or not val:
         raise DataError(f"corpus '{spec}' has no {'training' if not train else 'validation'} documents",
                         where="--corpus", fix="select more sources or lower/raise val_percent")
@@ -660,6 +680,7 @@ def load_corpus(
         return source_corpus(val_percent=val_percent, root=root, max_files=max_files, cache_dir=cache_dir)
     part = builtin_part(spec)
     if part is not None:
+        check_part_sources(spec, max_files=max_files, root=root)
         whole = load_corpus(part[0], val_percent=val_percent, root=root, max_files=max_files, cache_dir=cache_dir)
         return select_sources(whole, spec)
     if spec.startswith("files:"):

@@ -88,12 +88,32 @@ def _load_splits(path: str, where: str) -> list[tuple[str, Any]]:
     except FileNotFoundError as err:  # a file, or a folder without a saved dataset's state/info files
         raise DataError(f"{path} is not a saved dataset ({err})", where=where, fix=fix) from None
     except (OSError, ValueError, IndexError, KeyError, TypeError) as err:  # damaged arrow files, ...
+        empty = _empty_splits(Path(path))
+        if empty:  # datasets saves a split without rows as no data file, then cannot load it
+            what = "the dataset" if empty[0] == "all" else f"split '{empty[0]}'"
+            raise DataError(f"{what} has no rows (saved without a data file, which datasets cannot load)",
+                            where=where, fix="drop the empty split before save_to_disk, or give it examples") from None
         raise DataError(f"cannot load the saved dataset {path} ({type(err).__name__}: {err})", where=where,
                         fix=fix) from None
     if not isinstance(ds, datasets.DatasetDict):
         return [("all", ds)]
     names = [s for s in SPLIT_ORDER if s in ds] + [s for s in ds if s not in SPLIT_ORDER]
     return [(s, ds[s]) for s in names]
+
+
+def _empty_splits(path: Path) -> list[str]:
+    """The splits of a saved dataset whose ``state.json`` lists no data file (``all`` for a lone Dataset)."""
+    import json
+
+    out = []
+    for state in sorted([path / "state.json", *path.glob("*/state.json")]):
+        try:
+            files = json.loads(state.read_text(encoding="utf-8")).get("_data_files")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if files == []:
+            out.append("all" if state.parent == path else state.parent.name)
+    return out
 
 
 def _column(splits: list[tuple[str, Any]], col: str, where: str) -> list[Any]:

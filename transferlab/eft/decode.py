@@ -107,8 +107,6 @@ class Batch:
 def encode(comp: Components, prompts: Sequence[str], extra_tokens: int, what: str = "prompt") -> Batch:
     """Tokenize (each model in its own format) and left-pad; refuse prompts that do not fit the
     context with ``extra_tokens`` more."""
-    from transferlab.eft.prompts import render
-
     if isinstance(prompts, str):
         prompts = [prompts]
     if not prompts:
@@ -120,11 +118,33 @@ def encode(comp: Components, prompts: Sequence[str], extra_tokens: int, what: st
         tok = comp.tokenizer if fmt == "plain" else comp.model_tokenizers[i]
         key = (fmt, id(tok))
         if key not in views:
-            rows = [render(tok, p, fmt, comp.system) for p in prompts]
             label = what if fmt == "plain" else f"{what} (chat format)"
+            rows = [render_within_context(comp, tok, p, fmt, f"{label} {j + 1}" if len(prompts) > 1 else label)
+                    for j, p in enumerate(prompts)]
             views[key] = pad_view(comp, rows, extra_tokens, label)
         out.append(views[key])
     return Batch(out, prompts)
+
+
+PREFIX_CHARS_PER_TOKEN = 16  # a prompt longer than this many characters per context token is first cut
+
+
+def render_within_context(comp: Components, tok: Any, prompt: str, fmt: str, what: str) -> list[int]:
+    """``render``, except that a prompt far longer than the models' context is refused from a prefix cut at a
+    space (tokenizing all of a 10 MB prompt to learn that it does not fit took seconds). The prefix's words
+    tokenize as they do in the whole prompt, so its count is a lower bound; when that does not settle it, the
+    whole prompt is tokenized and ``pad_view`` judges."""
+    from transferlab.eft.prompts import render
+
+    ctx = comp.context_length()
+    if ctx is not None and len(prompt) > PREFIX_CHARS_PER_TOKEN * (ctx + 1):
+        cut = prompt.rfind(" ", 0, PREFIX_CHARS_PER_TOKEN * (ctx + 1))
+        n = len(render(tok, prompt[:cut], fmt, comp.system)) if cut > 0 else 0
+        if n > ctx:
+            raise EFTError(f"is longer than the models' context of {ctx} tokens (its first {cut:,} of "
+                           f"{len(prompt):,} characters are already {n:,} tokens)", where=what,
+                           fix=f"shorten it to at most {ctx} tokens")
+    return render(tok, prompt, fmt, comp.system)
 
 
 def pad_rows(comp: Components, rows: list[list[int]], prompts: list[str], extra: int, what: str) -> Batch:

@@ -128,7 +128,17 @@ class MLflowMirror:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.location = f"sqlite:///{(self.root / 'mlflow.db').resolve()}"
-        self.client = MlflowClient(tracking_uri=self.location)
+        try:
+            self.client = MlflowClient(tracking_uri=self.location)
+            self.client.search_experiments(max_results=1)  # opens (or creates) the database now
+        except Exception as err:  # noqa: BLE001 - sqlalchemy's and MLflow's errors have many types
+            from transferlab.core.errors import StoreError
+
+            db = self.root / "mlflow.db"
+            msg = " ".join(str(getattr(err, "orig", None) or err).split())[:160]  # sqlalchemy wraps sqlite3's
+            raise StoreError(f"{db} is not a usable MLflow tracking database ({type(err).__name__}: {msg})",
+                             where="mlflow mirror", fix=f"move {db} away; `transferlab runs mirror --to mlflow` "
+                             "rewrites the mirror from the store") from None
         self._runs: dict[str, str] = {}  # our run id -> MLflow run id
 
     def _experiment(self, study: str) -> str:
@@ -188,6 +198,21 @@ class MLflowMirror:
             self.client.delete_run(found.info.run_id)
 
 
+def check_folder(folder: Path, option: str) -> None:
+    """A mirror's folder (or the nearest of its parents that exists) must be a folder one may write in."""
+    from transferlab.core.errors import StoreError
+
+    for p in (folder, *folder.parents):
+        if not p.exists():
+            continue
+        if not p.is_dir():
+            raise StoreError(f"{p} is a file, so the mirror cannot write {folder}", where=option,
+                             fix=f"move {p} away (mirrors are copies; `transferlab runs mirror` rewrites them)")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise StoreError(f"cannot write in {p}", where=option, fix="give yourself write permission there")
+        return
+
+
 def make_mirrors(names: list[str] | tuple[str, ...], store_root: Path, option: str = "--mirror") -> list[Mirror]:
     """The mirrors asked for by name (with the CLI ``option``); one clear error for an unknown name or a
     missing package."""
@@ -196,6 +221,7 @@ def make_mirrors(names: list[str] | tuple[str, ...], store_root: Path, option: s
         if name not in MIRRORS:
             raise ConfigError(f"unknown mirror '{name}'", where=option, fix=f"use one of: {', '.join(MIRRORS)}")
         root = Path(store_root) / "mirrors"
+        check_folder(root / "tensorboard" if name == "tensorboard" else root, option)
         try:
             if name == "tensorboard":
                 import tensorboard  # noqa: F401 - torch's SummaryWriter needs it

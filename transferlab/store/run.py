@@ -202,6 +202,7 @@ class Store:
                 continue
             run = Run(self, folder.parent.name, folder.name)
             try:
+                run.config()  # a config.yaml that is not YAML, not a mapping or not a file: the run is damaged
                 status, summary = run.status, run.summary()
             except StoreError as err:
                 damaged.append(err.one_line())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 from transferlab.core.config import parse_override
@@ -31,6 +32,7 @@ def expand_grid(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
 
 # --------------------------------------------------------------------------- random search
 KINDS = ("uniform", "loguniform", "int", "choice")
+INT_BOUND = 2**62  # int:LO:HI draws with numpy int64: HI + 1 must stay in range
 
 
 def parse_sample(items: list[str]) -> dict[str, tuple[str, list[Any]]]:
@@ -57,9 +59,13 @@ def parse_sample(items: list[str]) -> dict[str, tuple[str, list[Any]]]:
                 lo, hi = (float(p) for p in parts) if len(parts) == 2 else (None, None)
             except ValueError:
                 lo = hi = None
-            if lo is None or hi is None or not lo < hi or (kind == "loguniform" and lo <= 0):
-                raise ConfigError(f"--sample '{item}' needs LO:HI with LO < HI"
+            if (lo is None or hi is None or not math.isfinite(hi - lo) or not lo < hi  # NaN, inf, overflow
+                    or (kind == "loguniform" and lo <= 0)):
+                raise ConfigError(f"--sample '{item}' needs finite LO:HI with LO < HI"
                                   + (" and LO > 0" if kind == "loguniform" else ""), where="--sample", fix=fix)
+            if kind == "int" and not (lo.is_integer() and hi.is_integer() and -INT_BOUND <= lo and hi < INT_BOUND):
+                raise ConfigError(f"--sample '{item}' needs whole-number bounds within ±2**62 for int:LO:HI",
+                                  where="--sample", fix="e.g. key=int:1:8 (both ends included)")
             args = [int(lo), int(hi)] if kind == "int" else [lo, hi]
         space[key] = (kind, args)
     return space
@@ -67,8 +73,6 @@ def parse_sample(items: list[str]) -> dict[str, tuple[str, list[Any]]]:
 
 def draw_samples(space: dict[str, tuple[str, list[Any]]], n: int, seed: int = 0) -> list[dict[str, Any]]:
     """``n`` points drawn independently from ``space`` with a seeded generator (the same sweep each time)."""
-    import math
-
     import numpy as np
 
     if n < 1:

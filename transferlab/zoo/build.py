@@ -109,11 +109,20 @@ class ZooBuild:
         }
 
 
+def check_corpora(cfg: ZooConfig, zoo: Zoo, extra: tuple[str, ...] = ()) -> None:
+    """Refuse a bad corpus of ``cfg`` (or ``extra``) before anything is built: its form, the sources of a part
+    such as ``code[sympy]``, and a part that selects no document (``code[^stdlib]`` with ``max_files``)."""
+    planned = zoo.tokenizer_dir(cfg.vocab_size, tuple(cfg.tokenizer_corpora), cfg.val_percent, cfg.max_files)
+    for spec in dict.fromkeys([cfg.corpus, *cfg.heldout, *extra]):
+        corpus_key(spec, cfg.val_percent, cfg.max_files)
+        zoo.check_parts(spec, planned, cfg.val_percent, cfg.max_files)
+
+
 def prepare(cfg: ZooConfig, zoo: Zoo) -> tuple[Path, Any, TokenData, dict[str, TokenData]]:
     """Tokenizer, the training corpus's tokens and the held-out corpora's tokens (built once each)."""
     from transferlab.data.tokenizer import load_tokenizer
 
-    corpus_key(cfg.corpus, cfg.val_percent, cfg.max_files)  # a bad corpus fails before anything is built
+    check_corpora(cfg, zoo)  # a bad corpus fails before anything is built
     tok_dir, _ = zoo.ensure_tokenizer(cfg.vocab_size, tuple(cfg.tokenizer_corpora), cfg.val_percent, cfg.max_files)
     data = zoo.ensure_tokens(cfg.corpus, tok_dir, cfg.val_percent, cfg.max_files)
     heldout = {c: data if c == cfg.corpus else zoo.ensure_tokens(c, tok_dir, cfg.val_percent, cfg.max_files)
@@ -167,6 +176,7 @@ def build_zoo(cfg: ZooConfig, store: Store, zoo_root: str | Path | None = None,
 
     preflight(cfg)
     zoo = Zoo(zoo_root if zoo_root is not None else store.root / "zoo")
+    zoo.manifest()  # a damaged manifest fails now, not when the first model is recorded after its training
     tok_dir, tok, data, heldout = prepare(cfg, zoo)
     check_budget(cfg, data)
     tag = corpus_tag(cfg.corpus, data.corpus_key)

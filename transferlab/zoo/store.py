@@ -108,6 +108,20 @@ class Zoo:
 
         return load_corpus(spec, val_percent=val_percent, max_files=max_files, cache_dir=self.corpus_cache)
 
+    def check_parts(self, spec: str, tokenizer_path: Path, val_percent: float = 10.0,
+                    max_files: int | None = None) -> None:
+        """Select each part of a built-in corpus in ``spec`` (``code[sympy]``), unless ``spec`` is already
+        encoded, so that a selection that leaves no document fails before a tokenizer or a model is built."""
+        from transferlab.data.corpora import builtin_part, mixture_parts
+
+        parts = mixture_parts(spec) if "+" in spec and not spec.startswith(("files:", "hf:")) else [spec]
+        parts = [p for p in parts if builtin_part(p) is not None]
+        if not parts or ((tokenizer_path / "tokenizer.json").is_file() and self.tokens_path(
+                spec, tokenizer_path, val_percent, max_files).with_suffix(".safetensors").is_file()):
+            return
+        for part in parts:
+            self.corpus(part, val_percent, max_files)
+
     # ---- tokenizer -------------------------------------------------------------------------
     def tokenizer_dir(
         self, vocab_size: int, corpora: tuple[str, ...], val_percent: float, max_files: int | None
@@ -185,6 +199,9 @@ class Zoo:
 
     def manifest(self) -> dict[str, dict[str, Any]]:
         p = self.root / MANIFEST
+        if p.exists() and not p.is_file():
+            raise StoreError(f"zoo manifest {p} is not a file", where=str(p),
+                             fix="move it away; `transferlab zoo build` rewrites the manifest from the finished runs")
         if not p.is_file():
             return {}
         try:

@@ -469,6 +469,7 @@ def _read_model_dir(mdir: Path, metric: str, keep: set[str] | None) -> _Run:
     groups: dict[str, list[str]] = {}
     tasks: set[str] = set()
     metrics: set[str] = set()
+    named: set[str] = set()  # every task a results file names, with an entry or not
     model_name = None
     sanitized = set()
     for f in files:
@@ -483,6 +484,7 @@ def _read_model_dir(mdir: Path, metric: str, keep: set[str] | None) -> _Run:
             if subs:
                 groups[g] = list(subs)
                 tasks.update(subs)
+        named.update(obj["results"])
         for task, entry in obj["results"].items():
             if not isinstance(entry, dict):
                 continue
@@ -506,6 +508,11 @@ def _read_model_dir(mdir: Path, metric: str, keep: set[str] | None) -> _Run:
     no_conf: dict[str, str] = {}
     sample_files = {m.group("task"): f for f in sorted(mdir.rglob("samples_*.jsonl"))
                     if (m := _SAMPLES_RE.match(f.name))}
+    stray = sorted(t for t in sample_files if t not in tasks | named)
+    if stray:  # samples of another evaluation: their docs would be taken for nothing, or for the wrong run
+        raise DataError(f"{sample_files[stray[0]].name} holds samples of task '{stray[0]}', which no results_*.json "
+                        f"here names (they name: {', '.join(sorted(tasks | named))})", where=str(mdir),
+                        fix="remove that file, or put the results_*.json of the evaluation that wrote it beside it")
     for task in accs:
         members = [task] if task in sample_files else [s for s in _leaves(task, groups) if s in sample_files]
         if not members:
@@ -661,8 +668,16 @@ class SamplesRead:
 
 def _read_samples(path: Path) -> SamplesRead:
     """Per-doc p(gold), max p, argmax == gold, Brier; no stats (with the reason) when they cannot be had."""
+    try:
+        return _read_samples_text(path)
+    except UnicodeDecodeError as err:
+        raise DataError(f"is not UTF-8 text (byte {err.object[err.start]:#04x}: {err.reason})",
+                        where=str(path), fix="re-run lm_eval --log_samples or remove the file") from None
+
+
+def _read_samples_text(path: Path) -> SamplesRead:
     pg, pm, cor, br = [], [], [], []
-    with open(path) as fh:
+    with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue

@@ -247,12 +247,16 @@ def run_zoo_demo(
     """
     from transferlab.eft.api import EFT
     from transferlab.studies.eft.heldout import heldout_loss, window_logprobs
-    from transferlab.zoo.build import build_zoo
+    from transferlab.zoo.build import build_zoo, check_corpora
+    from transferlab.zoo.store import Zoo
     from transferlab.zoo.train import finetune
 
     t0 = time.perf_counter()
     from transferlab.studies.eft.study import EFTDemoStudy  # it imports this module
 
+    # both corpora are checked before the demo's run folder opens and the zoo trains on the source
+    check_corpora(cfg.zoo_config(), Zoo(zoo_root if zoo_root is not None else store.root / "zoo"),
+                  (cfg.target_corpus,))
     demo = store.open_run(EFTDemoStudy.name, cfg)
     done = demo.summary() if demo.status == "done" else None
     if done is not None and (not report or (done.get("report") and Path(done["report"]).is_file())):
