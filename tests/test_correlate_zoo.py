@@ -172,7 +172,7 @@ def test_mixture_streams_and_cli_reuse(micro):
 
 
 def test_terminal_prints_every_defined_statistic():
-    from transferlab.cli.correlate_zoo import cross_stage_table
+    from transferlab.studies.correlate.study import cross_stage_table
 
     c = {"benchmarks": {"b1": {"reliability_accuracy": "reliable", "mean_accuracy_pre": 0.4, "spearman_accuracy": 0.8,
                                "spearman_accuracy_ci": [0.5, 0.9], "kendall_accuracy": 0.6,

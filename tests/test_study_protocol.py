@@ -52,7 +52,7 @@ def test_run_returns_a_typed_result_and_the_store_answers_done(tmp_path, cli):
     w2s = get_study("w2s")
     cfg = w2s.make_config(overrides=W2S_FAST)
     assert w2s.done(cfg, st) is None
-    res = w2s.run(cfg, st, report=False)
+    res = w2s.run(cfg, st, w2s.options(report=False))
     assert isinstance(res, StudyResult) and res.study == "w2s"
     assert res["losses"]["xent"]["pgr"]["value"] == res.data["losses"]["xent"]["pgr"]["value"]
     done = w2s.done(cfg, st)

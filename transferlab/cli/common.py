@@ -1,4 +1,5 @@
-"""What every CLI command shares: JSON output, the store option, quiet progress."""
+"""What every CLI command shares: the option objects (--store, --json, --set, --config, ...), JSON output, the
+front of a study command (``config_or_listing``), quiet progress."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from transferlab.core.paths import default_store
 
 StoreOpt = typer.Option(None, "--store", help="Run store folder (default: $TRANSFERLAB_HOME or ./runs).")
 JsonOpt = typer.Option(False, "--json", help="Print a machine-readable JSON summary on stdout.")
+ConfigOpt = typer.Option(None, "--config", help="YAML file of config keys.")
 SetOpt = typer.Option(None, "--set", help="Override a config key: --set key=value (repeatable).")
 MirrorOpt = typer.Option(None, "--mirror", help="Also log live to tensorboard or mlflow, inside the store "
                          "(repeatable; needs the package: pip install 'transferlab[tensorboard]' / '[mlflow]').")

@@ -1,4 +1,5 @@
-"""`transferlab eft generate|score|demo`: emulated fine-tuning from local model folders, and the zoo demo."""
+"""`transferlab eft generate|score`: emulated fine-tuning from local model folders (`eft demo`, the zoo demo study,
+is built from its declaration by cli/studies.py)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,9 @@ from typing import Any
 import typer
 
 from transferlab.cli.common import (
-    ExplainOpt,
     JsonOpt,
-    ListPresetsOpt,
-    PrintConfigOpt,
-    SetOpt,
-    StoreOpt,
     begin,
-    config_or_listing,
     emit_json,
-    preset_option,
-    show,
-    store_path,
 )
 
 BaseOpt = typer.Option(
@@ -321,57 +313,6 @@ def score(
         typer.echo(f"report: {out['report']}")
 
 
-def demo_command(study: Any) -> Any:
-    """`transferlab eft demo`, the EFT demo study's command (its presets from the study's registry)."""
-
-    def demo(
-        preset: str | None = preset_option(study),
-        config: Path | None = typer.Option(None, "--config", help="YAML file of config keys."),
-        set_: list[str] | None = SetOpt,
-        zoo: Path | None = typer.Option(None, "--zoo", help="Zoo folder (default: <store>/zoo)."),
-        store: Path | None = StoreOpt,
-        json_out: bool = JsonOpt,
-        print_config: bool = PrintConfigOpt,
-        list_presets: bool = ListPresetsOpt,
-        explain: bool = ExplainOpt,
-    ) -> None:
-        """The zoo demo: small-ft, large-ft, up- and down-scaled EFT on target and source held-out loss."""
-        begin(json_out)
-        cfg = config_or_listing(study, preset=preset, config=config, overrides=set_, list_presets=list_presets,
-                                print_config=print_config, explain=explain, json_out=json_out)
-        if cfg is None:
-            return
-        from transferlab.store import Store
-
-        summary = study.run(cfg, Store(store_path(store)), zoo_root=zoo).to_json()
-        if json_out:
-            emit_json(summary)
-            return
-        print_demo(summary)
-
-    return demo
-
-
-def print_demo(summary: dict[str, Any]) -> None:
-    width = max(len(r["label"]) for r in summary["table"])
-    show(f"{'model':{width}s}  target ({summary['target_corpus']})  source ({summary['source_corpus']})")
-    for r in summary["table"]:
-        show(f"{r['label']:{width}s}  {r['target_loss']:>14.4f}  {r['source_loss']:>14.4f}")
-    g = summary["gap"]["target"]
-    frac = g["up_fraction_closed"]
-    if frac is None:
-        show("large-ft is not better than small-ft on the target: no gap for up-scaling to close")
-    else:
-        ci = g["up_fraction_ci95"]
-        ci_txt = "" if ci is None else f" (95% interval {ci[0]:.3f} to {ci[1]:.3f})"
-        verdict = "met" if summary["target_met"] else "missed"
-        show(
-            f"up-scaling closes {frac:.3f}{ci_txt} of the small-ft -> large-ft gap on the target "
-            f"(target >= {summary['target_fraction']:g}: {verdict})"
-        )
-    typer.echo(summary["report"])
-
-
 def register(app: typer.Typer) -> None:
     sub = typer.Typer(
         name="eft", help="Emulated fine-tuning (Mitchell et al. 2023) at decoding time.", no_args_is_help=True,
@@ -379,8 +320,4 @@ def register(app: typer.Typer) -> None:
     )
     sub.command("generate")(generate)
     sub.command("score")(score)
-    from transferlab.studies.registry import get_study
-
-    study = get_study("eft-demo")
-    sub.command(study.cli_words()[-1])(demo_command(study))
-    app.add_typer(sub, name="eft")
+    app.add_typer(sub, name="eft")  # `eft demo`, the EFT demo study's command, comes from cli/studies.py

@@ -6,7 +6,18 @@ from pathlib import Path
 
 import typer
 
-from transferlab.cli.common import JsonOpt, SetOpt, StoreOpt, begin, check_paths, emit_json, say, show, store_path
+from transferlab.cli.common import (
+    ConfigOpt,
+    JsonOpt,
+    SetOpt,
+    StoreOpt,
+    begin,
+    check_paths,
+    emit_json,
+    say,
+    show,
+    store_path,
+)
 from transferlab.core.config import resolve
 from transferlab.core.errors import ConfigError
 from transferlab.fit.extrapolation import fmt, fmt_factor
@@ -16,7 +27,6 @@ BootOpt = typer.Option(
 )
 SeedOpt = typer.Option(None, "--seed", help="Seed of the bootstrap resamples (default 0).")
 ReportOpt = typer.Option(None, "--report", help="Where to write the HTML report (default: the run folder).")
-ConfigOpt = typer.Option(None, "--config", help="YAML file of config keys.")
 
 
 def _fmt_ci(ci: list) -> str:

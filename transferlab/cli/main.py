@@ -50,6 +50,14 @@ def _register_commands() -> None:
         register = getattr(module, "register", None)
         if register is not None:
             register(app)
+    sync_studies()
+
+
+def sync_studies() -> None:
+    """Every registered study's command, built from its declaration (studies registered at run time too)."""
+    from transferlab.cli.studies import sync
+
+    sync(app)
 
 
 _register_commands()
@@ -60,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     from transferlab.store.run import forget_open_runs
 
     forget_open_runs()
+    sync_studies()
     cmd = typer.main.get_command(app)
     previous = _on_sigterm_interrupt()
     try:

@@ -8,7 +8,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from transferlab.cli.common import JsonOpt, MirrorOpt, SetOpt, StoreOpt, begin, emit_json, show, store_path
+from transferlab.cli.common import ConfigOpt, JsonOpt, MirrorOpt, SetOpt, StoreOpt, begin, emit_json, show, store_path
 from transferlab.store import Store
 
 sweep_app = typer.Typer(help="Sweeps of any study over config keys: grids, random search; local or Ray Tune.",
@@ -16,12 +16,15 @@ sweep_app = typer.Typer(help="Sweeps of any study over config keys: grids, rando
 
 
 def register(app: typer.Typer) -> None:
-    from transferlab.studies.registry import get_study, study_names
+    app.add_typer(sweep_app, name="sweep")  # a subcommand per study: add_sweep, from cli/studies.py's sync
 
-    for command in study_names():
-        sweep_app.command(command, help=f"Sweep the {command} study ({get_study(command).summary}).")(
-            _command(command))
-    app.add_typer(sweep_app, name="sweep")
+
+def add_sweep(command: str) -> None:
+    """`transferlab sweep <command>` for one registered study."""
+    from transferlab.studies.registry import get_study
+
+    sweep_app.command(command, help=f"Sweep the {command} study ({get_study(command).summary}).")(
+        _command(command))
 
 
 def _command(command: str) -> Any:
@@ -46,7 +49,7 @@ def _command(command: str) -> Any:
         plan: Optional[str] = typer.Option(None, "--plan", help=plan_help),
         preset: Optional[str] = typer.Option(None, "--preset", help="The preset every trial starts from: "
                                              + preset_help(study)),
-        config: Optional[Path] = typer.Option(None, "--config", help="YAML file of config keys."),
+        config: Optional[Path] = ConfigOpt,
         set_: Optional[List[str]] = SetOpt,
         seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per point (default 1, or the plan's)."),
         backend: str = typer.Option("local", "--backend", help="local or ray (Ray Tune)."),

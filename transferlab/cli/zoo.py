@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from transferlab.cli.common import (
+    ConfigOpt,
     ExplainOpt,
     JsonOpt,
     ListPresetsOpt,
@@ -35,7 +36,7 @@ def register(app: typer.Typer) -> None:
     @zoo.command("build")
     def build(
         preset: str | None = typer.Option(None, "--preset", help="full (default) | mini | micro."),
-        config: Path | None = typer.Option(None, "--config", help="YAML file of config keys."),
+        config: Path | None = ConfigOpt,
         sizes: str | None = typer.Option(None, "--sizes", help="Comma-separated sizes: xxs,xs,s,m,l,xl."),
         tokens: int | None = typer.Option(None, "--tokens", help="Training tokens per model (instead of 20/param)."),
         corpus: str | None = typer.Option(

@@ -1,5 +1,6 @@
 """The study registry (the lm-evaluation-harness lesson): every study by its CLI name, imported lazily,
-with a typo suggestion for an unknown name. Adding a study is one line here."""
+with a typo suggestion for an unknown name. Adding a study is one line here (or ``register(cls)`` at run time:
+a plugin, a test); its command, `transferlab sweep <command>` and `runs report` follow from the class."""
 
 from __future__ import annotations
 
@@ -21,6 +22,26 @@ STUDIES: dict[str, str] = {
 }
 
 _LOADED: dict[str, Study] = {}
+_REGISTERED: dict[str, type[Study]] = {}  # classes given to register() (not importable by name, e.g. in a test)
+
+
+def register(cls: type[Study]) -> None:
+    """Add a study at run time under its ``command`` (the CLI adds its commands on its next call)."""
+    if not (isinstance(cls, type) and issubclass(cls, Study)):
+        raise TypeError(f"{cls!r} is not a Study subclass")
+    key = cls.command
+    if key in STUDIES and _class(key) is not cls:
+        raise ConfigError(f"a study named '{key}' is already registered", fix="give the new study another command")
+    STUDIES[key] = f"{cls.__module__}:{cls.__qualname__}"
+    _REGISTERED[key] = cls
+    _LOADED.pop(key, None)
+
+
+def unregister(command: str) -> None:
+    """Remove a study added by ``register`` (the studies declared above stay)."""
+    if command in _REGISTERED:
+        del _REGISTERED[command], STUDIES[command]
+        _LOADED.pop(command, None)
 
 
 def study_names() -> list[str]:
@@ -28,6 +49,8 @@ def study_names() -> list[str]:
 
 
 def _class(key: str) -> type[Study]:
+    if key in _REGISTERED:
+        return _REGISTERED[key]
     module, cls = STUDIES[key].split(":")
     return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
 

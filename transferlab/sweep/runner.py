@@ -102,18 +102,18 @@ def execute_group(command: str, store_root: str, configs: list[dict[str, Any]], 
     study = get_study(command)
     store = Store(store_root, mirrors=mirrors)
     cfgs = [study.config_cls(**c) for c in configs]
-    opts = {"reporter": reporter} if reporter is not None else {}
+    opts = study.options(report=False, reporter=reporter)
     try:
         if reporter is None and study.group_key(cfgs[0]) is not None:
             results = study.run_group(cfgs, store, sweep=sweep)
         else:
-            results = [study.run(cfgs[0], store, report=False, **opts)]
+            results = [study.run(cfgs[0], store, opts)]
         return [_row(study, c, r) for c, r in zip(cfgs, results)]
     except Exception:  # noqa: BLE001 - a failing trial must not stop the sweep
         rows = []
         for cfg in cfgs:
             try:
-                rows.append(_row(study, cfg, study.run(cfg, store, report=False, **opts)))
+                rows.append(_row(study, cfg, study.run(cfg, store, opts)))
             except Exception as err:  # noqa: BLE001
                 _record_failure(store, study, cfg, sweep, err)
                 rows.append(_row(study, cfg, None, err.one_line() if isinstance(err, TransferlabError)

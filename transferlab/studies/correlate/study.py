@@ -6,9 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, Field
+from rich.markup import escape
+
 from transferlab.store import Store
 from transferlab.store.run import Run
-from transferlab.studies.base import Study, StudyResult
+from transferlab.studies.base import Line, RunOptions, Study, StudyResult, ZooOptions
 from transferlab.studies.correlate.config import PRESETS, CorrelateConfig
 from transferlab.studies.correlate.zoo_config import PRESETS as ZOO_PRESETS
 from transferlab.studies.correlate.zoo_config import ZooPairsConfig
@@ -23,24 +26,94 @@ def _benchmark_metrics(c: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class CorrelateStudy(Study):
+class CorrelateOptions(RunOptions):
+    out: Path | None = Field(None, description="Report path (default: in the run folder).",
+                             json_schema_extra={"flags": ["--report", "--out"], "output_file": True})
+
+
+class CorrelateFlags(BaseModel):
+    """`transferlab correlate`'s shortcuts for config keys (``--set`` takes every key)."""
+
+    path: Path | None = Field(None, description="Tidy CSV or folder <root>/<stage>/<model>/results_*.json.",
+                              json_schema_extra={"argument": True})
+    pre: str | None = Field(None, description="Stage before fine-tuning (default: pretrain).")
+    post: str | None = Field(None, description="Stage after fine-tuning (default: sft).")
+    metric: str | None = Field(None, description="Harness metric: acc or acc_norm.")
+    tasks: str | None = Field(None, description="Comma-separated benchmarks (harness task or group names) to keep; "
+                              "a name in no results file is an error.")
+    categories: Path | None = Field(None, description="YAML file mapping benchmark: category.")
+    n_boot: int | None = Field(None, description="Bootstrap resamples (default 2000).")
+
+
+class CorrelateStudy(Study[CorrelateConfig, CorrelateOptions]):
     command = "correlate"
     name = "correlate"
     summary = "do benchmark rankings before fine-tuning survive it? (files of lm-eval-harness output or a CSV)"
     config_cls = CorrelateConfig
+    options_cls = CorrelateOptions
     default_preset = None
+    flags_cls = CorrelateFlags
+    cli_help = """Do benchmark rankings before fine-tuning survive it? Correlations, intervals, calibration.
+
+    PATH is a tidy CSV or a folder of lm-evaluation-harness outputs, one per stage and model. Make
+    them with the harness's Hugging Face extra (plain lm_eval lacks accelerate, which its hf model
+    needs):
+
+        pip install 'lm_eval\\[hf]'
+
+        lm_eval --model hf --model_args pretrained=PATH_OR_ID --tasks hellaswag,arc_easy
+        --log_samples --output_path ROOT/<stage>/<model>
+
+    once per model and stage, with the same <model> in both stages. --log_samples gives the
+    per-doc confidence (p of the gold choice; text and letter targets are resolved from the
+    document's choices). With --output_path ROOT/<stage>, the harness's own layout, each model's
+    name is the last part of its path (model_name in the results file).
+    """
 
     presets = PRESETS
 
-    def run(self, cfg: CorrelateConfig, store: Store, *, report: bool = True,  # type: ignore[override]
-            out: str | Path | None = None) -> StudyResult:
+    def config_values(self, flags: BaseModel, *, listing: bool) -> dict[str, Any]:
+        from transferlab.core.config import load_yaml
+        from transferlab.core.errors import ConfigError
+
+        f = flags if isinstance(flags, CorrelateFlags) else CorrelateFlags()
+        if f.path is None and not listing:
+            raise ConfigError("no evaluation files given", where="PATH",
+                              fix="transferlab correlate PATH (a tidy CSV or a folder of lm-eval-harness output)")
+        extra: dict[str, Any] = {"path": str(f.path)} if f.path is not None else {}
+        for key, val in (("pre_stage", f.pre), ("post_stage", f.post), ("metric", f.metric), ("n_boot", f.n_boot)):
+            if val is not None:
+                extra[key] = val
+        if f.tasks is not None:
+            extra["tasks"] = [t.strip() for t in f.tasks.split(",") if t.strip()]
+        if f.categories is not None:
+            cats = load_yaml(f.categories)
+            if not all(isinstance(v, str) for v in cats.values()):
+                raise ConfigError("every value must be a category name", where=str(f.categories),
+                                  fix="write one 'benchmark: category' per line")
+            extra["categories"] = {str(k): v for k, v in cats.items()}
+        return extra
+
+    def result_lines(self, result: StudyResult) -> list[str | Line]:
+        r = result.to_json()
+        lines: list[str | Line] = [Line(f"[bold]{r['n_models']} models[/bold] · {' -> '.join(r['stages'])}",
+                                        markup=True)]
+        lines += [Line(f"[yellow]note:[/yellow] {escape(note)}", note=True) for note in r.get("notes", [])]
+        for row in r["ranking_accuracy"]:
+            ci = row["ci"] or [float("nan")] * 2
+            rho = row["spearman"] if row["spearman"] is not None else float("nan")
+            lines.append(Line(f"  {row['rank']:>2}. {row['benchmark']:<24} Spearman {rho:+.2f} "
+                              f"[{ci[0]:+.2f}, {ci[1]:+.2f}]  {row['verdict']}", markup=True))
+        return [*lines, f"report: {r['report']}"]
+
+    def run(self, cfg: CorrelateConfig, store: Store, options: CorrelateOptions | None = None) -> StudyResult:
         from transferlab.studies.correlate.run import run
 
-        result = run(cfg, store=store, out=out)  # the analysis is the report's content: always written
+        # the analysis is the report's content: always written
+        result = run(cfg, store=store, out=self.options(options).out)
         return self.result(result)
 
-    def report_from_run(self, cfg: CorrelateConfig, summary: dict[str, Any], run: Run,  # type: ignore[override]
-                        store: Store) -> Path | None:
+    def report_from_run(self, cfg: CorrelateConfig, summary: dict[str, Any], run: Run, store: Store) -> Path | None:
         """The stored findings plus the benchmark-by-benchmark matrices, which are read again from the input:
         only while the input is the one the run read (its content is part of the run id)."""
         from transferlab.studies.correlate.run import write_report
@@ -53,24 +126,32 @@ class CorrelateStudy(Study):
         return _benchmark_metrics(result.data)
 
 
-class CorrelateZooStudy(Study):
+class CorrelateZooStudy(Study[ZooPairsConfig, ZooOptions]):
     command = "correlate-zoo"
     name = "correlate_zoo"
     summary = "the zoo's own pretrain -> SFT pairs over prose/code mixtures, scored and correlated"
     config_cls = ZooPairsConfig
+    options_cls = ZooOptions
     default_preset = "default"
+    cli_help = """Pretrain zoo LMs on prose/code mixtures at 2 sizes, fine-tune them, score stdlib benchmarks,
+    and ask whether the rankings survive fine-tuning (the `correlate` analysis on the result)."""
 
     presets = ZOO_PRESETS
 
-    def run(self, cfg: ZooPairsConfig, store: Store, *, report: bool = True,  # type: ignore[override]
-            zoo_root: str | Path | None = None) -> StudyResult:
+    def result_lines(self, result: StudyResult) -> list[str | Line]:
+        r = result.to_json()
+        c = r["correlate"]
+        return [Line(f"[bold]{c['n_models']} models[/bold] · pretrain -> sft · csv {r['csv']}", markup=True),
+                cross_stage_table(c), f"report: {r['report']}"]
+
+    def run(self, cfg: ZooPairsConfig, store: Store, options: ZooOptions | None = None) -> StudyResult:
         from transferlab.studies.correlate.zoo_pairs import run
 
-        summary = run(cfg, store, zoo_root, report=report)
+        o = self.options(options)
+        summary = run(cfg, store, o.zoo_root, report=o.report)
         return self.result(summary)
 
-    def report_from_run(self, cfg: ZooPairsConfig, summary: dict[str, Any], run: Run,  # type: ignore[override]
-                        store: Store) -> Path | None:
+    def report_from_run(self, cfg: ZooPairsConfig, summary: dict[str, Any], run: Run, store: Store) -> Path | None:
         """The page from the config, the stored summary and the run's own pairs.csv."""
         from transferlab.studies.correlate.zoo_pairs import read_csv, write_report
 
@@ -81,3 +162,30 @@ class CorrelateZooStudy(Study):
 
     def trial_metrics(self, result: StudyResult) -> dict[str, Any]:
         return _benchmark_metrics(result.data["correlate"])
+
+
+def _fmt(v: float | None, ci: list[Any] | None = None) -> str:
+    import math
+
+    if v is None or not math.isfinite(v):
+        return "undefined"
+    out = f"{v:+.2f}"
+    if ci and None not in ci and all(math.isfinite(x) for x in ci):
+        out += f" [{ci[0]:+.2f}, {ci[1]:+.2f}]"
+    return out
+
+
+def cross_stage_table(c: dict[str, Any]) -> str:
+    """Every defined cross-stage statistic per benchmark, for accuracy and for confidence (stdout)."""
+    lines = [f"{'benchmark':<18} {'quantity':<10} {'mean pre':>11} {'Spearman [95% CI]':>22} "
+             f"{'Kendall':>8} {'Pearson':>8}  verdict"]
+    for b, r in c["benchmarks"].items():
+        for q in ("accuracy", "confidence"):
+            if r.get(f"reliability_{q}") is None:
+                continue
+            pre = r.get(f"mean_{q}_pre")
+            lines.append(
+                f"{b:<18} {q:<10} {('' if pre is None else f'{pre:.3f}'):>11} "
+                f"{_fmt(r.get(f'spearman_{q}'), r.get(f'spearman_{q}_ci')):>22} "
+                f"{_fmt(r.get(f'kendall_{q}')):>8} {_fmt(r.get(f'pearson_{q}')):>8}  {r.get(f'reliability_{q}')}")
+    return "\n".join(lines)

@@ -5,20 +5,48 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, Field
+from rich.markup import escape
+
 from transferlab.store import Store
 from transferlab.store.run import Run
-from transferlab.studies.base import Study, StudyResult
+from transferlab.studies.base import Line, RunOptions, Study, StudyResult
 from transferlab.studies.w2s.config import PRESETS, W2SConfig
+from transferlab.studies.w2s.losses import LABEL_METHODS, LOSSES
 
 CONTRACT_KEYS = ("weak_acc", "ceiling_acc", "student_acc", "pgr")
 
 
-class W2SStudy(Study):
+class W2SFlags(BaseModel):
+    """`transferlab w2s`'s shortcuts for config keys (``--set`` takes every key)."""
+
+    task: str | None = Field(None, description=(
+        "Task name (see --list-tasks), a .csv/.jsonl path, or hf:PATH[:TEXT_COL:LABEL_COL] (a dataset saved with "
+        "save_to_disk; sciq, boolq and anthropic_hh shapes are recognised; default synthetic-noisy); several "
+        "comma-separated tasks add paired tests between losses pooled across tasks and seeds."))
+    losses: str | None = Field(None, description=f"Comma-separated: {','.join(LOSSES)} (label methods "
+                               f"{', '.join(LABEL_METHODS)}: --set label_methods={','.join(LABEL_METHODS)}).")
+    seeds: int | None = Field(None, description="Number of seeds (splits, weak and student inits).")
+    list_tasks: bool = Field(False, description="List the tasks and exit.")
+
+
+class W2SStudy(Study[W2SConfig, RunOptions]):
     command = "w2s"
     name = "w2s"
     summary = "a strong student trained on a weak supervisor's labels (Burns et al. 2023); PGR per loss"
     config_cls = W2SConfig
     default_preset = None  # W2SConfig() is the default setup
+    flags_cls = W2SFlags
+    cli_help = """Weak-to-strong: floor (weak on gold), ceiling (strong on gold), students on weak labels.
+
+    Text tasks embed with the bundled MiniLM (weak = its first layers) unless weak and strong models
+    are named: --set weak_model=zoo:xs --set strong_model=zoo:m [--set mid_models=zoo:s] (the
+    model zoo; build it with `transferlab zoo build --sizes xs,s,m`) or local causal-LM folders.
+
+    Fine-tuning backend (--set backend=finetune): the weak and strong Hugging Face models themselves are
+    fine-tuned (a mean-pooled linear head; lora=true for LoRA, lora_target_modules to name the layers;
+    weak_ft_lr, weak_ft_steps, weak_lora for the weak model's own settings).
+    """
 
     presets = PRESETS
 
@@ -34,9 +62,10 @@ class W2SStudy(Study):
         return resolve(W2SConfig, presets=PRESETS, preset=preset, config_file=config_file, overrides=overrides,
                        extra=values, hook=hook)
 
-    def run(self, cfg: W2SConfig, store: Store, *, report: bool = True) -> StudyResult:  # type: ignore[override]
+    def run(self, cfg: W2SConfig, store: Store, options: RunOptions | None = None) -> StudyResult:
         from transferlab.studies.w2s.run import run, run_many
 
+        report = self.options(options).report
         if "," in cfg.task:  # several tasks: one run each, paired tests pooled across tasks and seeds
             out = run_many(cfg, store)
             view = {"tasks": {t: json_view(s) for t, s in out["tasks"].items()},
@@ -46,8 +75,33 @@ class W2SStudy(Study):
         view = json_view(summary)
         return StudyResult(self.name, summary, contract=view, run_id=summary.get("run_id"), report=view["report"])
 
-    def report_from_run(self, cfg: W2SConfig, summary: dict[str, Any], run: Run,  # type: ignore[override]
-                        store: Store) -> Path | None:
+    def answer(self, flags: BaseModel) -> tuple[Any, list[str | Line]] | None:
+        if not getattr(flags, "list_tasks", False):
+            return None
+        from transferlab.data.classification import list_tasks
+
+        tasks = list_tasks()
+        return {"tasks": tasks}, [
+            *(f"{t['name']:<24} {t['kind']:<10} {t['description']}" for t in tasks),
+            "(or a .csv/.jsonl file with a label column and text or features, or hf:PATH[:TEXT:LABEL] for a "
+            "Hugging Face dataset saved on disk: sciq, boolq, anthropic_hh shapes or named columns)"]
+
+    def result_lines(self, result: StudyResult) -> list[str | Line]:
+        if "tasks" in result.data:  # several tasks: the pooled paired tests
+            return [*(Line(f"  {row['a']} vs {row['b']}: mean diff {row['mean_diff']:+.4f} over {row['n']} (task, "
+                           f"seed) pairs, t-test p {row['t_p']:.3g} (Holm {row['t_p_holm']:.3g}), Wilcoxon p "
+                           f"{row['wilcoxon_p']:.3g} (Holm {row['wilcoxon_p_holm']:.3g})", markup=True)
+                      for row in result["pooled_paired_tests"]), f"report: {result.report}"]
+        summary = result.data
+        lines: list[str | Line] = [Line(f"w2s {escape(summary['task'])} · {summary['seeds']} seeds", markup=True)]
+        for m, d in summary["losses"].items():
+            p = d["pgr"]
+            lines.append(Line(f"  {m:<11} weak {d['weak_acc']['value']:.3f}  student {d['student_acc']['value']:.3f}  "
+                              f"ceiling {d['ceiling_acc']['value']:.3f}  PGR {p['value']:.3f} {_pgr_ci(p)}",
+                              markup=True))
+        return [*lines, f"report: {result.report}"]
+
+    def report_from_run(self, cfg: W2SConfig, summary: dict[str, Any], run: Run, store: Store) -> Path | None:
         """The page is made from the stored summary alone (as the run itself makes it)."""
         from transferlab.studies.w2s.report import write_report
 
@@ -58,6 +112,12 @@ class W2SStudy(Study):
             return {f"{t}.{k}": v for t, s in result.data["tasks"].items()
                     for k, v in _loss_metrics(s).items()}
         return _loss_metrics(result.data)
+
+
+def _pgr_ci(p: dict[str, Any]) -> str:
+    if p.get("lo") is None or p.get("hi") is None:
+        return f"(no interval: {p.get('note', 'n/a')})"
+    return f"\\[{p['lo']:.3f}, {p['hi']:.3f}]"
 
 
 def _loss_metrics(summary: dict[str, Any]) -> dict[str, Any]:
