@@ -11,6 +11,11 @@ Memorization vs generalization without a test set
     gradient coherence (Chatterjee & Zielinski, "On the generalization mystery in deep learning"),
     and for mixture-of-experts models :func:`pathway_distance` / :func:`pathway_consistency`
     (arXiv 2506.21551) from router outputs given as tensors, one per layer.
+The table
+    :data:`MONITORS`: one :class:`Monitor` row per logged monitor (key, how to compute it from a
+    :class:`Probe`, label, axis scale). The engine (:mod:`transferlab.train.plasticity`), the Hugging Face
+    callbacks (:mod:`transferlab.monitor`) and the grokking report all iterate it, so a new monitor is one
+    function and one row here (or :func:`register_monitor` at run time).
 
 ``loss_fn(output, target)`` must return the *mean* loss over the batch it is given (like
 ``torch.nn.functional.cross_entropy``). ``inputs`` is a tensor batched on dim 0, or a dict of such
