@@ -3,7 +3,7 @@
     python bench/grok_monitor_overhead.py [--presets default,nanda2023] [--steps 100] [--repeats 5]
 
 For each preset: the engine's time per training step (1 member, evaluations off), the time of one
-call of the plasticity extra (per-sample gradients of the 256-example probe, dormant units and
+evaluation of the plasticity monitors callback (per-sample gradients of the 256-example probe, dormant units and
 feature effective rank on the whole training set) per member, and that cost spread over the
 ``monitor_every x eval_every`` steps between two calls.
 """
@@ -19,10 +19,11 @@ import torch
 
 from transferlab.data.algorithmic import make_dataset
 from transferlab.studies.grokking.config import PRESETS, GrokConfig
-from transferlab.studies.grokking.run import _plasticity_extra, make_chain, model_factory
-from transferlab.train.engine import Engine, Schedule, TrainData
+from transferlab.studies.grokking.run import make_chain, model_factory
+from transferlab.train.engine import Engine, Evaluation, Schedule, TrainData
 from transferlab.train.ensemble import StackedForward, build_members
 from transferlab.train.losses import make_loss
+from transferlab.train.plasticity import PlasticityMonitors
 
 
 def measure(cfg: GrokConfig, steps: int, repeats: int) -> dict[str, float]:
@@ -38,12 +39,14 @@ def measure(cfg: GrokConfig, steps: int, repeats: int) -> dict[str, float]:
         res = Engine(StackedForward(base), {k: v.clone() for k, v in params.items()}, loss, chain, tdata, sched,
                      lambda p, f, s: [{}], runs=None).run()
         step_s.append(res.train_seconds / steps)
-    extra = _plasticity_extra(cfg, data, loss)
-    extra(res.params, None, 0)  # warm-up (vmap tracing)
+    monitors = PlasticityMonitors(model_factory(cfg, data.n_tokens, data.n_classes), loss, data.x_train,
+                                  data.y_train, eval_every=cfg.eval_every, every=max(1, cfg.monitor_every),
+                                  last_step=cfg.steps, probe_size=cfg.monitor_probe)
+    monitors.on_measure(Evaluation(0, res.params, None, [{}]))  # warm-up (vmap tracing)
     mon_s = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        extra(res.params, None, 0)
+        monitors.on_measure(Evaluation(0, res.params, None, [{}]))
         mon_s.append(time.perf_counter() - t0)
     step, mon = statistics.median(step_s), statistics.median(mon_s)
     every = cfg.monitor_every * cfg.eval_every

@@ -13,7 +13,6 @@ from transferlab.studies.grokking import GrokConfig, run_members
 from transferlab.studies.grokking.run import model_factory
 from transferlab.train import monitors
 from transferlab.train.losses import make_loss
-from transferlab.train.plasticity import combine_extras
 
 TINY = dict(p=23, train_fraction=0.5, width=32, steps=60, eval_every=10, checkpoint_every=20, monitor_every=2)
 KEYS = ("fisher_trace", "coherence", "m_coherence", "mean_grad_sq_norm", "noise_scale", "dormant_fraction",
@@ -74,9 +73,49 @@ def test_monitors_can_be_switched_off(tmp_path):
     assert not any("fisher_trace" in r for r in rec)
 
 
-def test_combine_extras_merges_records_per_member():
-    a = lambda params, fwd, step: [{"a": step}, {"a": step + 1}]  # noqa: E731
-    b = lambda params, fwd, step: [{"b": 1}, {"b": 2}]  # noqa: E731
-    assert combine_extras(None, None) is None
-    assert combine_extras(a, None) is a
-    assert combine_extras(a, b)({}, None, 5) == [{"a": 5, "b": 1}, {"a": 6, "b": 2}]
+def test_measuring_callbacks_add_to_each_members_record_in_order():
+    """The former evaluator extras are engine callbacks: each one's measurements land in every member's record
+    before it is logged, in the order of the callbacks, and a callback stops the run through the control."""
+    from transferlab.train.engine import Callback, Engine, Schedule, TrainData
+    from transferlab.train.ensemble import StackedForward
+    from transferlab.train.transforms import ScaleByLR, chain
+
+    class A(Callback):
+        def on_measure(self, ev):
+            for i, r in enumerate(ev.records):
+                r.update({"a": ev.step + i, "shared": "a"})
+
+    class B(Callback):
+        def on_measure(self, ev):
+            for i, r in enumerate(ev.records):
+                r.update({"b": i, "shared": "b"})
+
+    class StopAt(Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_eval(self, step, records, alive, control):
+            self.seen.append([dict(r) for r in records])
+            control.should_stop = step >= 2
+
+    class After(Callback):
+        def __init__(self):
+            self.steps = []
+
+        def on_eval(self, step, records, alive, control):
+            self.steps.append(step)
+
+    torch.manual_seed(0)
+    base = torch.nn.Linear(3, 2)
+    params = {k: torch.stack([v.detach().clone(), v.detach().clone() + 0.1]) for k, v in base.named_parameters()}
+    x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
+    loss = torch.nn.CrossEntropyLoss(reduction="none")
+    stop, after = StopAt(), After()
+    res = Engine(StackedForward(base), params, lambda out, t: loss(out.transpose(1, 2), t.expand(out.shape[0], -1)),
+                 chain(ScaleByLR(torch.tensor([0.1, 0.1]), lambda s: 1.0)), TrainData(x, y, x, y),
+                 Schedule(steps=10, eval_every=1, checkpoint_every=100), lambda p, f, s: [{"step": s}, {"step": s}],
+                 callbacks=[A(), B(), stop, after]).run()
+    assert res.stopped_early and res.step == 2
+    assert stop.seen[0] == [{"step": 0, "a": 0, "shared": "b", "b": 0}, {"step": 0, "a": 1, "shared": "b", "b": 1}]
+    assert res.records[2][1] == {"step": 2, "a": 3, "shared": "b", "b": 1}
+    assert after.steps == [0, 1]  # not told of the evaluation a callback before it stopped the run at

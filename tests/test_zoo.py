@@ -237,10 +237,9 @@ class KillAt(Callback):
     def __init__(self, step: int):
         self.step = step
 
-    def on_eval(self, step, records, alive):
+    def on_eval(self, step, records, alive, control):
         if step == self.step:
             raise Interrupt(f"killed at step {step}")
-        return False
 
 
 def _val_loss(model, tok_data, cfg: ZooConfig) -> float:

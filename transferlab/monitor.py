@@ -10,9 +10,16 @@ log: the ``logs`` dict every ``report_to`` tracker (TensorBoard, W&B, MLflow, ..
 ``state.log_history``. The Trainer puts its trackers before the user's callbacks and calls them in
 that order, so at ``on_init_end`` and ``on_train_begin`` each monitor callback moves itself (in
 ``trainer.callback_handler.callbacks``) to just after the Trainer's ``DefaultFlowCallback``: the
-monitors write into ``logs`` before any tracker reads it. Callbacks added the ordinary way
-(``Trainer(callbacks=[...])`` or ``trainer.add_callback``) need nothing more; :func:`move_before_trackers`
-does the same by hand (for a handler built some other way).
+monitors write into ``logs`` before any tracker reads it. transformers does not tell a callback which
+handler calls it, so a monitor callback looks the handler up among the live ``CallbackHandler`` objects
+(the garbage collector's list, once per handler; no stack frames) as the one whose list holds it.
+Callbacks added the ordinary way (``Trainer(callbacks=[...])`` or ``trainer.add_callback``) need nothing
+more; :func:`move_before_trackers` does the same by hand.
+
+``PlasticityCallback`` logs every row of the monitor table (:data:`MONITORS`, in
+:mod:`transferlab.train.monitors`) that its probe can measure, as the engine does: a monitor added to the
+table (one function, one row, or :func:`register_monitor` at run time) is logged here with nothing else to
+change.
 
 Cost: ``PlasticityCallback`` takes per-sample gradients of its probe, which on a small model can cost
 more than the training steps between two logs. By default it uses the first ``probe_size=8`` rows of
@@ -29,18 +36,20 @@ used.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
 from transferlab.train.monitors import (
-    MONITOR,
     MONITORS,
     GradientStats,
     LossPowerLawMonitor,
+    Monitor,
     MonitorError,
     PowerLawFit,
+    Probe,
     activation_modules,
     batch_gradient_sq_norm,
     dormant_units,
@@ -52,17 +61,21 @@ from transferlab.train.monitors import (
     gradient_coherence,
     gradient_noise_scale,
     gradient_norm,
+    measure,
     moe_pathway_metrics,
     noise_scale_from_norms,
     pathway_consistency,
     pathway_distance,
     per_sample_gradient_stats,
+    register_monitor,
     routing_paths,
+    unregister_monitor,
     weight_norm,
 )
 
 __all__ = [
-    "MONITORS", "GradientStats", "LossPowerLawMonitor", "MonitorError", "PowerLawFit", "activation_modules",
+    "MONITORS", "Monitor", "Probe", "measure", "register_monitor", "unregister_monitor",
+    "GradientStats", "LossPowerLawMonitor", "MonitorError", "PowerLawFit", "activation_modules",
     "batch_gradient_sq_norm", "dormant_units", "edit_distance", "effective_rank", "feature_effective_rank",
     "fisher_trace", "fit_power_law", "gradient_coherence", "gradient_noise_scale", "gradient_norm",
     "moe_pathway_metrics", "noise_scale_from_norms", "pathway_consistency", "pathway_distance",
@@ -172,19 +185,25 @@ def move_before_trackers(handler: Any) -> bool:
     return True
 
 
-def _calling_handler() -> Any:
-    """The ``CallbackHandler`` whose ``call_event`` called the running callback method, or None."""
-    import sys
+_HANDLERS: weakref.WeakSet = weakref.WeakSet()  # CallbackHandlers found holding a monitor callback
 
-    frame = sys._getframe(1)
-    for _ in range(6):  # _place, the on_* method, (a subclass's super() call), CallbackHandler.call_event
-        frame = frame.f_back
-        if frame is None:
-            return None
-        obj = frame.f_locals.get("self")
-        if type(obj).__name__ == "CallbackHandler" and hasattr(obj, "callbacks"):
-            return obj
-    return None
+
+def _handlers_holding(callback: Any) -> list[Any]:
+    """The transformers ``CallbackHandler`` objects whose callback list holds ``callback``: those already
+    found, else every live one (the garbage collector's list of objects, searched once per handler)."""
+    known = [h for h in list(_HANDLERS) if any(c is callback for c in h.callbacks)]
+    if known:
+        return known
+    import gc
+
+    from transformers.trainer_callback import CallbackHandler
+
+    # type(), not isinstance(): isinstance reads __class__, which some lazy objects answer with a warning
+    found = [o for o in gc.get_objects() if issubclass(type(o), CallbackHandler)
+             and any(c is callback for c in getattr(o, "callbacks", ()))]
+    for h in found:
+        _HANDLERS.add(h)
+    return found
 
 
 def _build(name: str) -> type:
@@ -200,10 +219,10 @@ def _build(name: str) -> type:
             self._place()
 
         def _place(self) -> None:
-            handler = _calling_handler()
-            if handler is not None:
+            handlers = _handlers_holding(self)
+            for handler in handlers:
                 move_before_trackers(handler)
-            elif not getattr(self, "_warned", False):
+            if not handlers and not getattr(self, "_warned", False):
                 import warnings
 
                 self._warned = True
@@ -250,24 +269,17 @@ def _build(name: str) -> type:
             self.budget.begin(self.clock())
 
         def compute(self, model: torch.nn.Module) -> dict[str, float]:
+            """Every row of the monitor table this probe can measure, on ``model`` in eval mode."""
             dev = next(model.parameters()).device
             x, y = _to_device(self.probe, dev), _to_device(self.targets, dev)
             was_training = model.training
             model.eval()
             t0 = time.perf_counter()
             try:
-                stats = per_sample_gradient_stats(model, self.loss_fn, x, y, chunk_size=self.chunk_size)
-                out = stats.as_dict()
-                out.pop("n")
-                if self.small_batch:
-                    ns = gradient_noise_scale(model, self.loss_fn, x, y, small_batch=self.small_batch)
-                    out[MONITOR["noise_scale"].key] = ns["noise_scale"]
-                    out["grad_norm_probe"] = ns["grad_sq_big"] ** 0.5
-                out["weight_norm"] = weight_norm(model)
-                if self.dormant and activation_modules(model):
-                    out[MONITOR["dormant_fraction"].key] = dormant_units(model, x, tau=self.tau)["dormant_fraction"]
-                if self.feature_module:
-                    out[MONITOR["effective_rank"].key] = feature_effective_rank(model, x, self.feature_module)
+                out = measure(Probe(model, self.loss_fn, x, y, chunk_size=self.chunk_size,
+                                    small_batch=self.small_batch, tau=self.tau, dormant=self.dormant,
+                                    feature_module=self.feature_module or None,
+                                    skip=frozenset() if self.small_batch else frozenset({"noise_scale"})))
             finally:
                 model.train(was_training)
             out["seconds"] = time.perf_counter() - t0

@@ -67,14 +67,39 @@ class Evaluator(Protocol):
     def __call__(self, params: Tensors, forward: StackedForward, step: int) -> list[dict[str, Any]]: ...
 
 
+@dataclass
+class Control:
+    """What callbacks tell the engine at an evaluation, as transformers' ``TrainerControl``: a callback sets
+    ``should_stop`` to end training after this evaluation."""
+
+    should_stop: bool = False
+
+
+@dataclass
+class Evaluation:
+    """One evaluation, as callbacks see it before it is logged: the step, the (detached) stacked parameters
+    and the forward, and one record per member, which ``on_measure`` callbacks add their measurements to."""
+
+    step: int
+    params: Tensors
+    forward: StackedForward
+    records: list[dict[str, Any]]
+
+
 class Callback:
     """What the engine tells a callback (subclass it and override what you need, as with transformers'
-    ``TrainerCallback``): every evaluation (``on_eval``, which may stop the run) and, once, the metrics
-    already logged when a run resumes from a checkpoint (``on_resume``, to rebuild the callback's state)."""
+    ``TrainerCallback``), in the order of the engine's ``callbacks`` list. At every evaluation:
+    ``on_measure`` (before the records are logged, without autograd: add per-member measurements, e.g. the
+    monitors of :mod:`transferlab.train.plasticity`), then ``on_eval`` (after logging: set
+    ``control.should_stop`` to end the run; callbacks after the one that stopped it are not told). Once,
+    when a run resumes from a checkpoint, ``on_resume`` gets the metrics already logged (to rebuild the
+    callback's state)."""
 
-    def on_eval(self, step: int, records: list[dict[str, Any]], alive: list[bool]) -> bool:
-        """Return True to stop training after this evaluation."""
-        return False
+    def on_measure(self, evaluation: Evaluation) -> None:
+        """Add measurements to ``evaluation.records[i]`` (member i) before they are logged."""
+
+    def on_eval(self, step: int, records: list[dict[str, Any]], alive: list[bool], control: Control) -> None:
+        """Set ``control.should_stop = True`` to stop training after this evaluation."""
 
     def on_resume(self, records: list[list[dict[str, Any]]]) -> None:
         """The metrics each member logged before the checkpoint the run continues from."""
@@ -242,7 +267,12 @@ class Engine:
                     self._log(records, alive)
                     info = _progress_info(records, alive)
                     bar.update(completed=step, **info)
-                    stop = any(cb.on_eval(step, records, alive) for cb in self.callbacks)
+                    control = Control()
+                    for cb in self.callbacks:
+                        if control.should_stop:
+                            break
+                        cb.on_eval(step, records, alive, control)
+                    stop = control.should_stop
                     if step % sched.checkpoint_every == 0 or step == sched.steps or stop:
                         # also the point where a resumed run continues (see _resume)
                         self._save(step, alive)
@@ -367,7 +397,11 @@ class Engine:
 
     def _evaluate(self, step: int) -> list[dict[str, Any]]:
         with torch.no_grad():
-            return self.evaluator({k: v.detach() for k, v in self.params.items()}, self.forward, step)
+            params = {k: v.detach() for k, v in self.params.items()}
+            evaluation = Evaluation(step, params, self.forward, self.evaluator(params, self.forward, step))
+            for cb in self.callbacks:
+                cb.on_measure(evaluation)
+        return evaluation.records
 
     def _log(self, records: list[dict[str, Any]], alive: list[bool]) -> None:
         if self.runs is None:
@@ -413,9 +447,9 @@ def evaluate_classification(
     loss_fn: torch.nn.Module,
     lr_of_step: Callable[[int], torch.Tensor],
     weight_decay: torch.Tensor,
-    extra: Callable[[Tensors, StackedForward, int], list[dict[str, Any]]] | None = None,
 ) -> Evaluator:
-    """The standard evaluator: loss/accuracy on both splits, weight norms, collapse fractions."""
+    """The standard evaluator: loss/accuracy on both splits, weight norms, collapse fractions (measurements
+    of a study's own are ``Callback.on_measure`` callbacks)."""
     from transferlab.train.losses import softmax_collapse_fraction
 
     def evaluate(params: Tensors, forward: StackedForward, step: int) -> list[dict[str, Any]]:
@@ -452,9 +486,6 @@ def evaluate_classification(
             out[i]["weight_norm_sq"] = float(total[i])
             out[i]["lr"] = float(lr[i])
             out[i]["contraction"] = float(lr[i] * weight_decay[i])
-        if extra is not None:
-            for i, rec in enumerate(extra(params, forward, step)):
-                out[i].update(rec)
         return out
 
     return evaluate

@@ -31,7 +31,7 @@ from transferlab.core.errors import DataError
 from transferlab.core.progress import console, is_quiet
 from transferlab.store.run import Run
 from transferlab.train import transforms as T
-from transferlab.train.engine import Callback, Engine, Schedule, TrainData, TrainResult
+from transferlab.train.engine import Callback, Control, Engine, Schedule, TrainData, TrainResult
 from transferlab.train.ensemble import StackedForward
 from transferlab.train.monitors import LossPowerLawMonitor
 
@@ -205,9 +205,6 @@ class LiveLossMonitor(Callback):
             if "train_loss" in rec:
                 self.annotate(int(rec["step"]), float(rec["train_loss"]), live=False)
 
-    def on_eval(self, step: int, records: list[dict[str, Any]], alive: list[bool]) -> bool:
-        return False
-
     @property
     def deviations(self) -> list[tuple[float, float, int]]:
         return self.mon.deviations
@@ -235,8 +232,9 @@ class EarlyStopping(Callback):
             self.bad += 1
         return self.patience > 0 and self.bad >= self.patience
 
-    def on_eval(self, step: int, records: list[dict[str, Any]], alive: list[bool]) -> bool:
-        return self._see(records[0])
+    def on_eval(self, step: int, records: list[dict[str, Any]], alive: list[bool], control: Control) -> None:
+        if self._see(records[0]):
+            control.should_stop = True
 
 
 @torch.no_grad()

@@ -11,6 +11,11 @@ Memorization vs generalization without a test set
     gradient coherence (Chatterjee & Zielinski, "On the generalization mystery in deep learning"),
     and for mixture-of-experts models :func:`pathway_distance` / :func:`pathway_consistency`
     (arXiv 2506.21551) from router outputs given as tensors, one per layer.
+The table
+    :data:`MONITORS`: one :class:`Monitor` row per logged monitor (key, how to compute it from a
+    :class:`Probe`, label, axis scale). The engine (:mod:`transferlab.train.plasticity`), the Hugging Face
+    callbacks (:mod:`transferlab.monitor`) and the grokking report all iterate it, so a new monitor is one
+    function and one row here (or :func:`register_monitor` at run time).
 
 ``loss_fn(output, target)`` must return the *mean* loss over the batch it is given (like
 ``torch.nn.functional.cross_entropy``). ``inputs`` is a tensor batched on dim 0, or a dict of such
@@ -572,34 +577,175 @@ def moe_pathway_metrics(router: Sequence[torch.Tensor], top_k: int = 1, *, batch
 
 
 # ---- the table of monitors -------------------------------------------------------------------------
+@dataclass
+class Probe:
+    """What every caller of the table has, and so what a row computes from: a real module (its parameters
+    loaded, in eval mode), its mean loss, a fixed probe batch, and the inputs the activation monitors run on.
+
+    The engine builds one per ensemble member (each member's parameters copied into one module), the
+    Hugging Face callbacks one per log step from the Trainer's model. Results several rows share (the
+    per-sample gradient pass, the two-batch noise-scale pass, the activation pass) are computed once per
+    probe through :meth:`shared`. ``small_batch``: 0 takes the noise scale exactly from the per-sample
+    gradients (tr Σ = E|g|² - |E g|²); k > 0 takes McCandlish et al.'s two-batch estimate with small
+    batches of k rows. ``feature_module``: the module whose output's effective rank is logged (None: not
+    logged). ``dormant``: whether dormant units are counted (when the model has activation modules).
+    ``skip``: keys not computed here (the engine skips ``weight_norm``: its evaluator logs ``weight_norm_sq``).
+    """
+
+    model: nn.Module
+    loss_fn: LossFn
+    inputs: Batch
+    targets: Batch | None = None
+    activation_inputs: Batch | None = None  # default: the probe's inputs
+    chunk_size: int = 64
+    small_batch: int = 0
+    tau: float = 0.025
+    dormant: bool = True
+    feature_module: str | None = None
+    skip: frozenset[str] = frozenset()
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def shared(self, name: str, fn: Callable[[Probe], Any]) -> Any:
+        """``fn(self)``, computed once per probe (for results several monitors read)."""
+        if name not in self._cache:
+            self._cache[name] = fn(self)
+        return self._cache[name]
+
+
+def probe_gradient_stats(p: Probe) -> GradientStats:
+    """The probe's per-sample gradient pass (Fisher trace, coherence, mean gradient), once per probe."""
+    def run(p: Probe) -> GradientStats:
+        with torch.enable_grad():  # the engine evaluates under no_grad
+            return per_sample_gradient_stats(p.model, p.loss_fn, p.inputs, p.targets, chunk_size=p.chunk_size)
+    return p.shared("gradient_stats", run)
+
+
+def _two_batch_noise(p: Probe) -> dict[str, float] | None:
+    if not p.small_batch:
+        return None
+
+    def run(p: Probe) -> dict[str, float]:
+        with torch.enable_grad():
+            return gradient_noise_scale(p.model, p.loss_fn, p.inputs, p.targets, small_batch=p.small_batch)
+    return p.shared("two_batch_noise", run)
+
+
+def _activations(p: Probe) -> dict[str, Any]:
+    """Dormant units over every activation module and the feature module's output, from one forward pass."""
+    def run(p: Probe) -> dict[str, Any]:
+        x = p.inputs if p.activation_inputs is None else p.activation_inputs
+        acts = activation_modules(p.model)
+        features: list[torch.Tensor] = []
+        hook = None
+        if p.feature_module is not None:
+            mod = dict(p.model.named_modules())[p.feature_module]
+            hook = mod.register_forward_hook(
+                lambda _m, _i, out: features.append(out[0] if isinstance(out, tuple) else out))
+        dormant = None
+        try:
+            if p.dormant and acts:
+                dormant = dormant_units(p.model, x, tau=p.tau, modules=acts)["dormant_fraction"]
+            elif hook is not None:
+                with torch.no_grad():
+                    _forward(p.model, x)
+        finally:
+            if hook is not None:
+                hook.remove()
+        return {"dormant_fraction": dormant, "features": features[0] if features else None}
+    return p.shared("activations", run)
+
+
+def _noise_scale(p: Probe) -> float:
+    two = _two_batch_noise(p)
+    if two is not None:
+        return two["noise_scale"]
+    s = probe_gradient_stats(p)
+    trace_sigma = max(s.fisher_trace - s.mean_grad_sq_norm, 0.0)
+    return trace_sigma / s.mean_grad_sq_norm if s.mean_grad_sq_norm > 0 else float("nan")
+
+
+def _grad_norm_probe(p: Probe) -> float | None:
+    two = _two_batch_noise(p)
+    return None if two is None else two["grad_sq_big"] ** 0.5
+
+
+def _feature_rank(p: Probe) -> float | None:
+    f = _activations(p)["features"]
+    return None if f is None else effective_rank(f)
 
 
 @dataclass(frozen=True)
 class Monitor:
-    """One logged monitor: its key in every metrics log (the engine's extra and the Hugging Face callbacks
-    both write it), how a report labels it and scales its axis, and the older keys it had."""
+    """One row of the table: its key in every metrics log (the engine and the Hugging Face callbacks both
+    write it), how to compute it from a :class:`Probe` (``None``: not measurable on this probe, not
+    logged), how a report labels it and scales its axis, whether the grokking report plots it, and the
+    older keys it had."""
 
     key: str
     label: str
     scale: str  # "log" | "linear"
     description: str
+    compute: Callable[[Probe], float | None]
     aliases: tuple[str, ...] = ()
+    plot: bool = True
 
 
-MONITORS: tuple[Monitor, ...] = (
-    Monitor("fisher_trace", "Fisher trace", "log", "empirical Fisher trace: mean squared per-sample gradient norm"),
+MONITORS: list[Monitor] = [
+    Monitor("fisher_trace", "Fisher trace", "log", "empirical Fisher trace: mean squared per-sample gradient norm",
+            lambda p: probe_gradient_stats(p).fisher_trace),
     Monitor("coherence", "gradient coherence α", "log", "|E g|² / E|g|² over the probe (Chatterjee & Zielinski): "
-            "near 1/n while examples pull apart (memorization)", ("grad_coherence",)),
+            "near 1/n while examples pull apart (memorization)", lambda p: probe_gradient_stats(p).coherence,
+            ("grad_coherence",)),
     Monitor("m_coherence", "m-coherence n·α", "log", "n α: 1 if the per-sample gradients are orthogonal, n if equal",
-            ("grad_m_coherence",)),
+            lambda p: probe_gradient_stats(p).m_coherence, ("grad_m_coherence",), plot=False),
+    Monitor("mean_grad_sq_norm", "|E g|²", "log", "squared norm of the probe's mean gradient",
+            lambda p: probe_gradient_stats(p).mean_grad_sq_norm, plot=False),
     Monitor("noise_scale", "gradient noise scale", "log", "McCandlish et al.'s simple noise scale tr Σ / |G|²",
-            ("grad_noise_scale",)),
+            _noise_scale, ("grad_noise_scale",)),
+    Monitor("grad_norm_probe", "probe gradient norm", "log", "|G| of the whole probe (with the two-batch noise scale)",
+            _grad_norm_probe, plot=False),
+    Monitor("weight_norm", "weight norm", "log", "L2 norm of all parameters", lambda p: weight_norm(p.model),
+            plot=False),
     Monitor("dormant_fraction", "dormant units", "linear", "τ-dormant units (Sokar et al., τ = 0.025)",
-            ("dormant_frac",)),
+            lambda p: _activations(p)["dormant_fraction"], ("dormant_frac",)),
     Monitor("effective_rank", "feature effective rank", "linear", "effective rank of the last activation's output "
-            "(Roy & Vetterli)", ("feature_erank",)),
-)
-MONITOR = {m.key: m for m in MONITORS}
+            "(Roy & Vetterli)", _feature_rank, ("feature_erank",)),
+]
+MONITOR: dict[str, Monitor] = {m.key: m for m in MONITORS}
+
+
+def register_monitor(monitor: Monitor, *, replace: bool = False) -> Monitor:
+    """Add a row to the table (at run time; in the source, add it to ``MONITORS``): the engine, the Hugging
+    Face callbacks and the grokking report then log and plot it."""
+    if monitor.key in MONITOR and not replace:
+        raise MonitorError(f"a monitor {monitor.key!r} is already in the table",
+                           fix="pick another key, or pass replace=True")
+    if monitor.key in MONITOR:
+        MONITORS[[m.key for m in MONITORS].index(monitor.key)] = monitor
+    else:
+        MONITORS.append(monitor)
+    MONITOR[monitor.key] = monitor
+    return monitor
+
+
+def unregister_monitor(key: str) -> None:
+    """Take a row out of the table (the inverse of :func:`register_monitor`)."""
+    if key not in MONITOR:
+        raise MonitorError(f"no monitor {key!r} in the table", fix=f"one of {', '.join(MONITOR)}")
+    MONITORS.remove(MONITOR.pop(key))
+
+
+def measure(probe: Probe) -> dict[str, float]:
+    """Every row of the table on one probe, in table order: {key: value} (rows that give None, or that the
+    probe skips, are left out)."""
+    out: dict[str, float] = {}
+    for m in MONITORS:
+        if m.key in probe.skip:
+            continue
+        v = m.compute(probe)
+        if v is not None:
+            out[m.key] = v
+    return out
 
 
 def monitor_value(record: Mapping[str, Any], key: str) -> Any:

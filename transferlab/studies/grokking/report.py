@@ -16,7 +16,7 @@ from transferlab.store import Store
 from transferlab.studies.grokking import analysis
 from transferlab.studies.grokking.config import GrokConfig
 from transferlab.studies.grokking.study import GrokStudy
-from transferlab.train.monitors import MONITOR, monitor_value
+from transferlab.train.monitors import MONITORS, monitor_value
 
 PHASE_COLORS = {"memorizing": "rgba(255,127,14,0.10)", "circuit formation": "rgba(148,103,189,0.12)",
                 "generalized": "rgba(44,160,44,0.10)"}
@@ -89,12 +89,10 @@ def progress_figure(records: Sequence[dict[str, Any]]) -> go.Figure | None:
     return fig
 
 
-PLASTICITY_PANELS = ("fisher_trace", "coherence", "noise_scale", "dormant_fraction", "effective_rank")
-
-
 def plasticity_figure(records: Sequence[dict[str, Any]]) -> go.Figure | None:
-    """The engine's plasticity monitors over steps, one panel each, with the validation accuracy."""
-    panels = [MONITOR[k] for k in PLASTICITY_PANELS if any(monitor_value(r, k) is not None for r in records)]
+    """The engine's monitors over steps: one panel for each row of the monitor table marked ``plot`` that
+    the records hold, in table order."""
+    panels = [m for m in MONITORS if m.plot and any(monitor_value(r, m.key) is not None for r in records)]
     if not panels:
         return None
     fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.04,

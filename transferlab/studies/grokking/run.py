@@ -21,10 +21,10 @@ from transferlab.studies.grokking.analysis import PHASE_KEYS
 from transferlab.studies.grokking.config import GrokConfig
 from transferlab.studies.grokking.study import GrokStudy
 from transferlab.train import transforms as T
-from transferlab.train.engine import Callback, Engine, Schedule, TrainData, evaluate_classification
+from transferlab.train.engine import Callback, Control, Engine, Evaluation, Schedule, TrainData, evaluate_classification
 from transferlab.train.ensemble import StackedForward, build_members
 from transferlab.train.losses import make_loss
-from transferlab.train.plasticity import combine_extras, logs_at, plasticity_extra
+from transferlab.train.plasticity import PlasticityMonitors, logs_at
 
 FINISHED = ("done", "diverged")
 
@@ -75,44 +75,49 @@ class StopAfterGeneralized(Callback):
 
     def on_resume(self, records: list[list[dict[str, Any]]]) -> None:
         for step_records in zip(*records):
-            self.on_eval(int(step_records[0]["step"]), list(step_records), [True] * len(step_records))
+            self.on_eval(int(step_records[0]["step"]), list(step_records), [True] * len(step_records), Control())
 
-    def on_eval(self, step: int, records: list[dict[str, Any]], alive: list[bool]) -> bool:
+    def on_eval(self, step: int, records: list[dict[str, Any]], alive: list[bool], control: Control) -> None:
         if self.margin < 0:
-            return False
+            return
         live = [r for r, a in zip(records, alive) if a]
         if self.first_all is None and live and all(self._done(r) for r in live):
             self.first_all = step
-        return self.first_all is not None and step >= self.first_all + self.margin
+        if self.first_all is not None and step >= self.first_all + self.margin:
+            control.should_stop = True
 
 
-def _progress_extra(cfg: GrokConfig, data: AlgorithmicData, every: int) -> Callable | None:
-    if not (cfg.progress_measures and cfg.operation == "x+y"):
-        return None
+class ProgressMeasures(Callback):
+    """Nanda et al.'s progress measures (restricted and excluded loss, key frequencies) of every member,
+    every ``every`` evaluations and at the last step (x+y only)."""
 
-    def extra(params: dict[str, torch.Tensor], forward: StackedForward, step: int) -> list[dict[str, Any]]:
-        k = next(iter(params.values())).shape[0]
-        if not logs_at(step, eval_every=cfg.eval_every, every=every, last_step=cfg.steps):
-            return [{} for _ in range(k)]
-        logits = forward(params, data.inputs)[..., : cfg.p]  # without the '=' output of eq_output
-        out = []
-        for i in range(k):
+    def __init__(self, cfg: GrokConfig, data: AlgorithmicData, every: int):
+        self.cfg, self.data, self.every = cfg, data, every
+
+    def on_measure(self, evaluation: Evaluation) -> None:
+        cfg, data, params = self.cfg, self.data, evaluation.params
+        if not logs_at(evaluation.step, eval_every=cfg.eval_every, every=self.every, last_step=cfg.steps):
+            return
+        logits = evaluation.forward(params, data.inputs)[..., : cfg.p]  # without the '=' output of eq_output
+        for i, rec in enumerate(evaluation.records):
             emb = params["embed"][i]
             emb = emb[0] if cfg.model == "mlp" else emb[: cfg.p]
             freqs = analysis.key_frequencies(emb)
             m = analysis.progress_measures(logits[i], data.labels, data.train_idx, data.val_idx, cfg.p, freqs)
-            out.append({**m, "key_freqs": freqs})
-        return out
-
-    return extra
+            rec.update({**m, "key_freqs": freqs})
 
 
-def _plasticity_extra(cfg: GrokConfig, data: AlgorithmicData, loss_fn: nn.Module) -> Callable | None:
-    if cfg.monitor_every == 0:
-        return None
-    return plasticity_extra(model_factory(cfg, data.n_tokens, data.n_classes), loss_fn, data.x_train, data.y_train,
-                            eval_every=cfg.eval_every, every=cfg.monitor_every, last_step=cfg.steps,
-                            probe_size=cfg.monitor_probe)
+def measurements(cfg: GrokConfig, data: AlgorithmicData, loss_fn: nn.Module) -> list[Callback]:
+    """The engine callbacks that add the study's own measurements to each evaluation: the progress measures
+    (x+y with ``progress_measures``) and the monitor table (``monitor_every`` > 0)."""
+    out: list[Callback] = []
+    if cfg.progress_measures and cfg.operation == "x+y":
+        out.append(ProgressMeasures(cfg, data, every=5))
+    if cfg.monitor_every > 0:
+        out.append(PlasticityMonitors(model_factory(cfg, data.n_tokens, data.n_classes), loss_fn, data.x_train,
+                                      data.y_train, eval_every=cfg.eval_every, every=cfg.monitor_every,
+                                      last_step=cfg.steps, probe_size=cfg.monitor_probe))
+    return out
 
 
 class ReportEvals(Callback):
@@ -124,13 +129,13 @@ class ReportEvals(Callback):
         self.reporter = reporter
         self.stopped_at: int | None = None
 
-    def on_eval(self, step: int, records: list[dict[str, Any]], alive: list[bool]) -> bool:
+    def on_eval(self, step: int, records: list[dict[str, Any]], alive: list[bool], control: Control) -> None:
         r = records[0]
         stop = bool(self.reporter({"step": step, **{k: r.get(k) for k in ("val_acc", "train_acc", "val_loss",
                                                                            "weight_norm_sq")}}))
         if stop:
             self.stopped_at = step
-        return stop
+            control.should_stop = True
 
 
 @dataclass
@@ -187,8 +192,7 @@ def _train(cfg0: GrokConfig, cfgs: list[GrokConfig], runs: list, data: Algorithm
     chain, scale = make_chain(cfg0, lr, wd)
     loss_fn = make_loss(cfg0.loss, cfg0.loss_dtype)
     tdata = TrainData(data.x_train, data.y_train, data.x_val, data.y_val)
-    extra = combine_extras(_progress_extra(cfg0, data, every=5), _plasticity_extra(cfg0, data, loss_fn))
-    evaluator = evaluate_classification(tdata, loss_fn, scale.current_lr, wd, extra=extra)
+    evaluator = evaluate_classification(tdata, loss_fn, scale.current_lr, wd)
     schedule = Schedule(steps=cfg0.steps, batch_size=cfg0.batch_size, eval_every=cfg0.eval_every,
                         log_spaced_evals=cfg0.log_spaced_evals, checkpoint_every=cfg0.checkpoint_every,
                         order_seed=cfg0.order_seed, chunk_size=cfg0.chunk_size,
@@ -198,7 +202,8 @@ def _train(cfg0: GrokConfig, cfgs: list[GrokConfig], runs: list, data: Algorithm
         r.start()
     tuner = ReportEvals(reporter) if reporter else None
     engine = Engine(StackedForward(base, cfg0.ensemble_mode), params, loss_fn, chain, tdata, schedule, evaluator,
-                    runs=runs, callbacks=[stopper] + ([tuner] if tuner else []), description=description)
+                    runs=runs, callbacks=[*measurements(cfg0, data, loss_fn), stopper, *([tuner] if tuner else [])],
+                    description=description)
     rows = cfg0.batch_size or data.x_train.shape[0]
     tokens = rows * {"mlp": 1, "transformer": 3}.get(cfg0.model, 4)
     flops = 6.0 * sum(v.numel() for v in params.values()) * tokens  # all members' forward + backward
