@@ -8,7 +8,17 @@ from typing import Any, List, Optional
 
 import typer
 
-from transferlab.cli.common import ConfigOpt, JsonOpt, MirrorOpt, SetOpt, StoreOpt, begin, emit_json, show, store_path
+from transferlab.cli.common import (
+    ConfigOpt,
+    JsonOpt,
+    MirrorOpt,
+    SetOpt,
+    StoreOpt,
+    begin,
+    emit_json,
+    show,
+    store_path,
+)
 from transferlab.store import Store
 
 sweep_app = typer.Typer(help="Sweeps of any study over config keys: grids, random search; local or Ray Tune.",
@@ -59,9 +69,11 @@ def _command(command: str) -> Any:
         store: Optional[Path] = StoreOpt,
         mirror: Optional[List[str]] = MirrorOpt,
         json_out: bool = JsonOpt,
+        print_config: bool = typer.Option(False, "--print-config", help="Print the base config and every trial's "
+                                          "swept values (validated), and exit without running."),
     ) -> None:
         _sweep(command, grid, sample, trials, sample_seed, plan, preset, config, set_, seeds, backend, address,
-               scheduler, name, store, mirror, json_out)
+               scheduler, name, store, mirror, json_out, print_config)
 
     sweep.__doc__ = f"Sweep the {command} study."
     return sweep
@@ -70,7 +82,7 @@ def _command(command: str) -> Any:
 def _sweep(command: str, grid: list[str] | None, sample: list[str] | None, trials: int, sample_seed: int,
            plan: str | None, preset: str | None, config: Path | None, set_: list[str] | None, seeds: int | None,
            backend: str, address: str | None, scheduler: str | None, name: str | None, store: Path | None,
-           mirror: list[str] | None, json_out: bool) -> None:
+           mirror: list[str] | None, json_out: bool, print_config: bool = False) -> None:
     from transferlab.core.config import parse_override
     from transferlab.core.errors import ConfigError
     from transferlab.studies.registry import get_study
@@ -114,7 +126,19 @@ def _sweep(command: str, grid: list[str] | None, sample: list[str] | None, trial
     if scheduler is not None:
         check_scheduler(study, scheduler, backend)
     base = study.make_config(preset, plan_overrides + list(set_ or []), config_file=config)
-    trial_configs(study, base, combine(grid_values, samples), seeds)  # every trial validated before anything runs
+    trials_ = trial_configs(study, base, combine(grid_values, samples), seeds)  # all validated before anything runs
+    if print_config:
+        import yaml
+
+        from transferlab.core.config import get_dotted
+
+        keys = [*swept, *(["seed"] if seeds > 1 else [])]
+        plan_out = {"base": base.to_dict(), "trials": [{k: get_dotted(t.to_dict(), k) for k in keys} for t in trials_]}
+        if json_out:
+            emit_json(plan_out)
+        else:
+            typer.echo(yaml.safe_dump(plan_out, sort_keys=False).rstrip())
+        return
     # opens (so checks) the mirrors before anything runs; the workers reopen them by name
     st = Store(store_path(store), mirrors=mirror or ())
     result = run_sweep(base, grid_values, st, study=study, seeds=seeds, backend=backend, address=address, name=name,

@@ -114,6 +114,14 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
+def get_dotted(values: dict[str, Any], key: str) -> Any:
+    """``values["train"]["lr"]`` for ``train.lr`` (None where a part is missing)."""
+    node: Any = values
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
 def set_dotted(values: dict[str, Any], key: str, value: Any) -> None:
     """``train.lr=1e-3`` sets ``values["train"]["lr"]``: a nested sub-config's field, on top of what the
     preset or file gave that sub-config."""
