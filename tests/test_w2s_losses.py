@@ -194,3 +194,46 @@ def test_unknown_loss_and_bad_shapes_are_clear_errors():
         XentLoss()(torch.zeros(3, 2), torch.zeros(3, 3))
     with pytest.raises(ConfigError, match="tau"):
         AdaptConfLoss(tau=0)
+
+
+def test_a_loss_is_one_class_in_one_place(cli, tmp_path):
+    """Defining a W2SLoss subclass with a name is the whole of adding a loss: config validation, its
+    parameters, the command's help and --explain list it, and a study run trains a student with it."""
+    import json
+
+    import torch.nn.functional as F
+
+    from transferlab.studies.w2s.config import W2SConfig
+    from transferlab.studies.w2s.losses import LOSSES, W2SLoss, unregister_loss
+
+    class HalfXent(W2SLoss):
+        """Half the cross-entropy on the weak soft labels (a test loss)."""
+
+        name = "half-xent-test"
+
+        def __init__(self, scale: float = 0.5):
+            super().__init__()
+            self.scale = scale
+
+        def forward(self, logits, weak_probs, progress=1.0):
+            return -self.scale * (weak_probs * F.log_softmax(logits, -1)).sum(-1).mean()
+
+    try:
+        assert LOSSES["half-xent-test"] is HalfXent
+        W2SConfig(losses=["xent", "half-xent-test"], loss_params={"half-xent-test": {"scale": 0.25}})
+        code, out, _ = cli(["w2s", "--help"])
+        assert code == 0 and "half-xent-test" in "".join(out.replace("│", "").split())  # rich wraps in a box
+        code, out, _ = cli(["w2s", "--explain"])
+        assert code == 0 and "half-xent-test" in out
+        code, out, err = cli(["w2s", "--task", "synthetic-noisy", "--losses", "xent,half-xent-test", "--seeds", "1",
+                              "--set", "n_examples=600", "--set", "steps=40", "--json",
+                              "--store", str(tmp_path / "runs")])
+        assert code == 0, err
+        assert set(json.loads(out)["losses"]) == {"xent", "half-xent-test"}
+        with pytest.raises(Exception, match="already exists"):
+            type("Again", (W2SLoss,), {"name": "half-xent-test"})
+    finally:
+        unregister_loss("half-xent-test")
+    assert "half-xent-test" not in LOSSES
+    code, _, err = cli(["w2s", "--losses", "half-xent-test", "--store", str(tmp_path / "runs")])
+    assert code == 2 and "unknown loss 'half-xent-test'" in err

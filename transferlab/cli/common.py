@@ -161,6 +161,8 @@ def explain_fields(cls: Any, prefix: str = "") -> list[dict[str, str]]:
 
     from pydantic import BaseModel
 
+    from transferlab.core.config import describe
+
     rows: list[dict[str, str]] = []
     for name, f in cls.model_fields.items():
         if name == "preset":
@@ -172,5 +174,5 @@ def explain_fields(cls: Any, prefix: str = "") -> list[dict[str, str]]:
         default = f.get_default(call_default_factory=True)
         kind = getattr(ann, "__name__", None) if typing.get_origin(ann) is None else None
         rows.append({"key": prefix + name, "type": kind or str(ann).replace("typing.", ""),
-                     "default": repr(default), "description": f.description or ""})
+                     "default": repr(default), "description": describe(f)})
     return rows

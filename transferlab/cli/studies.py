@@ -34,24 +34,24 @@ from transferlab.cli.common import (
     show,
     store_path,
 )
+from transferlab.core.config import describe
 from transferlab.studies.base import Line, Study
 
 _SYNCED: dict[str, list[tuple[typer.Typer, Any]]] = {}  # study -> (app or group, its CommandInfo) it added
 
 
 def sync(app: typer.Typer) -> None:
-    """Add the command (and the `sweep` subcommand) of every registered study that has none yet, and drop those of
-    studies no longer registered."""
+    """(Re)build the command and the `sweep` subcommand of every registered study, so that they follow the
+    declarations as they are now: a study registered or dropped since, or a registry a help text lists (a w2s
+    loss defined by its class). Building them is a few milliseconds."""
     from transferlab.cli.sweep import add_sweep, sweep_app
     from transferlab.studies.registry import get_study, study_names
 
     names = study_names()
-    for key in [k for k in _SYNCED if k not in names]:
+    for key in list(_SYNCED):
         for target, info in _SYNCED.pop(key):
             target.registered_commands.remove(info)
     for key in names:
-        if key in _SYNCED:
-            continue
         study = get_study(key)
         *group, word = study.cli_words()
         target = _group(app, group[0]) if group else app
@@ -79,10 +79,10 @@ def _field_params(model: type[BaseModel] | None) -> list[inspect.Parameter]:
         if extra.get("cli") is False:
             continue
         if extra.get("argument"):
-            info = typer.Argument(field.default, help=field.description, show_default=False)
+            info = typer.Argument(field.default, help=describe(field), show_default=False)
         else:
             flags = [str(f) for f in extra.get("flags") or [f"--{name.replace('_', '-')}"]]  # type: ignore[union-attr]
-            info = typer.Option(field.default, *flags, help=field.description)
+            info = typer.Option(field.default, *flags, help=describe(field))
         params.append(_param(name, info, field.annotation))
     return params
 

@@ -114,6 +114,18 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
+def describe(field: Any) -> str:
+    """A config field's description for `--explain` and the command's help. A field whose choices live in a
+    registry declares ``json_schema_extra={"choices": callable}``: the names are read when the text is shown,
+    so a loss (say) added by defining its class is listed without another edit."""
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    text = field.description or ""
+    choices = extra.get("choices")
+    if callable(choices):
+        text = f"{text} (one of: {', '.join(choices())})" if text else f"one of: {', '.join(choices())}"
+    return text
+
+
 def get_dotted(values: dict[str, Any], key: str) -> Any:
     """``values["train"]["lr"]`` for ``train.lr`` (None where a part is missing)."""
     node: Any = values

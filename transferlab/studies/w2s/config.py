@@ -37,11 +37,12 @@ class W2SConfig(StudyConfig):
     classes: list[str] | None = Field(None, description="a user file's declared class names, in label-index "
                                       "order: every label must be one of them (default: the labels found)")
     losses: list[str] = Field(default_factory=lambda: ["xent"],
-                              description="student losses: xent, confidence, logconf, product, product-ramped, "
-                                          "window, adaptconf (each a student per seed)")
+                              description="student losses, each a student per seed",
+                              json_schema_extra={"choices": lambda: list(LOSSES)})
     label_methods: list[str] = Field(default_factory=list,
                                      description="students that change the weak labels instead of the loss, then "
-                                                 "train with xent: knn-refine, bootstrap (heads backend)")
+                                                 "train with xent (heads backend)",
+                                     json_schema_extra={"choices": lambda: list(LABEL_METHODS)})
     seeds: int = Field(3, ge=1, le=100, description="repetitions: each seed draws its own splits, weak model and "
                        "student inits; 3 or more give PGR a 95% interval")
     seed: int = Field(0, description="first seed; repetition s uses seed + s for its split, weak init and student "

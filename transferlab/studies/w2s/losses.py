@@ -13,6 +13,8 @@ objective) are not.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -68,10 +70,39 @@ def balanced_hard_labels(probs: Tensor, class_mass: Tensor, iters: int = 50) -> 
     return F.one_hot((logp + b).argmax(-1), k).to(probs.dtype)
 
 
+# Methods that change the labels instead of the loss (trained with xent on the new labels).
+LABEL_METHODS = {
+    "knn-refine": "Somerstep et al.-style label refinement: k-NN over weak labels in the "
+    "strong representation, then xent",
+    "bootstrap": "bootstrapping through intermediate model sizes (weak -> mid -> strong), xent",
+}
+
+LOSSES: dict[str, type[W2SLoss]] = {}  # every loss class, by name, in the order they are defined
+
+
 class W2SLoss(nn.Module):
-    """Base: ``forward(logits, weak_probs, progress=1.0) -> scalar``."""
+    """Base: ``forward(logits, weak_probs, progress=1.0) -> scalar``.
+
+    A subclass that sets its own ``name`` is a loss of the study: defining it registers it, so its name is
+    accepted by ``losses=`` and ``--losses``, listed in their help and in ``--explain``, and its constructor's
+    keyword arguments are its ``loss_params``. Adding a loss is this one class."""
 
     name = "base"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("name")
+        if not name:
+            return  # an intermediate base without a name of its own
+        if name in LOSSES or name in LABEL_METHODS:
+            raise ConfigError(f"a w2s loss named '{name}' already exists ({LOSSES.get(name, 'a label method')})",
+                              fix="give the new loss class another name")
+        LOSSES[name] = cls
+
+
+def unregister_loss(name: str) -> None:
+    """Remove a loss added at run time (tests, notebooks)."""
+    LOSSES.pop(name, None)
 
     def forward(
         self, logits: Tensor, weak_probs: Tensor, progress: float = 1.0
@@ -259,17 +290,7 @@ class AdaptConfLoss(W2SLoss):
         return ((1.0 - b) * kl + b * self_ce).mean()
 
 
-LOSSES: dict[str, type[W2SLoss]] = {
-    cls.name: cls for cls in (XentLoss, ConfidenceLoss, LogConfLoss, ProductLoss, RampedProductLoss, WindowLoss,
-                              AdaptConfLoss)
-}
 
-# Methods that change the labels instead of the loss (trained with xent on the new labels).
-LABEL_METHODS = {
-    "knn-refine": "Somerstep et al.-style label refinement: k-NN over weak labels in the "
-    "strong representation, then xent",
-    "bootstrap": "bootstrapping through intermediate model sizes (weak -> mid -> strong), xent",
-}
 
 
 def known_methods() -> list[str]:

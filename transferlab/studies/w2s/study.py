@@ -12,7 +12,7 @@ from transferlab.store import Store
 from transferlab.store.run import Run
 from transferlab.studies.base import Line, RunOptions, Study, StudyResult
 from transferlab.studies.w2s.config import PRESETS, W2SConfig
-from transferlab.studies.w2s.losses import LABEL_METHODS, LOSSES
+from transferlab.studies.w2s.losses import LOSSES
 
 CONTRACT_KEYS = ("weak_acc", "ceiling_acc", "student_acc", "pgr")
 
@@ -24,8 +24,8 @@ class W2SFlags(BaseModel):
         "Task name (see --list-tasks), a .csv/.jsonl path, or hf:PATH[:TEXT_COL:LABEL_COL] (a dataset saved with "
         "save_to_disk; sciq, boolq and anthropic_hh shapes are recognised; default synthetic-noisy); several "
         "comma-separated tasks add paired tests between losses pooled across tasks and seeds."))
-    losses: str | None = Field(None, description=f"Comma-separated: {','.join(LOSSES)} (label methods "
-                               f"{', '.join(LABEL_METHODS)}: --set label_methods={','.join(LABEL_METHODS)}).")
+    losses: str | None = Field(None, description="Comma-separated student losses (label methods go in "
+                               "--set label_methods=...)", json_schema_extra={"choices": lambda: list(LOSSES)})
     seeds: int | None = Field(None, description="Number of seeds (splits, weak and student inits).")
     list_tasks: bool = Field(False, description="List the tasks and exit.")
 
