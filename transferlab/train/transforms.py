@@ -178,6 +178,36 @@ class ScaleByLR:
         return {k: u * per_member(-lr, u) for k, u in updates.items()}
 
 
+class ProjectNorm:
+    """Hold each member's squared weight norm ‖θ‖² at ``rho`` (the causal test of the norm account of
+    grokking: arXiv:2606.13753 clamps the norm; arXiv:2605.18845 freezes it). Put last in a chain: the update
+    it returns lands the parameters on the sphere ‖θ + u‖² = rho, ``θ + u`` rescaled. ``rho`` is per member
+    state ([K]); a NaN leaves that member's update as it is (the memorization clamp sets it when the member
+    memorizes, see ``studies/grokking/run.py``), so a member not yet clamped trains exactly as without it."""
+
+    name = "project_norm"
+
+    def __init__(self, rho: torch.Tensor):
+        self.rho = rho.to(torch.float64)
+
+    def init(self, params: Tensors) -> Tensors:
+        return {"rho": self.rho.clone()}
+
+    def update(self, updates: Tensors, state: Tensors, params: Tensors, step: int) -> Tensors:
+        rho = state["rho"]
+        active = torch.isfinite(rho)
+        if not bool(active.any()):
+            return updates
+        new = {k: params[k] + u for k, u in updates.items()}
+        norm_sq = sum(_member_sum(v.double() * v.double()) for v in new.values())
+        scale = torch.where(active, (rho / norm_sq.clamp_min(1e-300)).sqrt(), torch.ones_like(rho))
+        out = {}
+        for k, u in updates.items():
+            projected = new[k] * per_member(scale.to(new[k].dtype), new[k]) - params[k]
+            out[k] = torch.where(per_member(active, u), projected, u)
+        return out
+
+
 class Chain:
     def __init__(self, *transforms: GradientTransform):
         self.transforms = list(transforms)

@@ -89,7 +89,12 @@ class GrokConfig(StudyConfig):
     explode_factor: float = Field(1e3, ge=0.0, description="stop a member whose training loss exceeds this many "
                                                            "times its first (diverged); 0: only NaN/Inf")
 
-    HASH_WHEN_CHANGED = frozenset({"explode_factor"})
+    norm_clamp: float | Literal["none", "memorization"] = Field(
+        "none", description="the causal test of the norm account: hold the squared weight norm ‖θ‖² at this "
+                            "number after every step, or at its value when the member memorizes (train accuracy "
+                            "99%; 'memorization'); 'none' trains as usual")
+
+    HASH_WHEN_CHANGED = frozenset({"explode_factor", "norm_clamp"})
     monitor_every: int = Field(10, ge=0, description="plasticity monitors (Fisher trace, gradient coherence and "
                                                      "noise scale, dormant units, feature rank) every this many "
                                                      "evaluations and at the last step; 0: off")
@@ -99,6 +104,8 @@ class GrokConfig(StudyConfig):
 
     @model_validator(mode="after")
     def _check(self) -> GrokConfig:
+        if isinstance(self.norm_clamp, float) and not self.norm_clamp > 0:
+            raise ValueError(f"norm_clamp must be a squared norm > 0, 'memorization' or 'none', got {self.norm_clamp}")
         if self.operation not in OPERATIONS:
             raise ValueError(f"unknown operation '{self.operation}'; choose one of: {', '.join(OPERATIONS)}")
         if self.operation in MODULAR_OPERATIONS and MODULAR_OPERATIONS[self.operation][1] and not is_prime(self.p):

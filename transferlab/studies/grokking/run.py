@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -58,7 +59,24 @@ def make_chain(cfg: GrokConfig, lr: torch.Tensor, wd: torch.Tensor) -> tuple[T.C
         parts.append(T.AddDecayedWeights(wd))
     scale = T.ScaleByLR(lr, T.make_schedule(cfg.lr_schedule, cfg.warmup_steps, cfg.steps, cfg.warmup_from_zero))
     parts.append(scale)
+    if cfg.norm_clamp != "none":  # last: the step lands on the sphere ‖θ‖² = rho
+        rho = float("nan") if cfg.norm_clamp == "memorization" else float(cfg.norm_clamp)
+        parts.append(T.ProjectNorm(torch.full((len(lr),), rho)))
     return T.chain(*parts), scale
+
+
+class ClampAtMemorization(Callback):
+    """norm_clamp=memorization: when a member first reaches 99% training accuracy, its ‖θ‖² at that evaluation
+    becomes the norm ProjectNorm holds from the next step on (arXiv:2605.18845's frozen norm). The value lives in
+    the chain's state, so it is checkpointed and restored with it."""
+
+    def __init__(self, rho: torch.Tensor, threshold: float = 0.99):
+        self.rho, self.threshold = rho, threshold
+
+    def on_eval(self, step: int, records: list[dict[str, Any]], alive: list[bool], control: Control) -> None:
+        for k, rec in enumerate(records):
+            if not bool(torch.isfinite(self.rho[k])) and rec.get("train_acc", 0.0) >= self.threshold:
+                self.rho[k] = float(rec["weight_norm_sq"])
 
 
 class StopAfterGeneralized(Callback):
@@ -204,6 +222,9 @@ def _train(cfg0: GrokConfig, cfgs: list[GrokConfig], runs: list, data: Algorithm
     engine = Engine(StackedForward(base, cfg0.ensemble_mode), params, loss_fn, chain, tdata, schedule, evaluator,
                     runs=runs, callbacks=[*measurements(cfg0, data, loss_fn), stopper, *([tuner] if tuner else [])],
                     description=description)
+    if cfg0.norm_clamp == "memorization":  # the engine's own state tensor, restored in place on resume
+        at = next(i for i, t in enumerate(chain.transforms) if isinstance(t, T.ProjectNorm))
+        engine.callbacks.insert(0, ClampAtMemorization(engine.states[at]["rho"]))
     rows = cfg0.batch_size or data.x_train.shape[0]
     tokens = rows * {"mlp": 1, "transformer": 3}.get(cfg0.model, 4)
     flops = 6.0 * sum(v.numel() for v in params.values()) * tokens  # all members' forward + backward
@@ -223,6 +244,11 @@ def _train(cfg0: GrokConfig, cfgs: list[GrokConfig], runs: list, data: Algorithm
             "ensemble_size": len(cfgs), "lr": cfg.lr, "weight_decay": cfg.weight_decay, "seed": cfg.seed,
             "threads": threads,
         }
+        if cfg.norm_clamp != "none":
+            rho = next((float(st["rho"][k]) for t, st in zip(chain.transforms, engine.states)
+                        if isinstance(t, T.ProjectNorm)), float("nan"))
+            summary["norm_clamp"] = {"mode": "memorization" if cfg.norm_clamp == "memorization" else "fixed",
+                                     "rho": rho if math.isfinite(rho) else None}
         diagnosis = analysis.diagnose(records, cfg.lr, cfg.weight_decay, cfg.weight_decay_style)
         if diagnosis is not None and result.diverged[k] is None:
             summary["diagnosis"] = diagnosis
@@ -293,5 +319,6 @@ def member_json(m: MemberResult) -> dict[str, Any]:
             "weight_decay": m.config["weight_decay"], "status": s.get("status"),
             **{k: s.get(k) for k in PHASE_KEYS},
             "wall_seconds": s.get("wall_seconds"), "threads": s.get("threads"),
+            **({"norm_clamp": s["norm_clamp"]} if s.get("norm_clamp") else {}),
             **({"diagnosis": {"code": s["diagnosis"]["code"], "message": s["diagnosis"]["message"]}}
                if s.get("diagnosis") else {})}
