@@ -71,3 +71,37 @@ def test_the_default_keeps_its_run_ids_and_bad_clamps_are_one_line(cli, tmp_path
         code, _, err = cli(["grok", "--set", f"norm_clamp={bad}", "--store", str(tmp_path)])
         assert code == 2 and msg in err and len(err.strip().splitlines()) == 1, err
     assert not any(tmp_path.iterdir())
+
+
+def test_clamp_law_recovers_an_exponential_and_censors():
+    from transferlab.studies.grokking.analysis import clamp_law
+
+    trials = [{"run_id": f"r{i}", "norm_clamp": rho, "seed": 0, "steps_to_memorize": 100,
+               "steps_to_generalize": 100 + round(50 * math.exp(0.002 * rho)), "last_step": 9000}
+              for i, rho in enumerate((500.0, 1000.0, 1500.0, 2000.0))]
+    trials.append({"run_id": "c", "norm_clamp": 3000.0, "seed": 0, "steps_to_memorize": 100,
+                   "steps_to_generalize": None, "last_step": 4000})
+    trials += [{"run_id": f"m{i}", "norm_clamp": "memorization", "steps_to_memorize": 120,
+                "steps_to_generalize": None, "last_step": 4000} for i in range(3)]
+    trials.append({"run_id": "free", "norm_clamp": "none", "steps_to_memorize": 100, "steps_to_generalize": 900})
+    law = clamp_law(trials)
+    assert law.alpha == pytest.approx(0.002, rel=1e-2) and law.r2 == pytest.approx(1.0, abs=1e-4)
+    assert (law.n_used, law.n_censored) == (4, 1)
+    assert law.memorization == {"trials": 3, "generalized": 0}
+    assert next(p for p in law.points if p["censored"])["delay"] == 3900  # a lower bound
+    assert clamp_law([t for t in trials if t["run_id"] in ("r0", "r1", "c")]).why_not
+    assert clamp_law([{"norm_clamp": "none"}]) is None
+
+
+def test_a_clamp_sweep_has_its_law_on_the_page_and_in_the_json(cli, tmp_path):
+    code, out, err = cli(["sweep", "grok", "--grid", "norm_clamp=200,400,memorization",
+                          *sum((["--set", f"{k}={v}"] for k, v in TINY.items()), []), "--json",
+                          "--store", str(tmp_path)])
+    assert code == 0, err
+    res = json.loads(out)
+    law = res["norm_clamp_law"]
+    assert law["memorization"]["trials"] == 1 and len(law["points"]) + law["memorization"]["trials"] <= 3
+    assert all(e["reason"].startswith("norm clamped") for e in res["delay_law"]["excluded"]
+               if e["run_id"] in {t["run_id"] for t in res["trials"]})
+    page = open(res["report"]).read()
+    assert "Clamping the norm" in page

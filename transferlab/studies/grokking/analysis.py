@@ -348,6 +348,8 @@ def delay_law(trials: Sequence[dict[str, Any]]) -> DelayLaw:
         why = None
         if t.get("status") not in ("done", None):
             why = f"status {t.get('status')}" + (f": {t['error']}" if t.get("error") else "")
+        elif t.get("norm_clamp") not in (None, "none"):
+            why = f"norm clamped ({t['norm_clamp']}): its norm cannot decay as the law assumes (see the clamp law)"
         elif not t.get("weight_decay") or not t.get("lr"):
             why = "lr x weight_decay = 0: the law has no decay rate to predict with"
         elif t.get("steps_to_memorize") is None:
@@ -519,3 +521,60 @@ def early_predictions(runs: Sequence[dict[str, Any]], fraction: float = 0.5) -> 
             out.append({"run_id": r.get("run_id"), "seen_until": int(cutoff), "actual": t_grok,
                         "predicted": round(pred), "abs_pct_error": abs(pred - t_grok) / t_grok})
     return out
+
+
+# --------------------------------------------------------------------------- the norm clamp (causal test)
+@dataclass
+class ClampLaw:
+    """The delay of trials whose ‖θ‖² was held at ``rho`` (``norm_clamp``), fitted as
+    T_grok − T_mem = A·exp(alpha·rho) by least squares on log(delay) (arXiv 2606.13753 reports alpha ≈ 7.5 with
+    rho the norm of its models; here rho is our squared norm, so the numbers are not comparable, the form is).
+    Trials not generalized by their last step are censored (listed, not fitted)."""
+
+    points: list[dict[str, Any]]
+    alpha: float | None = None
+    log_a: float | None = None
+    r2: float | None = None
+    n_used: int = 0
+    n_censored: int = 0
+    memorization: dict[str, int] = field(default_factory=dict)  # norm_clamp=memorization: trials, generalized
+    why_not: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"alpha": self.alpha, "log_a": self.log_a, "r2": self.r2, "n_used": self.n_used,
+                "n_censored": self.n_censored, "memorization": self.memorization, "why_not": self.why_not,
+                "points": self.points}
+
+
+def clamp_law(trials: Sequence[dict[str, Any]]) -> ClampLaw | None:
+    """The clamp law over a sweep's trials; None when no trial clamped its norm."""
+    clamped = [t for t in trials if t.get("norm_clamp") not in (None, "none")]
+    if not clamped:
+        return None
+    law = ClampLaw(points=[])
+    mem = [t for t in clamped if t["norm_clamp"] == "memorization"]
+    if mem:
+        law.memorization = {"trials": len(mem), "generalized": sum(t.get("steps_to_generalize") is not None
+                                                                    for t in mem)}
+    for t in clamped:
+        if t["norm_clamp"] == "memorization" or t.get("steps_to_memorize") is None:
+            continue
+        gen = t.get("steps_to_generalize")
+        last = t.get("last_step") or 0
+        law.points.append({"run_id": t.get("run_id"), "rho": float(t["norm_clamp"]), "seed": t.get("seed"),
+                           "delay": (gen if gen is not None else last) - t["steps_to_memorize"],
+                           "censored": gen is None})
+    used = [p for p in law.points if not p["censored"] and p["delay"] > 0]
+    law.n_used, law.n_censored = len(used), sum(p["censored"] for p in law.points)
+    if len({p["rho"] for p in used}) < 3:
+        law.why_not = (f"{len({p['rho'] for p in used})} clamp value(s) with generalized trials; the exponential "
+                       "needs at least 3")
+        return law
+    x = np.array([p["rho"] for p in used])
+    y = np.log([p["delay"] for p in used])
+    alpha, log_a = np.polyfit(x, y, 1)
+    resid = y - (log_a + alpha * x)
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    law.alpha, law.log_a = float(alpha), float(log_a)
+    law.r2 = 1.0 - float((resid ** 2).sum()) / ss_tot if ss_tot > 0 else None
+    return law

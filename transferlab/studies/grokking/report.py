@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -131,6 +132,26 @@ def delay_law_figure(law: analysis.DelayLaw) -> go.Figure:
     fig.update_layout(title=title,
                       xaxis_title="x = log(‖θ_mem‖² / ‖θ_post‖²) / (lr · wd), ‖θ_post‖² from the other trials",
                       yaxis_title="T_grok − T_mem (steps)", xaxis_type="log", yaxis_type="log", height=440)
+    return fig
+
+
+def clamp_figure(law: analysis.ClampLaw) -> go.Figure:
+    """Delay against the clamped ‖θ‖²: generalized trials as points, censored ones as upward triangles at their
+    lower bound, and the fitted exponential."""
+    fig = go.Figure()
+    for censored, name, symbol in ((False, "generalized", "circle"), (True, "censored (not by the budget)",
+                                                                       "triangle-up-open")):
+        pts = [p for p in law.points if p["censored"] == censored]
+        if pts:
+            fig.add_trace(go.Scatter(x=[p["rho"] for p in pts], y=[p["delay"] for p in pts], mode="markers",
+                                     name=name, marker={"symbol": symbol, "size": 9},
+                                     text=[f"{p['run_id']} seed {p['seed']}" for p in pts]))
+    if law.alpha is not None and law.log_a is not None:
+        xs = np.linspace(min(p["rho"] for p in law.points), max(p["rho"] for p in law.points), 50)
+        fig.add_trace(go.Scatter(x=xs, y=np.exp(law.log_a + law.alpha * xs), mode="lines",
+                                 name=f"fit: alpha = {law.alpha:.3g}, R² = {law.r2:.3f}"))
+    fig.update_layout(title="Delay under a clamped norm", xaxis_title="rho: ‖θ‖² held after every step",
+                      yaxis_title="T_grok − T_mem (steps)", yaxis_type="log", height=420)
     return fig
 
 
@@ -287,6 +308,24 @@ def write_sweep_report(result: dict[str, Any], store: Store) -> tuple[Path, anal
     if law.excluded:
         page.heading("Excluded trials")
         page.table(law.excluded)
+    clamp = analysis.clamp_law(trials)
+    if clamp is not None:
+        result["norm_clamp_law"] = clamp.as_dict()
+        page.heading("Clamping the norm")
+        page.text("The causal test of the norm account: ‖θ‖² held fixed after every step (`norm_clamp`). Held at its "
+                  "value at memorization, the norm cannot fall, and grokking should not happen within the budget "
+                  "(arXiv 2605.18845: 0 of 6 runs); held at a range of values, the delay should grow as "
+                  "exp(alpha·rho) (arXiv 2606.13753). Trials not generalized by their last step are censored: "
+                  "drawn as triangles at their lower bound, not fitted.")
+        if clamp.memorization:
+            page.key_values({"clamped at memorization: generalized / trials":
+                             f"{clamp.memorization['generalized']} / {clamp.memorization['trials']}"})
+        if clamp.points:
+            page.figure(clamp_figure(clamp))
+        page.key_values({"alpha (per unit of ‖θ‖²)": "n/a" if clamp.alpha is None else f"{clamp.alpha:.4g}",
+                         "R² (log delay)": "n/a" if clamp.r2 is None else f"{clamp.r2:.3f}",
+                         "trials fitted / censored": f"{clamp.n_used} / {clamp.n_censored}",
+                         **({"not fitted": clamp.why_not} if clamp.why_not else {})})
     done = [t for t in trials if t.get("steps_to_generalize") is not None and t.get("status") == "done"]
     preds = analysis.early_predictions(done)
     result["early_predictions"] = preds
