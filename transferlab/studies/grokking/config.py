@@ -312,12 +312,12 @@ SWEEP_PLANS: dict[str, SweepPlan] = {
     ),
     "norm-clamp": SweepPlan(
         "The causal test of the norm account on the default MLP (x+y mod 97, lr 1e-3, wd 1): ‖θ‖² held after "
-        "every step at 2,000-8,000 (the unclamped run memorizes near 18,000 and generalizes after its norm has "
+        "every step at 2,000-14,000 (the unclamped run memorizes near 18,000 and generalizes after its norm has "
         "decayed), and held at its value at memorization; 2 seeds, a budget of 6,000 steps (the unclamped run "
         "generalizes at 1,040), where a trial not yet generalized is censored. The sweep page fits "
         "T_grok - T_mem = A·exp(alpha·rho) and counts the memorization-clamped trials that generalized.",
         preset="default",
-        grid={"norm_clamp": [2000.0, 3000.0, 4500.0, 6000.0, 8000.0, "memorization"]},
+        grid={"norm_clamp": [2000.0, 3000.0, 4500.0, 6000.0, 8000.0, 11000.0, 14000.0, "memorization"]},
         overrides={"steps": 6000, "stop_after_generalized": 100, "eval_every": 20, "monitor_every": 0},
         seeds=2,
     ),

@@ -326,7 +326,8 @@ def write_sweep_report(result: dict[str, Any], store: Store) -> tuple[Path, anal
                          "R² (log delay)": "n/a" if clamp.r2 is None else f"{clamp.r2:.3f}",
                          "trials fitted / censored": f"{clamp.n_used} / {clamp.n_censored}",
                          **({"not fitted": clamp.why_not} if clamp.why_not else {})})
-    done = [t for t in trials if t.get("steps_to_generalize") is not None and t.get("status") == "done"]
+    done = [t for t in trials if t.get("steps_to_generalize") is not None and t.get("status") == "done"
+            and t.get("norm_clamp") in (None, "none")]  # a clamped norm does not decay: nothing to predict from
     preds = analysis.early_predictions(done)
     result["early_predictions"] = preds
     if preds:
