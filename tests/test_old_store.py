@@ -79,3 +79,12 @@ def test_the_same_grok_command_reuses_the_old_run(old_store, cli):
     assert code == 0, err
     assert json.loads(out)["run_id"] == "9588727a3daf012e"  # the same id: reused, not retrained
     assert metrics.stat().st_mtime_ns == before
+
+
+def test_runs_a_study_makes_for_itself_are_hidden_unless_all(old_store, cli):
+    """`runs ls` hides the child runs each Study declares (w2s's cached baseline here), `--all` shows them."""
+    code, out, err = cli(["runs", "ls", "--json", "--store", str(old_store)])
+    assert code == 0, err
+    assert {r["study"] for r in json.loads(out)} == {"grokking", "w2s", "correlate"}
+    code, out, err = cli(["runs", "ls", "--all", "--json", "--store", str(old_store)])
+    assert code == 0 and "w2s-baseline" in {r["study"] for r in json.loads(out)}

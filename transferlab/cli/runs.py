@@ -21,8 +21,12 @@ def register(app: typer.Typer) -> None:
     app.add_typer(runs_app, name="runs")
 
 
-# runs that studies make for their own use (zoo models, cached features, baselines): hidden unless --all
-CHILD_STUDIES = {"lm", "w2s-features", "w2s-baseline"}
+def child_studies() -> set[str]:
+    """Runs that studies make for their own use (zoo models, cached features, baselines), as each Study declares
+    them: hidden unless --all."""
+    from transferlab.studies.registry import get_study, study_names
+
+    return {c for n in study_names() for c in get_study(n).child_studies}
 
 
 def stored_study(name: str | None) -> str | None:
@@ -65,7 +69,8 @@ def ls(
         raise StoreError(f"the index of {st.root} lists no runs but {len(st.run_folders())} run folders exist",
                          where=str(st.index.path), fix="rebuild it with `transferlab runs repair`")
     if not (all_runs or study):
-        rows = [r for r in rows if r["study"] not in CHILD_STUDIES]
+        hidden = child_studies()
+        rows = [r for r in rows if r["study"] not in hidden]
     if json_out:
         emit_json([{k: r[k] for k in ("id", "study", "sweep", "status", "created", "updated", "path")}
                    for r in rows])

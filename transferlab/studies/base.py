@@ -109,6 +109,9 @@ class Study(Generic[C, O]):
     default_preset: ClassVar[str | None] = "default"
     intermediate_metric: ClassVar[str | None] = None  # reported during a trial (Ray Tune schedulers)
     trial_config_keys: ClassVar[tuple[str, ...]] = ()  # config values every sweep row carries, swept or not
+    # stored names of the runs it makes for its own use (zoo models, cached features, baselines): `runs ls` hides
+    # them unless --all
+    child_studies: ClassVar[tuple[str, ...]] = ()
     sweep_plans: ClassVar[Mapping[str, Any]] = {}  # named sweeps: `transferlab sweep <command> --plan NAME`
     sweep_prefix: ClassVar[str | None] = None  # sweep names start with it (default "sweep-<command>-")
 

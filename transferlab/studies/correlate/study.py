@@ -15,6 +15,7 @@ from transferlab.studies.base import Line, RunOptions, Study, StudyResult, ZooOp
 from transferlab.studies.correlate.config import PRESETS, CorrelateConfig
 from transferlab.studies.correlate.zoo_config import PRESETS as ZOO_PRESETS
 from transferlab.studies.correlate.zoo_config import ZooPairsConfig
+from transferlab.zoo.train import LM_STUDY
 
 
 def _benchmark_metrics(c: dict[str, Any]) -> dict[str, Any]:
@@ -127,6 +128,7 @@ class CorrelateStudy(Study[CorrelateConfig, CorrelateOptions]):
 
 
 class CorrelateZooStudy(Study[ZooPairsConfig, ZooOptions]):
+    child_studies = (LM_STUDY,)  # the zoo's models it trains
     command = "correlate-zoo"
     name = "correlate_zoo"
     summary = "the zoo's own pretrain -> SFT pairs over prose/code mixtures, scored and correlated"

@@ -9,9 +9,11 @@ from transferlab.store import Store
 from transferlab.store.run import Run
 from transferlab.studies.base import Line, Study, StudyResult, ZooOptions
 from transferlab.studies.eft.demo import PRESETS, EFTDemoConfig
+from transferlab.zoo.train import LM_STUDY
 
 
 class EFTDemoStudy(Study[EFTDemoConfig, ZooOptions]):
+    child_studies = (LM_STUDY,)  # the zoo's models it trains
     command = "eft-demo"
     name = "eft_demo"
     cli = "eft demo"  # a subcommand of `transferlab eft` (beside generate and score)

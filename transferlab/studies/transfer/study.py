@@ -7,9 +7,11 @@ from typing import Any
 from transferlab.store import Store
 from transferlab.studies.base import Line, Study, StudyResult, ZooOptions
 from transferlab.studies.transfer.zoo_config import PRESETS, TransferRunConfig
+from transferlab.zoo.train import LM_STUDY
 
 
 class TransferStudy(Study[TransferRunConfig, ZooOptions]):
+    child_studies = (LM_STUDY,)  # the zoo's models it trains
     command = "transfer"
     name = "transfer"
     summary = "effective data transferred, D_T = k D_F^alpha N^beta (Hernandez et al. 2021), on the zoo"

@@ -29,6 +29,10 @@ def loss_param_names(name: str) -> set[str]:
     return {p for p in inspect.signature(LOSSES[name].__init__).parameters if p != "self"}
 
 
+FEATURES_STUDY = "w2s-features"  # the store's folder for cached features (runs the study makes for itself)
+BASELINE_STUDY = "w2s-baseline"  # ... and for the cached floor and ceiling
+
+
 class W2SConfig(StudyConfig):
     task: str = Field("synthetic-noisy", description="what to classify: a built-in task (transferlab w2s "
                       "--list-tasks), a .csv/.jsonl file, hf:PATH[:TEXT:LABEL] (a dataset saved with save_to_disk), or "

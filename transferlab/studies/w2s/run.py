@@ -21,13 +21,12 @@ from transferlab.core.devices import torch_threads
 from transferlab.metrics import auroc, check_gap, ece
 from transferlab.store.run import Run, Store
 from transferlab.studies.w2s.analysis import mean_curve, paired_tests, summarize_method
-from transferlab.studies.w2s.config import W2SConfig, refuse_gold
+from transferlab.studies.w2s.config import BASELINE_STUDY, W2SConfig, refuse_gold
 from transferlab.studies.w2s.protocol import Baseline, Splits, Trainer, make_splits, split_sizes
 from transferlab.studies.w2s.study import W2SStudy
 from transferlab.studies.w2s.tasks import build_data
 from transferlab.studies.w2s.zoo_features import require_texts, uses_models, with_resolved_models, zoo_refs_to_paths
 
-BASELINE_STUDY = "w2s-baseline"
 BASELINE_FILE = "baseline.safetensors"
 # The student's own settings: the losses and label methods it trains with, how it is selected, the analysis.
 # The floor and ceiling are keyed on every other field of W2SConfig, so a field added later enters their key unless

@@ -11,7 +11,7 @@ from rich.markup import escape
 from transferlab.store import Store
 from transferlab.store.run import Run
 from transferlab.studies.base import Line, RunOptions, Study, StudyResult
-from transferlab.studies.w2s.config import PRESETS, W2SConfig
+from transferlab.studies.w2s.config import BASELINE_STUDY, FEATURES_STUDY, PRESETS, W2SConfig
 from transferlab.studies.w2s.losses import LOSSES
 
 CONTRACT_KEYS = ("weak_acc", "ceiling_acc", "student_acc", "pgr")
@@ -33,6 +33,7 @@ class W2SFlags(BaseModel):
 class W2SStudy(Study[W2SConfig, RunOptions]):
     command = "w2s"
     name = "w2s"
+    child_studies = (FEATURES_STUDY, BASELINE_STUDY)
     summary = "a strong student trained on a weak supervisor's labels (Burns et al. 2023); PGR per loss"
     config_cls = W2SConfig
     default_preset = None  # W2SConfig() is the default setup

@@ -22,7 +22,7 @@ from transferlab.core.config import StudyConfig
 from transferlab.core.errors import ConfigError
 from transferlab.data.classification import TASKS, ClassificationData, is_user_file, load_task
 from transferlab.store.run import Store
-from transferlab.studies.w2s.config import W2SConfig
+from transferlab.studies.w2s.config import FEATURES_STUDY, W2SConfig
 
 FEATURES_FILE = "features.safetensors"
 
@@ -97,7 +97,7 @@ def text_layers(data: ClassificationData, cfg: W2SConfig, store: Store | None) -
     ident = {"texts": text_sha, "n": data.n, "max_length": cfg.max_length, **encoder_identity(cfg.encoder)}
     if store is None:
         return encode_layers(data.texts, cfg.encoder, cfg.max_length)
-    run = store.open_run("w2s-features", FeatureCacheConfig(identity=ident))
+    run = store.open_run(FEATURES_STUDY, FeatureCacheConfig(identity=ident))
     path = Path(run.path) / FEATURES_FILE
     if run.status == "done" and path.is_file():
         return load_file(str(path))["layers"]

@@ -30,7 +30,7 @@ from transferlab.core.errors import ConfigError
 from transferlab.core.paths import default_store
 from transferlab.data.classification import ClassificationData
 from transferlab.store.run import Store
-from transferlab.studies.w2s.config import W2SConfig
+from transferlab.studies.w2s.config import FEATURES_STUDY, W2SConfig
 from transferlab.studies.w2s.tasks import FEATURES_FILE, FeatureCacheConfig, Views
 
 ZOO_PREFIX = "zoo:"
@@ -276,7 +276,7 @@ def cached_features(
     }
     if store is None:
         return causal_features(data.texts, model.path, cfg.max_length, batch_size, cfg.device)
-    run = store.open_run("w2s-features", FeatureCacheConfig(identity=ident))
+    run = store.open_run(FEATURES_STUDY, FeatureCacheConfig(identity=ident))
     path = Path(run.path) / FEATURES_FILE
     if run.status == "done" and path.is_file():
         return load_file(str(path))[FEATURE_KEY][:, 0]
