@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import typer
 
@@ -17,6 +18,7 @@ from transferlab.cli.common import (
     begin,
     config_or_listing,
     emit_json,
+    preset_help,
     say,
     store_path,
 )
@@ -25,6 +27,8 @@ ZooOpt = typer.Option(None, "--zoo", "--out", help="Zoo folder (default: <store>
 
 
 def register(app: typer.Typer) -> None:
+    from transferlab.zoo.build import PRESETS as ZOO_PRESETS
+
     zoo = typer.Typer(
         help="The local model zoo: six sizes of small Llama LMs trained on Python's prose (docstrings and "
         "comments of the standard library and the installed dependencies) or code.",
@@ -35,7 +39,8 @@ def register(app: typer.Typer) -> None:
 
     @zoo.command("build")
     def build(
-        preset: str | None = typer.Option(None, "--preset", help="full (default) | mini | micro."),
+        preset: str | None = typer.Option(None, "--preset", help="Named preset: " + preset_help(
+            SimpleNamespace(presets=ZOO_PRESETS, default_preset="full"))),
         config: Path | None = ConfigOpt,
         sizes: str | None = typer.Option(None, "--sizes", help="Comma-separated sizes: xxs,xs,s,m,l,xl."),
         tokens: int | None = typer.Option(None, "--tokens", help="Training tokens per model (instead of 20/param)."),
