@@ -578,3 +578,26 @@ def clamp_law(trials: Sequence[dict[str, Any]]) -> ClampLaw | None:
     law.alpha, law.log_a = float(alpha), float(log_a)
     law.r2 = 1.0 - float((resid ** 2).sum()) / ss_tot if ss_tot > 0 else None
     return law
+
+
+def clamp_laws(trials: Sequence[dict[str, Any]],
+               ignore: tuple[str, ...] = ("run_id", "status", "error", "seed", "norm_clamp")
+               ) -> list[tuple[dict[str, Any], ClampLaw]]:
+    """``clamp_law`` apart for each group of clamped trials that share their other swept settings (e.g.
+    ``layer_norm``), as (the group's settings, its law); [] when no trial clamped its norm. The settings are the
+    trial keys that vary across the clamped trials, apart from ``ignore`` and the trials' own measurements."""
+    clamped = [t for t in trials if t.get("norm_clamp") not in (None, "none")]
+    if not clamped:
+        return []
+    measured = set(PHASE_KEYS) | {"last_step", "final_val_acc", "norm_at_memorize", "norm_at_generalize"}
+    keys = sorted({k for t in clamped for k, v in t.items() if k not in ignore and k not in measured
+                   and isinstance(v, (str, int, float, bool)) and len({str(u.get(k)) for u in clamped}) > 1})
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for t in clamped:
+        groups.setdefault(tuple(str(t.get(k)) for k in keys), []).append(t)
+    out = []
+    for members in groups.values():
+        law = clamp_law(members)
+        if law is not None:
+            out.append(({k: members[0].get(k) for k in keys}, law))
+    return out

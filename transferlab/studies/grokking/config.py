@@ -321,4 +321,17 @@ SWEEP_PLANS: dict[str, SweepPlan] = {
         overrides={"steps": 6000, "stop_after_generalized": 100, "eval_every": 20, "monitor_every": 0},
         seeds=2,
     ),
+    "norm-clamp-layernorm": SweepPlan(
+        "The clamp with and without LayerNorm (arXiv 2606.13753: a final LayerNorm removes the delay's dependence "
+        "on the clamped norm): Nanda et al.'s 1-layer transformer made small enough for a CPU (x+y mod 31, 80% "
+        "train, d_model 64, 4 heads, d_mlp 128, AdamW lr 3e-3, wd 1), ‖θ‖² held at 250-1,500 (unclamped it "
+        "memorizes near 1,050 without LayerNorm and 600 with it), layer_norm off (no LayerNorm) and on (pre-LN "
+        "blocks and a final LayerNorm); 2 seeds, a budget of 4,000 steps. The sweep page fits each apart.",
+        preset="default",
+        grid={"norm_clamp": [250.0, 500.0, 750.0, 1000.0, 1500.0], "layer_norm": [False, True]},
+        overrides={"model": "transformer", "p": 31, "train_fraction": 0.8, "d_model": 64, "n_heads": 4,
+                   "d_mlp": 128, "n_layers": 1, "lr": 3e-3, "weight_decay": 1.0, "steps": 4000,
+                   "stop_after_generalized": 100, "eval_every": 20, "monitor_every": 0, "progress_measures": False},
+        seeds=2,
+    ),
 }

@@ -135,23 +135,29 @@ def delay_law_figure(law: analysis.DelayLaw) -> go.Figure:
     return fig
 
 
-def clamp_figure(law: analysis.ClampLaw) -> go.Figure:
-    """Delay against the clamped ‖θ‖²: generalized trials as points, censored ones as upward triangles at their
-    lower bound, and the fitted exponential."""
+def clamp_figure(laws: list[tuple[dict[str, Any], analysis.ClampLaw]]) -> go.Figure:
+    """Delay against the clamped ‖θ‖², one colour per group of trials: generalized trials as points, censored
+    ones as upward triangles at their lower bound, and each group's fitted exponential."""
     fig = go.Figure()
-    for censored, name, symbol in ((False, "generalized", "circle"), (True, "censored (not by the budget)",
-                                                                       "triangle-up-open")):
-        pts = [p for p in law.points if p["censored"] == censored]
-        if pts:
-            fig.add_trace(go.Scatter(x=[p["rho"] for p in pts], y=[p["delay"] for p in pts], mode="markers",
-                                     name=name, marker={"symbol": symbol, "size": 9},
-                                     text=[f"{p['run_id']} seed {p['seed']}" for p in pts]))
-    if law.alpha is not None and law.log_a is not None:
-        xs = np.linspace(min(p["rho"] for p in law.points), max(p["rho"] for p in law.points), 50)
-        fig.add_trace(go.Scatter(x=xs, y=np.exp(law.log_a + law.alpha * xs), mode="lines",
-                                 name=f"fit: alpha = {law.alpha:.3g}, R² = {law.r2:.3f}"))
+    palette = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3"]
+    for i, (group, law) in enumerate(laws):
+        colour = palette[i % len(palette)]
+        label = ", ".join(f"{k}={v}" for k, v in group.items()) or "trials"
+        for censored, what, symbol in ((False, "generalized", "circle"), (True, "censored", "triangle-up-open")):
+            pts = [p for p in law.points if p["censored"] == censored]
+            if pts:
+                fig.add_trace(go.Scatter(x=[p["rho"] for p in pts], y=[p["delay"] for p in pts], mode="markers",
+                                         name=f"{label}: {what}", marker={"symbol": symbol, "size": 9,
+                                                                          "color": colour},
+                                         text=[f"{p['run_id']} seed {p['seed']}" for p in pts]))
+        fitted = [p["rho"] for p in law.points if not p["censored"]]
+        if law.alpha is not None and law.log_a is not None and fitted:
+            xs = np.linspace(min(fitted), max(fitted), 50)
+            fig.add_trace(go.Scatter(x=xs, y=np.exp(law.log_a + law.alpha * xs), mode="lines",
+                                     line={"color": colour},
+                                     name=f"{label}: alpha = {law.alpha:.3g}, R² = {law.r2:.3f}"))
     fig.update_layout(title="Delay under a clamped norm", xaxis_title="rho: ‖θ‖² held after every step",
-                      yaxis_title="T_grok − T_mem (steps)", yaxis_type="log", height=420)
+                      yaxis_title="T_grok − T_mem (steps)", yaxis_type="log", height=440)
     return fig
 
 
@@ -279,53 +285,60 @@ def write_sweep_report(result: dict[str, Any], store: Store) -> tuple[Path, anal
                         "steps_to_generalize", "last_step", "final_val_acc", "error"])
     page.figure(trial_curves_figure(trials))
     page.figure(steps_vs_gamma_figure(trials))
-    page.heading("Delay law")
-    page.text("T_grok − T_mem = c · log(‖θ_mem‖² / ‖θ_post‖²) / (lr · wd) (arXiv 2603.13331; κ = 1/(2c) in "
-              "arXiv 2605.18845). ‖θ_post‖² for each trial is the geometric mean of the other generalized trials' "
-              "norms at generalization, not its own; trials not generalized by their last step are censored "
-              "(their delay only has a lower bound) and fitted as such. Weight decay alone gives c = 1/2.")
-    if law.points:
-        page.figure(delay_law_figure(law))
-    if law.constant is None:
-        page.text(f"Not fitted: {law.why_not}.")
+    all_clamped = bool(trials) and all(t.get("norm_clamp") not in (None, "none") for t in trials)
+    if all_clamped:  # the delay law needs a norm that decays; the JSON keeps its verdict (every trial excluded)
+        page.text("Every trial clamped its norm, so the delay law (which needs the norm to decay) does not apply "
+                  "here: see “Clamping the norm”.")
     else:
-        page.key_values({
-            "c (fitted, 95% interval)": f"{law.constant:.3g} [{law.constant_ci[0]:.3g}, {law.constant_ci[1]:.3g}] "
-                                        f"(theory: {law.theory_constant})",
-            "R² (generalized trials)": law.r2, "leave-one-out MAPE": law.mape_loo,
-            "held-out MAPE": ("n/a" if law.mape_heldout is None else f"{law.mape_heldout:.3f}")
-                             + f" ({law.heldout_rule})",
-            "trials used / censored": f"{law.n_used} / {law.n_censored}",
-            "spread of log ‖θ_post‖² across trials (sd)": law.log_norm_post_sd})
-    if law.forms:
-        page.heading("The law against simpler forms")
-        page.text("The same generalized trials fitted three ways by least squares on the relative error (censored "
-                  "trials left out), each with its leave-one-out MAPE and the held-out MAPE of the split above. "
-                  "The goal is a held-out MAPE ≤ 25% (the follow-up paper, arXiv 2605.18845, reports 17.7%).")
-        page.table([{"form": v["form"], "parameters": ", ".join(f"{k} = {x:.4g}" for k, x in v["params"].items()),
-                     "LOO MAPE": v["mape_loo"], "held-out MAPE": v["mape_heldout"]} for v in law.forms.values()],
-                   columns=["form", "parameters", "LOO MAPE", "held-out MAPE"])
-    if law.excluded:
-        page.heading("Excluded trials")
-        page.table(law.excluded)
-    clamp = analysis.clamp_law(trials)
-    if clamp is not None:
-        result["norm_clamp_law"] = clamp.as_dict()
+        page.heading("Delay law")
+        page.text("T_grok − T_mem = c · log(‖θ_mem‖² / ‖θ_post‖²) / (lr · wd) (arXiv 2603.13331; κ = 1/(2c) in "
+                  "arXiv 2605.18845). ‖θ_post‖² for each trial is the geometric mean of the other generalized trials' "
+                  "norms at generalization, not its own; trials not generalized by their last step are censored "
+                  "(their delay only has a lower bound) and fitted as such. Weight decay alone gives c = 1/2.")
+        if law.points:
+            page.figure(delay_law_figure(law))
+        if law.constant is None:
+            page.text(f"Not fitted: {law.why_not}.")
+        else:
+            page.key_values({
+                "c (fitted, 95% interval)": f"{law.constant:.3g} [{law.constant_ci[0]:.3g}, {law.constant_ci[1]:.3g}] "
+                                            f"(theory: {law.theory_constant})",
+                "R² (generalized trials)": law.r2, "leave-one-out MAPE": law.mape_loo,
+                "held-out MAPE": ("n/a" if law.mape_heldout is None else f"{law.mape_heldout:.3f}")
+                                 + f" ({law.heldout_rule})",
+                "trials used / censored": f"{law.n_used} / {law.n_censored}",
+                "spread of log ‖θ_post‖² across trials (sd)": law.log_norm_post_sd})
+        if law.forms:
+            page.heading("The law against simpler forms")
+            page.text("The same generalized trials fitted three ways by least squares on the relative error (censored "
+                      "trials left out), each with its leave-one-out MAPE and the held-out MAPE of the split above. "
+                      "The goal is a held-out MAPE ≤ 25% (the follow-up paper, arXiv 2605.18845, reports 17.7%).")
+            page.table([{"form": v["form"], "parameters": ", ".join(f"{k} = {x:.4g}" for k, x in v["params"].items()),
+                         "LOO MAPE": v["mape_loo"], "held-out MAPE": v["mape_heldout"]} for v in law.forms.values()],
+                       columns=["form", "parameters", "LOO MAPE", "held-out MAPE"])
+        if law.excluded:
+            page.heading("Excluded trials")
+            page.table(law.excluded)
+    laws = analysis.clamp_laws(trials)
+    if laws:
+        result["norm_clamp_law"] = {**laws[0][1].as_dict(), "group": laws[0][0]} if len(laws) == 1 else {
+            "groups": [{**law.as_dict(), "group": group} for group, law in laws]}
         page.heading("Clamping the norm")
         page.text("The causal test of the norm account: ‖θ‖² held fixed after every step (`norm_clamp`). Held at its "
                   "value at memorization, the norm cannot fall, and grokking should not happen within the budget "
                   "(arXiv 2605.18845: 0 of 6 runs); held at a range of values, the delay should grow as "
-                  "exp(alpha·rho) (arXiv 2606.13753). Trials not generalized by their last step are censored: "
-                  "drawn as triangles at their lower bound, not fitted.")
-        if clamp.memorization:
-            page.key_values({"clamped at memorization: generalized / trials":
-                             f"{clamp.memorization['generalized']} / {clamp.memorization['trials']}"})
-        if clamp.points:
-            page.figure(clamp_figure(clamp))
-        page.key_values({"alpha (per unit of ‖θ‖²)": "n/a" if clamp.alpha is None else f"{clamp.alpha:.4g}",
-                         "R² (log delay)": "n/a" if clamp.r2 is None else f"{clamp.r2:.3f}",
-                         "trials fitted / censored": f"{clamp.n_used} / {clamp.n_censored}",
-                         **({"not fitted": clamp.why_not} if clamp.why_not else {})})
+                  "exp(alpha·rho) (arXiv 2606.13753), and a final LayerNorm should remove that dependence. "
+                  "Trials that differ in other swept keys (say layer_norm) are fitted apart. Trials not generalized "
+                  "by their last step are censored: drawn as triangles at their lower bound, not fitted.")
+        if any(law.points for _, law in laws):
+            page.figure(clamp_figure(laws))
+        page.table([{"trials": ", ".join(f"{k}={v}" for k, v in group.items()) or "all",
+                     "alpha (per unit of ‖θ‖²)": law.alpha, "R² (log delay)": law.r2,
+                     "fitted / censored": f"{law.n_used} / {law.n_censored}",
+                     "clamped at memorization: generalized / trials": (
+                         f"{law.memorization['generalized']} / {law.memorization['trials']}"
+                         if law.memorization else "—"),
+                     "not fitted": law.why_not or ""} for group, law in laws])
     done = [t for t in trials if t.get("steps_to_generalize") is not None and t.get("status") == "done"
             and t.get("norm_clamp") in (None, "none")]  # a clamped norm does not decay: nothing to predict from
     preds = analysis.early_predictions(done)
