@@ -135,6 +135,10 @@ def test_analysis_wiring_recovers_a_known_law(tmp_path, monkeypatch):
     dts = [g["geomean_D_T"] for g in s["D_T_by_size"]]
     assert len(dts) == 4 and dts == sorted(dts)
     assert s["ossified_observed"] == [] and s["n_runs"] == len(rows)
+    # the intervals say how many bootstrap resamples they rest on, in the JSON and on the page
+    boot = s["bootstrap"]
+    assert boot["resamples"] == cfg.bootstrap and 0.9 * boot["resamples"] <= boot["fitted"] <= boot["resamples"]
+    assert f"{boot['fitted']} of {boot['resamples']} bootstrap resamples" in open(s["report"]).read()
     table = pd.read_csv(s["runs_csv"])
     assert len(table) == len(rows) and set(table.kind) == {"scratch", "finetune"}
     page = render(s["report"])

@@ -239,6 +239,9 @@ def run(cfg: TransferRunConfig, store: Store, zoo_root: str | Path | None = None
         # the --json contract: alpha and beta as {"value", "ci"}, k, and D_T per (N, D_F)
         summary.update({p: {"value": fit[p], "ci": fit[f"{p}_ci"]} for p in ("alpha", "beta")})
         summary.update({"k": fit["k"], "k_ci": fit["k_ci"], "names": fit["names"]})
+        # how many bootstrap resamples the intervals rest on: a resample whose scratch law or transfer fit fails
+        # is dropped, so the intervals are only as good as this count (issue 26)
+        summary["bootstrap"] = {"resamples": result.analysis.n_boot, "fitted": fit["ols"].get("n_bootstrap_ok")}
         summary["D_T"] = [{"N": int(r.N), "D_F": int(r.D_F), "D_T": float(r.D_T)}
                           for r in result.analysis.rows if r.used]
         summary["anchors"] = {"hernandez2021_text_to_python": {"alpha": 0.18, "beta": 0.38}}

@@ -82,8 +82,10 @@ def write_transfer_report(
                            if p["undefined_for_N"] else "") for p in summary.get("D_T_by_D_F", []))
             + ")"
             + f". Fitted N exponent beta = {summary['beta']['value']:.3g} {_ci(summary['beta'])} (textbook alpha); "
-            f"D_F exponent alpha = {summary['alpha']['value']:.3g} {_ci(summary['alpha'])} (textbook beta). "
-            "Hernandez et al. (text->python): alpha 0.18, beta 0.38."
+            f"D_F exponent alpha = {summary['alpha']['value']:.3g} {_ci(summary['alpha'])} (textbook beta); "
+            + (f"the intervals rest on {summary['bootstrap']['fitted']} of {summary['bootstrap']['resamples']} "
+               "bootstrap resamples (the others could not be fitted). " if summary.get("bootstrap") else "")
+            + "Hernandez et al. (text->python): alpha 0.18, beta 0.38."
         )
     page.heading("Ossification (observed)")
     flagged = [o for o in oss if o["ossified"]]
