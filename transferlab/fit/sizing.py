@@ -33,7 +33,7 @@ import numpy as np
 from scipy.optimize import brentq
 
 from transferlab.core.errors import FitError
-from transferlab.fit.chinchilla import ChinchillaLaw
+from transferlab.fit.chinchilla import MAX_LOG_PARAM, ChinchillaLaw
 
 TRAIN_FLOPS_PER_TOKEN = 6.0
 INFER_FLOPS_PER_TOKEN = 2.0
@@ -157,9 +157,6 @@ class OvertrainPlan:
         return asdict(self)
 
 
-MAX_LOG = 700.0  # exp() of more leaves float64
-
-
 def overtrain(
     law: ChinchillaLaw,
     target_loss: float,
@@ -190,14 +187,14 @@ def overtrain(
 
         def h(u: float) -> float:  # in logs: A / N^alpha and D = (B / R)^(1/beta) can leave float range
             log_aN = math.log(law.A) - law.alpha * u
-            if log_aN > MAX_LOG:
+            if log_aN > MAX_LOG_PARAM:
                 return -math.inf
             aN = math.exp(log_aN)
             R = target_loss - law.E - aN
             if R <= 0:
                 return -math.inf
             neg_log_D = (math.log(R) - math.log(law.B)) / law.beta
-            inv_D = math.exp(neg_log_D) if neg_log_D < MAX_LOG else math.inf
+            inv_D = math.exp(neg_log_D) if neg_log_D < MAX_LOG_PARAM else math.inf
             return 1.0 - law.alpha * aN / (law.beta * R) + ratio * inference_tokens * inv_D
 
         hi = math.log(Nc)

@@ -55,7 +55,6 @@ _READY: set[tuple[str, int]] = set()  # (index path, pid) set up by this process
 T = TypeVar("T")
 
 _BUSY = ("database is locked", "database table is locked", "database is busy", "locking protocol")
-_DAMAGED = ("file is not a database", "malformed", "file is encrypted", "not a database")
 _READONLY = ("readonly database", "read-only", "attempt to write a readonly")
 _FULL = ("database or disk is full", "disk is full")
 

@@ -87,6 +87,11 @@ def disk_error(err: BaseException, what: str, run: Run) -> StoreError | None:
     return None
 
 
+def _read_only(path: Path) -> bool:
+    """Whether ``path`` lies on a file system mounted read-only (root may write anywhere else)."""
+    return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+
+
 def _sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -118,13 +123,12 @@ class Store:
                     raise StoreError(f"store path {self.root} lies under {parent}, which is a file",
                                      fix="pass --store with a folder path")
                 if not self.root.exists() and not os.access(parent, os.W_OK | os.X_OK):
-                    ro = os.statvfs(parent).f_flag & os.ST_RDONLY
                     raise StoreError(f"cannot create the store folder {self.root}: {parent} is "
-                                     + ("on a read-only file system" if ro else "not writable by you"),
+                                     + ("on a read-only file system" if _read_only(parent) else "not writable by you"),
                                      fix="pass a writable --store")
                 break
         if self.root.is_dir() and not os.access(self.root, os.R_OK | os.W_OK | os.X_OK):
-            if os.statvfs(self.root).f_flag & os.ST_RDONLY:
+            if _read_only(self.root):
                 raise StoreError(f"store folder {self.root} is on a read-only file system",
                                  fix="pass a writable --store (or copy the store somewhere writable to read it)")
             raise StoreError(f"store folder {self.root} is not readable and writable by you",

@@ -222,9 +222,11 @@ def _train(cfg0: GrokConfig, cfgs: list[GrokConfig], runs: list, data: Algorithm
     engine = Engine(StackedForward(base, cfg0.ensemble_mode), params, loss_fn, chain, tdata, schedule, evaluator,
                     runs=runs, callbacks=[*measurements(cfg0, data, loss_fn), stopper, *([tuner] if tuner else [])],
                     description=description)
-    if cfg0.norm_clamp == "memorization":  # the engine's own state tensor, restored in place on resume
-        at = next(i for i, t in enumerate(chain.transforms) if isinstance(t, T.ProjectNorm))
-        engine.callbacks.insert(0, ClampAtMemorization(engine.states[at]["rho"]))
+    # the clamp's rho: the engine's own state tensor (checkpointed, restored in place on resume)
+    clamp_rho = next((st["rho"] for t, st in zip(chain.transforms, engine.states) if isinstance(t, T.ProjectNorm)),
+                     None)
+    if cfg0.norm_clamp == "memorization":
+        engine.callbacks.insert(0, ClampAtMemorization(clamp_rho))
     rows = cfg0.batch_size or data.x_train.shape[0]
     tokens = rows * {"mlp": 1, "transformer": 3}.get(cfg0.model, 4)
     flops = 6.0 * sum(v.numel() for v in params.values()) * tokens  # all members' forward + backward
@@ -244,9 +246,8 @@ def _train(cfg0: GrokConfig, cfgs: list[GrokConfig], runs: list, data: Algorithm
             "ensemble_size": len(cfgs), "lr": cfg.lr, "weight_decay": cfg.weight_decay, "seed": cfg.seed,
             "threads": threads,
         }
-        if cfg.norm_clamp != "none":
-            rho = next((float(st["rho"][k]) for t, st in zip(chain.transforms, engine.states)
-                        if isinstance(t, T.ProjectNorm)), float("nan"))
+        if clamp_rho is not None:
+            rho = float(clamp_rho[k])
             summary["norm_clamp"] = {"mode": "memorization" if cfg.norm_clamp == "memorization" else "fixed",
                                      "rho": rho if math.isfinite(rho) else None}
         diagnosis = analysis.diagnose(records, cfg.lr, cfg.weight_decay, cfg.weight_decay_style)
