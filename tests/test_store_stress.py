@@ -158,3 +158,35 @@ def test_only_a_file_that_is_not_a_run_index_is_damaged(tmp_path, content, why):
         path.write_bytes(content)
     with pytest.raises(StoreError, match=f"damaged or not a run index.*{why}.*runs repair"):
         Index(tmp_path).rows()
+
+
+def test_a_listing_at_any_moment_of_a_runs_creation_succeeds(tmp_path, cli, monkeypatch):
+    """The race the stress test met once: `runs ls` between a new run's config.yaml and its index row took the
+    store for one whose index was lost (exit 2). Listed at each write of the creation, it must succeed."""
+    import transferlab.store.run as store_run
+    from tests.store_stress import StressConfig
+    from transferlab.store import Store
+
+    store = Store(tmp_path)
+    listings: list[tuple[int, str]] = []
+
+    def list_now() -> None:
+        code, _, err = cli(["runs", "ls", "--all", "--json", "--store", str(tmp_path)])
+        listings.append((code, err))
+
+    real_upsert, real_write = store.index.upsert, store_run.write_text
+
+    def upsert(*args, **kwargs):
+        list_now()
+        real_upsert(*args, **kwargs)
+        list_now()
+
+    def write_text(path, text):
+        list_now()
+        real_write(path, text)
+        list_now()
+
+    monkeypatch.setattr(store.index, "upsert", upsert)
+    monkeypatch.setattr(store_run, "write_text", write_text)
+    store.open_run("stress", StressConfig(worker=0, index=0))
+    assert len(listings) == 4 and all(code == 0 for code, _ in listings), listings

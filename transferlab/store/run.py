@@ -160,10 +160,12 @@ class Store:
         run = Run(self, study, run_id)
         try:
             if not (run.path / "config.yaml").exists():
+                # the index row first, then config.yaml: a folder with a config.yaml always has its row, so a
+                # process listing the store meanwhile never takes a run being created for a lost index
                 run.path.mkdir(parents=True, exist_ok=True)
-                write_text(run.path / "config.yaml", config.to_yaml())
                 self.index.upsert(run_id, study=study, config_hash=run_id, status="new",
                                   path=str(run.path), sweep=sweep)
+                write_text(run.path / "config.yaml", config.to_yaml())
             elif sweep is not None:
                 self.index.upsert(run_id, study=study, config_hash=run_id, status=run.status,
                                   path=str(run.path), sweep=sweep)
