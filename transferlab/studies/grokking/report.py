@@ -219,8 +219,8 @@ def write_group_report(cfg: GrokConfig, members: Sequence[Any], store: Store) ->
 
 
 def build_page(cfg: GrokConfig, members: Sequence[Any]) -> Page:
-    page = Page(f"Grokking · {cfg.operation} mod {cfg.p}",
-                f"{cfg.model}, train fraction {cfg.train_fraction}, {len(members)} member(s)")
+    page = Page(f"Grokking · {cfg.task.operation} mod {cfg.task.p}",
+                f"{cfg.model.kind}, train fraction {cfg.task.train_fraction}, {len(members)} member(s)")
     page.heading("Summary")
     agg: dict[str, Any] = {}
     for key in ("steps_to_memorize", "grok_onset", "steps_to_95", "steps_to_generalize", "final_val_acc"):
