@@ -32,10 +32,10 @@ def test_monitors_logged_every_k_evaluations_and_at_the_end(tmp_path, model):
         assert set(KEYS) <= set(r)
         assert r["fisher_trace"] > 0 and r["mean_grad_sq_norm"] > 0
         assert 0 <= r["coherence"] <= 1 + 1e-9
-        n_probe = min(cfg.monitor_probe, round(cfg.train_fraction * cfg.p * cfg.p))
+        n_probe = min(cfg.monitors.probe, round(cfg.task.train_fraction * cfg.task.p * cfg.task.p))
         assert math.isclose(r["m_coherence"], n_probe * r["coherence"], rel_tol=1e-9)
         assert 0 <= r["dormant_fraction"] <= 1
-        assert 1 <= r["effective_rank"] <= (cfg.width if model == "mlp" else cfg.d_mlp)
+        assert 1 <= r["effective_rank"] <= (cfg.model.width if model == "mlp" else cfg.model.d_mlp)
 
 
 def test_each_member_is_measured_with_its_own_parameters(tmp_path):

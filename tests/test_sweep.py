@@ -37,7 +37,7 @@ def test_a_failing_trial_is_recorded_and_does_not_stop_the_others(tmp_path, monk
     real = grok_run._train
 
     def flaky(cfg0, cfgs, runs, data, *args):
-        if any(c.lr == 3e-3 for c in cfgs):
+        if any(c.optimizer.lr == 3e-3 for c in cfgs):
             raise RuntimeError("simulated worker crash")
         return real(cfg0, cfgs, runs, data, *args)
 
