@@ -32,7 +32,7 @@ def test_grok_memorizes_first_generalizes_later_and_reports(cli, tmp_path):
     code, out, _ = cli(["runs", "show", res["run_id"][:8], "--store", str(tmp_path), "--json"])
     shown = json.loads(out)
     assert shown["summary"]["steps_to_generalize"] == res["steps_to_generalize"]
-    assert shown["config"]["p"] == 31
+    assert shown["config"]["task"]["p"] == 31
     code, out, _ = cli(["runs", "report", res["run_id"], "--store", str(tmp_path), "--json"])
     assert code == 0 and Path(json.loads(out)["report"]).exists()
 

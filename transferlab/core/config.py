@@ -60,7 +60,7 @@ def _part_class(annotation: Any) -> type[ConfigPart] | None:
     return annotation if isinstance(annotation, type) and issubclass(annotation, ConfigPart) else None
 
 
-def flat_name(name: str, field: FieldInfo) -> str:
+def _declared_flat_name(name: str, field: FieldInfo) -> str:
     extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
     return str(extra.get("flat", name))
 
@@ -85,7 +85,7 @@ def config_keys(cls: type[BaseModel]) -> Keys:
             continue
         parts[name] = part
         for leaf, pf in part.model_fields.items():
-            add(flat_name(leaf, pf), (name, leaf), pf)
+            add(_declared_flat_name(leaf, pf), (name, leaf), pf)
             leaves.setdefault(leaf, []).append((name, leaf))
     return Keys(parts, paths, leaves, fields)
 
@@ -460,7 +460,7 @@ def resolve(
         k, v = parse_override(item)
         path = ".".join(key_path(cls, k))
         if path.split(".")[0] in config_keys(cls).parts:
-            values = nest(cls, {path: v}, into=values)
+            values = nest(cls, {k: v}, into=values)  # a part's field, or a whole part given as a mapping
         else:
             _seed_sub_config(cls, values, path)
             set_dotted(values, path, v)
