@@ -43,11 +43,12 @@ def test_each_member_is_measured_with_its_own_parameters(tmp_path):
     members = run_members(cfgs, Store(tmp_path))
     first = [m.records[0] for m in members]  # step 0: the initial parameters of each seed
     assert first[0]["fisher_trace"] != first[1]["fisher_trace"]
-    data = make_dataset(cfgs[1].operation, cfgs[1].p, cfgs[1].train_fraction, cfgs[1].split_seed)
+    task = cfgs[1].task
+    data = make_dataset(task.operation, task.p, task.train_fraction, task.split_seed)
     torch.manual_seed(cfgs[1].seed)
     module = model_factory(cfgs[1], data.n_tokens, data.n_classes)()
-    loss = make_loss(cfgs[1].loss, cfgs[1].loss_dtype)
-    x, y = data.x_train[: cfgs[1].monitor_probe], data.y_train[: cfgs[1].monitor_probe]
+    loss = make_loss(cfgs[1].loss.kind, cfgs[1].loss.dtype)
+    x, y = data.x_train[: cfgs[1].monitors.probe], data.y_train[: cfgs[1].monitors.probe]
     ref = monitors.per_sample_gradient_stats(module, lambda o, t: loss(o, t).mean(), x, y, method="loop")
     assert first[1]["fisher_trace"] == pytest.approx(ref.fisher_trace, rel=1e-4)
     assert first[1]["coherence"] == pytest.approx(ref.coherence, rel=1e-3)

@@ -222,7 +222,7 @@ def test_the_weak_models_own_settings_train_a_new_weak_model(tmp_path, store, mo
 
     def counting(path, *args, **kw):
         if path == str(weak):
-            weak_steps.append(args[8].ft_steps)  # the config the weak model trains under
+            weak_steps.append(args[8].finetune.steps)  # the config the weak model trains under
         return real(path, *args, **kw)
 
     monkeypatch.setattr(finetune, "finetune_one", counting)
