@@ -166,11 +166,12 @@ def check_finetune(cfg: W2SConfig) -> None:
     if cfg.students.label_methods:
         raise ConfigError(f"{', '.join(cfg.students.label_methods)} need cached features", where="backend=finetune",
                           fix="use backend=heads for knn-refine and bootstrap")
-    if cfg.finetune.lora or cfg.for_weak().finetune.lora:  # a model LoRA cannot adapt is refused before any model trains
+    weak_lora = cfg.for_weak().finetune.lora
+    if cfg.finetune.lora or weak_lora:  # a model LoRA cannot adapt is refused before any model trains
         from transferlab.models.hf_classifier import check_lora
 
         roles = ([("strong_model", cfg.strong.model)] if cfg.finetune.lora else []) + (
-            [("weak_model", cfg.weak.model)] if cfg.for_weak().finetune.lora else [])
+            [("weak_model", cfg.weak.model)] if weak_lora else [])
         for role, path in roles:
             try:
                 check_lora(path, cfg.finetune.lora_target_modules)
