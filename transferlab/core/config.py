@@ -195,7 +195,7 @@ class StudyConfig(BaseModel):
             model = fields[part].annotation
         return True
 
-    def updated(self, **values: Any) -> StudyConfig:
+    def updated(self: C, **values: Any) -> C:
         """A validated copy with ``values`` (any spelling of the keys) on top."""
         return type(self)(**nest(type(self), values, into=self.model_dump()))
 

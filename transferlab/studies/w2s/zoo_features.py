@@ -304,7 +304,7 @@ def zoo_refs_to_paths(cfg: W2SConfig, store: Store | None) -> W2SConfig:
         ref = cfg.value(key)
         if ref and ref.startswith(ZOO_PREFIX):
             update[key] = str(resolve_model(ref, zoo_root(cfg, store), cfg.zoo_corpus, role=key[:-6]).path)
-    return cfg.updated(**update) if update else cfg  # type: ignore[return-value]
+    return cfg.updated(**update) if update else cfg
 
 
 def build_model_views(cfg: W2SConfig, store: Store | None, data: ClassificationData) -> ModelViews:
