@@ -306,7 +306,7 @@ class W2SConfig(StudyConfig):
         """The settings the weak model fine-tunes with: its own lr, steps and LoRA switch where given."""
         w, ft = self.weak, self.finetune
         return self.updated(ft_lr=w.lr or ft.lr, ft_steps=w.steps or ft.steps,
-                            lora=ft.lora if w.lora is None else w.lora)  # type: ignore[return-value]
+                            lora=ft.lora if w.lora is None else w.lora)
 
 
 def uses_model_names(cfg: W2SConfig) -> bool:
