@@ -267,7 +267,7 @@ def build_page(cfg: GrokConfig, members: Sequence[Any]) -> Page:
                                "higher when they share directions. The noise scale is tr Σ / |G|² (McCandlish et "
                                "al.); dormant units are τ = 0.025 (Sokar et al.).")
     page.heading("Configuration")
-    page.key_values(cfg.to_dict())
+    page.key_values(cfg.flat())
     return page
 
 
