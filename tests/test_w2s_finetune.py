@@ -191,7 +191,7 @@ def test_the_weak_model_gets_its_own_settings():
     cfg = make_config(task="stdlib-kind", backend="finetune", weak_model="w", strong_model="s", ft_lr=5e-4,
                       ft_steps=60, lora=True, weak_ft_lr=1e-3, weak_ft_steps=30, weak_lora=False)
     weak = cfg.for_weak()
-    assert (weak.ft_lr, weak.ft_steps, weak.lora) == (1e-3, 30, False)
+    assert (weak.finetune.lr, weak.finetune.steps, weak.finetune.lora) == (1e-3, 30, False)
     assert (cfg.finetune.lr, cfg.finetune.steps, cfg.finetune.lora) == (5e-4, 60, True)
     same = make_config(task="stdlib-kind", backend="finetune", weak_model="w", strong_model="s").for_weak()
     assert (same.finetune.lr, same.finetune.steps, same.finetune.lora) == (5e-4, 60, False)

@@ -36,7 +36,9 @@ BOOTSTRAP_SEED_OFFSET = 20_000
 
 
 def head_kw(cfg: W2SConfig) -> dict[str, Any]:
-    return {**cfg.heads.model_dump(), "eval_every": cfg.eval_every}
+    h = cfg.heads
+    return {"steps": h.steps, "batch_size": h.batch_size, "lr": h.lr, "weight_decay": h.weight_decay,
+            "eval_every": cfg.eval_every}
 
 
 class HeadsTrainer(Trainer):
