@@ -8,7 +8,7 @@ import json
 import pytest
 from pydantic import Field
 
-from transferlab.core.config import ConfigPart, StudyConfig, canonical_key, config_keys, resolve
+from transferlab.core.config import ConfigPart, StudyConfig, canonical_key, config_keys, flat_as, resolve
 from transferlab.core.errors import ConfigError
 from transferlab.studies.grokking.config import PRESETS as GROK_PRESETS
 from transferlab.studies.grokking.config import GrokConfig
@@ -138,10 +138,10 @@ def test_explain_lists_each_part_field_with_its_flat_name(cli):
 def test_a_part_is_a_class_and_a_field_and_a_new_field_is_one_line():
     class Opt(ConfigPart):
         lr: float = Field(1e-3, description="the learning rate")
-        momentum: float = Field(0.9, description="new: one line", json_schema_extra={"flat": "opt_momentum"})
+        momentum: float = Field(0.9, description="new: one line", json_schema_extra=flat_as("opt_momentum"))
 
     class Sched(ConfigPart):
-        lr: float = Field(0.0, description="the schedule's floor", json_schema_extra={"flat": "min_lr"})
+        lr: float = Field(0.0, description="the schedule's floor", json_schema_extra=flat_as("min_lr"))
         steps: int = Field(10, description="steps")
 
     class Toy(StudyConfig):

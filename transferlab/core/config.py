@@ -30,7 +30,7 @@ NON_IDENTITY_FIELDS = {"device", "num_threads", "progress", "compile", "preset",
 class ConfigPart(BaseModel):
     """One part of a study's config (its task, its model, its optimizer, ...): a field of a ``StudyConfig`` whose
     type subclasses this. A part's fields are also keys of the whole config under their *flat name*: the field's
-    own name, or the ``flat`` it declares (``Field(60, json_schema_extra={"flat": "ft_steps"})``), the spelling
+    own name, or the one it declares (``Field(60, json_schema_extra=flat_as("ft_steps"))``), the spelling
     the key had before the config nested. So ``lr``, ``optimizer.lr`` and (where one part has it) a part's
     own field name all set the same value, in ``--set``, ``--grid``, YAML, presets and keyword arguments; the
     flat names of all parts and top-level fields are distinct, and the run id is the hash of the flat view, so
@@ -56,6 +56,11 @@ class Keys:
         return ".".join(path)
 
 
+def flat_as(name: str) -> dict[str, Any]:
+    """A part field's flat name when it is not the field's own: ``Field(60, json_schema_extra=flat_as("ft_steps"))``."""
+    return {"flat": name}
+
+
 def _part_class(annotation: Any) -> type[ConfigPart] | None:
     return annotation if isinstance(annotation, type) and issubclass(annotation, ConfigPart) else None
 
@@ -75,7 +80,7 @@ def config_keys(cls: type[BaseModel]) -> Keys:
     def add(name: str, path: tuple[str, ...], f: FieldInfo) -> None:
         if name in paths:
             raise TypeError(f"{cls.__name__}: the flat key '{name}' is both {'.'.join(paths[name])} and "
-                            f"{'.'.join(path)}; declare another with json_schema_extra={{'flat': ...}}")
+                            f"{'.'.join(path)}; declare another with json_schema_extra=flat_as(...)")
         paths[name], fields[name] = path, f
 
     for name, f in cls.model_fields.items():

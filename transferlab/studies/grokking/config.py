@@ -7,13 +7,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from transferlab.core.config import ConfigPart, PresetRegistry, StudyConfig
+from transferlab.core.config import ConfigPart, PresetRegistry, StudyConfig, flat_as
 from transferlab.core.memory import check_fits
 from transferlab.data.algorithmic import MODULAR_OPERATIONS, OPERATIONS, S5_OPERATIONS, is_prime
-
-
-def _flat(name: str) -> dict[str, Any]:
-    return {"flat": name}
 
 
 class Task(ConfigPart):
@@ -50,7 +46,7 @@ class Model(ConfigPart):
         "mlp", description="mlp: one-hot MLP; transformer: Nanda et al.'s ([a, b, =], pre-LN optional); "
                            "power_transformer / grokfast_transformer: Power et al.'s [x, ∘, y, =] decoder as "
                            "danielmamay/grokking / ironjr/grokfast build it (models/transformer.py)",
-        json_schema_extra=_flat("model"))
+        json_schema_extra=flat_as("model"))
     width: int = Field(256, ge=1, description="MLP hidden width")
     depth: int = Field(1, ge=1, description="MLP hidden layers")
     activation: Literal["relu", "quadratic", "gelu"] = Field(
@@ -86,9 +82,9 @@ class Loss(ConfigPart):
 
     kind: Literal["cross_entropy", "stablemax", "mse"] = Field(
         "cross_entropy", description="cross_entropy | stablemax (Prieto et al.) | mse on one-hot targets (Gromov)",
-        json_schema_extra=_flat("loss"))
+        json_schema_extra=flat_as("loss"))
     dtype: Literal["float32", "float64"] = Field("float32", description="precision the loss is computed in",
-                                                 json_schema_extra=_flat("loss_dtype"))
+                                                 json_schema_extra=flat_as("loss_dtype"))
 
 
 class Optimizer(ConfigPart):
@@ -151,9 +147,9 @@ class Monitors(ConfigPart):
     progress_measures: bool = Field(True, description="log Nanda et al.'s Fourier progress measures (x+y only)")
     every: int = Field(10, ge=0, description="plasticity monitors (Fisher trace, gradient coherence and noise "
                                              "scale, dormant units, feature rank) every this many evaluations and "
-                                             "at the last step; 0: off", json_schema_extra=_flat("monitor_every"))
+                                             "at the last step; 0: off", json_schema_extra=flat_as("monitor_every"))
     probe: int = Field(256, ge=1, description="training examples the per-sample gradients are taken on",
-                       json_schema_extra=_flat("monitor_probe"))
+                       json_schema_extra=flat_as("monitor_probe"))
 
 
 class GrokConfig(StudyConfig):

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from transferlab.core.config import ConfigPart, PresetRegistry, StudyConfig, get_dotted
+from transferlab.core.config import ConfigPart, PresetRegistry, StudyConfig, flat_as, get_dotted
 from transferlab.core.devices import Device
 from transferlab.core.errors import ConfigError, TransferlabError
 from transferlab.core.memory import check_fits
@@ -33,22 +33,18 @@ FEATURES_STUDY = "w2s-features"  # the store's folder for cached features (runs 
 BASELINE_STUDY = "w2s-baseline"  # ... and for the cached floor and ceiling
 
 
-def _flat(name: str) -> dict[str, Any]:
-    return {"flat": name}
-
-
 class Task(ConfigPart):
     """What to classify and how it is split."""
 
     name: str = Field("synthetic-noisy", description="what to classify: a built-in task (transferlab w2s "
                       "--list-tasks), a .csv/.jsonl file, hf:PATH[:TEXT:LABEL] (a dataset saved with save_to_disk), or "
                       "several comma-separated (one run each, paired tests pooled across them); a file keys its "
-                      "runs by its content", json_schema_extra=_flat("task"))
+                      "runs by its content", json_schema_extra=flat_as("task"))
     classes: list[str] | None = Field(None, description="a user file's declared class names, in label-index "
                                       "order: every label must be one of them (default: the labels found)")
     seed: int = Field(0, description="seed of the data itself (the synthetic draw, the stdlib/library sample, "
                       "an hf: dataset's seeded draw), kept apart from the split seeds",
-                      json_schema_extra=_flat("task_seed"))
+                      json_schema_extra=flat_as("task_seed"))
     n_examples: int | None = Field(None, ge=20, description="synthetic tasks: how many examples to draw "
                                    "(default 4000); other tasks use all they have")
     # split sizes: None = fractions (weak_train .2, transfer .4, val .1, test .3) of the task
@@ -74,20 +70,20 @@ class Weak(ConfigPart):
 
     model: str | None = Field(None, description="the weak supervisor: zoo:<size>, zoo:<name> or a local Hugging "
                               "Face folder, named as strong.model (default: the encoder's weak.layer)",
-                              json_schema_extra=_flat("weak_model"))
+                              json_schema_extra=flat_as("weak_model"))
     layer: int = Field(1, ge=0, description="text tasks on the encoder: the weak model reads the encoder's "
                        "hidden states after this many layers (the strong model its last layer)",
-                       json_schema_extra=_flat("weak_layer"))
+                       json_schema_extra=flat_as("weak_layer"))
     noise: float | None = Field(None, ge=0, description="synthetic, tabular and feature-file tasks: standard "
                                 "deviation of the Gaussian noise on the weak view, in units of the standardized "
                                 "features (default: the task's own, 1.0 synthetic, 2.0 tabular)",
-                                json_schema_extra=_flat("weak_noise"))
+                                json_schema_extra=flat_as("weak_noise"))
     lr: float | None = Field(None, gt=0, description="finetune backend: the weak model's own learning rate "
-                             "(default: finetune.lr)", json_schema_extra=_flat("weak_ft_lr"))
+                             "(default: finetune.lr)", json_schema_extra=flat_as("weak_ft_lr"))
     steps: int | None = Field(None, ge=1, description="finetune backend: the weak model's own steps (default: "
-                              "finetune.steps)", json_schema_extra=_flat("weak_ft_steps"))
+                              "finetune.steps)", json_schema_extra=flat_as("weak_ft_steps"))
     lora: bool | None = Field(None, description="finetune backend: LoRA for the weak model (default: "
-                              "finetune.lora)", json_schema_extra=_flat("weak_lora"))
+                              "finetune.lora)", json_schema_extra=flat_as("weak_lora"))
 
 
 class Strong(ConfigPart):
@@ -98,7 +94,7 @@ class Strong(ConfigPart):
     # of the encoder's layers; finetune backend: the models tuned.
     model: str | None = Field(None, description="the strong model: zoo:<size>, zoo:<name> or a local "
                               "Hugging Face folder (heads: its mean-pooled hidden states; finetune: the model "
-                              "trained); default: the encoder's last layer", json_schema_extra=_flat("strong_model"))
+                              "trained); default: the encoder's last layer", json_schema_extra=flat_as("strong_model"))
     mid_models: list[str] = Field(default_factory=list, description="heads backend: models between weak and strong "
                                   "(intermediate rungs for bootstrap and the size sweep), named as strong.model")
     encoder: str = Field("minilm", description="text tasks without weak/strong models: 'minilm' (the bundled "
@@ -126,11 +122,11 @@ class Finetune(ConfigPart):
     """finetune backend: how the Hugging Face models themselves are trained (the weak one's own settings in weak)."""
 
     steps: int = Field(60, ge=1, description="finetune backend: steps of each fine-tuning run",
-                       json_schema_extra=_flat("ft_steps"))
+                       json_schema_extra=flat_as("ft_steps"))
     lr: float = Field(5e-4, gt=0, description="finetune backend: AdamW learning rate",
-                      json_schema_extra=_flat("ft_lr"))
+                      json_schema_extra=flat_as("ft_lr"))
     batch_size: int = Field(16, ge=1, description="finetune backend: batch size",
-                            json_schema_extra=_flat("ft_batch_size"))
+                            json_schema_extra=flat_as("ft_batch_size"))
     lora: bool = Field(False, description="finetune backend: LoRA adapters instead of full fine-tuning")
     lora_r: int = Field(8, ge=1, description="rank of the LoRA adapters (lora=true or weak_lora=true)")
     lora_target_modules: list[str] | None = Field(
@@ -153,7 +149,7 @@ class Students(ConfigPart):
     early_stop: Literal["weak_val", "last", "gold_val"] = Field(
         "weak_val", description="how the student's step is chosen: weak_val (best accuracy against weak labels on "
         "the val split) or last; gold_val is refused (it would leak gold labels)",
-        json_schema_extra=_flat("student_early_stop"))
+        json_schema_extra=flat_as("student_early_stop"))
     loss_params: dict[str, dict[str, float]] = Field(
         default_factory=dict, description="a loss's own parameters by its name, e.g. {logconf: {a_max: 0.5}} "
         "(the keys are its constructor's arguments; default: each loss's defaults)")
