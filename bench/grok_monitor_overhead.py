@@ -27,11 +27,11 @@ from transferlab.train.plasticity import PlasticityMonitors
 
 
 def measure(cfg: GrokConfig, steps: int, repeats: int) -> dict[str, float]:
-    data = make_dataset(cfg.operation, cfg.p, cfg.train_fraction, cfg.split_seed)
+    data = make_dataset(cfg.task.operation, cfg.task.p, cfg.task.train_fraction, cfg.task.split_seed)
     base, params = build_members(model_factory(cfg, data.n_tokens, data.n_classes), [cfg.seed])
-    lr, wd = torch.tensor([cfg.lr]), torch.tensor([cfg.weight_decay])
+    lr, wd = torch.tensor([cfg.optimizer.lr]), torch.tensor([cfg.optimizer.weight_decay])
     chain, _ = make_chain(cfg, lr, wd)
-    loss = make_loss(cfg.loss, cfg.loss_dtype)
+    loss = make_loss(cfg.loss.kind, cfg.loss.dtype)
     tdata = TrainData(data.x_train, data.y_train, data.x_val, data.y_val)
     step_s = []
     for _ in range(repeats):
@@ -40,8 +40,8 @@ def measure(cfg: GrokConfig, steps: int, repeats: int) -> dict[str, float]:
                      lambda p, f, s: [{}], runs=None).run()
         step_s.append(res.train_seconds / steps)
     monitors = PlasticityMonitors(model_factory(cfg, data.n_tokens, data.n_classes), loss, data.x_train,
-                                  data.y_train, eval_every=cfg.eval_every, every=max(1, cfg.monitor_every),
-                                  last_step=cfg.steps, probe_size=cfg.monitor_probe)
+                                  data.y_train, eval_every=cfg.schedule.eval_every, every=max(1, cfg.monitors.every),
+                                  last_step=cfg.schedule.steps, probe_size=cfg.monitors.probe)
     monitors.on_measure(Evaluation(0, res.params, None, [{}]))  # warm-up (vmap tracing)
     mon_s = []
     for _ in range(repeats):
@@ -49,7 +49,7 @@ def measure(cfg: GrokConfig, steps: int, repeats: int) -> dict[str, float]:
         monitors.on_measure(Evaluation(0, res.params, None, [{}]))
         mon_s.append(time.perf_counter() - t0)
     step, mon = statistics.median(step_s), statistics.median(mon_s)
-    every = cfg.monitor_every * cfg.eval_every
+    every = cfg.monitors.every * cfg.schedule.eval_every
     return {"train_step_ms": step * 1e3, "monitors_ms_per_logged_step": mon * 1e3,
             "x_one_train_step": mon / step, "logged_every_steps": every,
             "amortized_overhead": mon / (every * step)}

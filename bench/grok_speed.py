@@ -54,11 +54,11 @@ def engine_seconds_per_step(cfg: GrokConfig, k: int, steps: int) -> tuple[float,
 
     FLOPs are those of one training step (forward + backward) and of one evaluation (forward over both
     splits), counted by PyTorch's FlopCounterMode (matmuls), times how many of each the run did."""
-    data = make_dataset(cfg.operation, cfg.p, cfg.train_fraction, cfg.split_seed)
+    data = make_dataset(cfg.task.operation, cfg.task.p, cfg.task.train_fraction, cfg.task.split_seed)
     base, params = build_members(model_factory(cfg, data.n_tokens, data.n_classes), list(range(k)))
-    lr, wd = torch.full((k,), cfg.lr), torch.full((k,), cfg.weight_decay)
+    lr, wd = torch.full((k,), cfg.optimizer.lr), torch.full((k,), cfg.optimizer.weight_decay)
     chain, scale = make_chain(cfg, lr, wd)
-    loss = make_loss(cfg.loss, cfg.loss_dtype)
+    loss = make_loss(cfg.loss.kind, cfg.loss.dtype)
     tdata = TrainData(data.x_train, data.y_train, data.x_val, data.y_val)
     fwd = StackedForward(base, cfg.ensemble_mode)
     ev = evaluate_classification(tdata, loss, scale.current_lr, wd)
@@ -66,7 +66,7 @@ def engine_seconds_per_step(cfg: GrokConfig, k: int, steps: int) -> tuple[float,
     Engine(fwd, params, loss, chain, tdata, Schedule(steps=5, eval_every=5, checkpoint_every=10**9), ev).run()
     chain, scale = make_chain(cfg, lr, wd)
     ev = evaluate_classification(tdata, loss, scale.current_lr, wd)
-    sched = Schedule(steps=steps, eval_every=cfg.eval_every, checkpoint_every=10**9)
+    sched = Schedule(steps=steps, eval_every=cfg.schedule.eval_every, checkpoint_every=10**9)
     eng = Engine(fwd, params, loss, chain, tdata, sched, ev, runs=None)
     res = eng.run()
     p = {n: v.clone().requires_grad_(True) for n, v in res.params.items()}
@@ -83,19 +83,19 @@ def engine_seconds_per_step(cfg: GrokConfig, k: int, steps: int) -> tuple[float,
 
 def naive_seconds_per_step(cfg: GrokConfig, steps: int) -> float:
     """A straightforward loop: Python-list splits, one-hot Linear, eval with autograd every step."""
-    p = cfg.p
+    p = cfg.task.p
     pairs = [(a, b, (a + b) % p) for a in range(p) for b in range(p)]
     g = torch.Generator().manual_seed(0)
     perm = torch.randperm(len(pairs), generator=g).tolist()
-    n_train = int(round(cfg.train_fraction * len(pairs)))
+    n_train = int(round(cfg.task.train_fraction * len(pairs)))
     train = [pairs[i] for i in perm[:n_train]]
     val = [pairs[i] for i in perm[n_train:]]
 
     class Net(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.l1 = torch.nn.Linear(2 * p, cfg.width, bias=False)
-            self.l2 = torch.nn.Linear(cfg.width, p, bias=False)
+            self.l1 = torch.nn.Linear(2 * p, cfg.model.width, bias=False)
+            self.l2 = torch.nn.Linear(cfg.model.width, p, bias=False)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             h = self.l1(x)
@@ -109,7 +109,8 @@ def naive_seconds_per_step(cfg: GrokConfig, steps: int) -> float:
 
     torch.manual_seed(0)
     net = Net()
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay,
+                            betas=(0.9, 0.98))
     t0 = time.perf_counter()
     for _ in range(steps):
         x, y = encode(train)

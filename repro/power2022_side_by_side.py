@@ -41,8 +41,9 @@ def reference_curve(ref_dir: Path, cfg: GrokConfig, steps: int, every: int, seed
     sys.path.insert(0, str(ref_dir / "grokking"))
     from model import Transformer  # the reference's own module
 
-    data = make_dataset(cfg.operation, cfg.p, cfg.train_fraction, cfg.split_seed, cfg.split_style)
-    p = cfg.p
+    t = cfg.task
+    data = make_dataset(t.operation, t.p, t.train_fraction, t.split_seed, t.split_style)
+    p = cfg.task.p
 
     def feed(pairs: torch.Tensor) -> torch.Tensor:  # [x, ∘, y, =] with ∘ = p, = = p + 1, as its data.py
         n = pairs.shape[0]
@@ -50,16 +51,16 @@ def reference_curve(ref_dir: Path, cfg: GrokConfig, steps: int, every: int, seed
 
     x_tr, y_tr, x_va, y_va = feed(data.x_train), data.y_train, feed(data.x_val), data.y_val
     torch.manual_seed(seed)
-    model = Transformer(num_layers=cfg.n_layers, dim_model=cfg.d_model, num_heads=cfg.n_heads,
+    model = Transformer(num_layers=cfg.model.n_layers, dim_model=cfg.model.d_model, num_heads=cfg.model.n_heads,
                         num_tokens=p + 2, seq_len=4)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                            weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optimizer.lr, betas=(cfg.optimizer.beta1, cfg.optimizer.beta2),
+                            weight_decay=cfg.optimizer.weight_decay)
     if warmup == "ours":  # (step + 1) / 10 for the first 10 steps, as our engine's linear warm-up
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 10))
     else:  # the reference's: 0.1 + 0.09 step
         sched = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.1, total_iters=10)
     crit = torch.nn.CrossEntropyLoss()
-    batch = min(cfg.batch_size, len(x_tr) // 2)
+    batch = min(cfg.schedule.batch_size, len(x_tr) // 2)
     rows, n0 = [], norm_sq(model)
     perm, at = torch.randperm(len(x_tr)), 0
     cpu = 0.0

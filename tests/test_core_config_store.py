@@ -25,7 +25,7 @@ def test_resolution_order_preset_file_overrides(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("p: 59\nlr: 0.01\n")
     cfg = resolve(GrokConfig, presets=PRESETS, preset="nanda2023", config_file=f, overrides=["lr=0.02"])
-    assert cfg.model == "transformer" and cfg.p == 59 and cfg.lr == 0.02
+    assert cfg.model.kind == "transformer" and cfg.task.p == 59 and cfg.optimizer.lr == 0.02
 
 
 def test_one_dotted_override_keeps_the_rest_of_a_sub_configs_default():
@@ -50,8 +50,9 @@ def test_one_dotted_override_keeps_the_rest_of_a_sub_configs_default():
 
 def test_nanda_preset_has_the_papers_defaults():
     cfg = resolve(GrokConfig, presets=PRESETS, preset="nanda2023")
-    assert (cfg.p, cfg.train_fraction, cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.d_mlp) == (113, 0.3, 1, 128, 4, 512)
-    assert (cfg.lr, cfg.weight_decay, cfg.beta1, cfg.beta2, cfg.batch_size, cfg.layer_norm) == \
+    t, m, opt = cfg.task, cfg.model, cfg.optimizer
+    assert (t.p, t.train_fraction, m.n_layers, m.d_model, m.n_heads, m.d_mlp) == (113, 0.3, 1, 128, 4, 512)
+    assert (opt.lr, opt.weight_decay, opt.beta1, opt.beta2, cfg.schedule.batch_size, m.layer_norm) == \
         (1e-3, 1.0, 0.9, 0.98, 0, False)
 
 
@@ -130,7 +131,7 @@ if sys.argv[1] == "mmap":  # glibc's initial mmap threshold (128 KiB), held ther
 if sys.argv[1] == "reuse":
     assert reuse_freed_memory() is True
 cfg = GrokConfig()
-data = make_dataset(cfg.operation, cfg.p, cfg.train_fraction, cfg.split_seed)
+data = make_dataset(cfg.task.operation, cfg.task.p, cfg.task.train_fraction, cfg.task.split_seed)
 model = model_factory(cfg, data.n_tokens, data.n_classes)()
 def step():
     loss = torch.nn.functional.cross_entropy(model(data.x_train), data.y_train)

@@ -32,7 +32,7 @@ def test_grok_memorizes_first_generalizes_later_and_reports(cli, tmp_path):
     code, out, _ = cli(["runs", "show", res["run_id"][:8], "--store", str(tmp_path), "--json"])
     shown = json.loads(out)
     assert shown["summary"]["steps_to_generalize"] == res["steps_to_generalize"]
-    assert shown["config"]["p"] == 31
+    assert shown["config"]["task"]["p"] == 31
     code, out, _ = cli(["runs", "report", res["run_id"], "--store", str(tmp_path), "--json"])
     assert code == 0 and Path(json.loads(out)["report"]).exists()
 
@@ -148,6 +148,7 @@ def test_explain_lists_every_key_with_a_description(cli):
     import json as _json
 
     from transferlab.cli.common import explain_fields
+    from transferlab.core.config import config_keys
     from transferlab.studies.correlate.zoo_config import ZooPairsConfig
     from transferlab.studies.grokking import PRESETS, GrokConfig
     from transferlab.studies.registry import get_study, study_names
@@ -159,8 +160,9 @@ def test_explain_lists_every_key_with_a_description(cli):
         assert [r["key"] for r in rows if not r["description"]] == [], cls.__name__
         assert all(len(r["description"].split()) >= 3 for r in rows), cls.__name__  # a description, not a word
     code, out, _ = cli(["grok", "--explain", "--json"])
-    rows = {r["key"]: r for r in _json.loads(out)}
-    assert code == 0 and set(rows) == set(GrokConfig.model_fields) - {"preset"}
+    rows = {r.get("flat", r["key"]): r for r in _json.loads(out)}  # a part's field also by its flat name
+    assert code == 0 and set(rows) == set(config_keys(GrokConfig).paths) - {"preset"}
+    assert rows["lr"]["key"] == "optimizer.lr"
     assert rows["lr"]["default"] == "0.003" and "learning rate" in rows["lr"]["description"]
     code, out, _ = cli(["zoo", "build", "--explain"])
     assert code == 0 and "train.lr" in out and "peak learning rate" in out  # nested keys, as --set takes them

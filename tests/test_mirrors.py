@@ -60,7 +60,7 @@ def test_live_mirrors_hold_the_same_metrics_as_the_store(tmp_path, no_network):
     found = runs[0]
     assert found.info.status == "FINISHED"
     assert found.data.tags["transferlab.run_id"] == member.run_id
-    assert found.data.params["p"] == "23" and found.data.params["width"] == "32"
+    assert found.data.params["task.p"] == "23" and found.data.params["model.width"] == "32"
     history = client.get_metric_history(found.info.run_id, "val_loss")
     assert [m.step for m in history] == [r["step"] for r in records]
     assert [m.value for m in history] == pytest.approx([r["val_loss"] for r in records])

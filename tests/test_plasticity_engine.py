@@ -32,10 +32,10 @@ def test_monitors_logged_every_k_evaluations_and_at_the_end(tmp_path, model):
         assert set(KEYS) <= set(r)
         assert r["fisher_trace"] > 0 and r["mean_grad_sq_norm"] > 0
         assert 0 <= r["coherence"] <= 1 + 1e-9
-        n_probe = min(cfg.monitor_probe, round(cfg.train_fraction * cfg.p * cfg.p))
+        n_probe = min(cfg.monitors.probe, round(cfg.task.train_fraction * cfg.task.p * cfg.task.p))
         assert math.isclose(r["m_coherence"], n_probe * r["coherence"], rel_tol=1e-9)
         assert 0 <= r["dormant_fraction"] <= 1
-        assert 1 <= r["effective_rank"] <= (cfg.width if model == "mlp" else cfg.d_mlp)
+        assert 1 <= r["effective_rank"] <= (cfg.model.width if model == "mlp" else cfg.model.d_mlp)
 
 
 def test_each_member_is_measured_with_its_own_parameters(tmp_path):
@@ -43,11 +43,12 @@ def test_each_member_is_measured_with_its_own_parameters(tmp_path):
     members = run_members(cfgs, Store(tmp_path))
     first = [m.records[0] for m in members]  # step 0: the initial parameters of each seed
     assert first[0]["fisher_trace"] != first[1]["fisher_trace"]
-    data = make_dataset(cfgs[1].operation, cfgs[1].p, cfgs[1].train_fraction, cfgs[1].split_seed)
+    task = cfgs[1].task
+    data = make_dataset(task.operation, task.p, task.train_fraction, task.split_seed)
     torch.manual_seed(cfgs[1].seed)
     module = model_factory(cfgs[1], data.n_tokens, data.n_classes)()
-    loss = make_loss(cfgs[1].loss, cfgs[1].loss_dtype)
-    x, y = data.x_train[: cfgs[1].monitor_probe], data.y_train[: cfgs[1].monitor_probe]
+    loss = make_loss(cfgs[1].loss.kind, cfgs[1].loss.dtype)
+    x, y = data.x_train[: cfgs[1].monitors.probe], data.y_train[: cfgs[1].monitors.probe]
     ref = monitors.per_sample_gradient_stats(module, lambda o, t: loss(o, t).mean(), x, y, method="loop")
     assert first[1]["fisher_trace"] == pytest.approx(ref.fisher_trace, rel=1e-4)
     assert first[1]["coherence"] == pytest.approx(ref.coherence, rel=1e-3)

@@ -257,7 +257,7 @@ def test_a_sweep_with_a_failing_trial_exits_non_zero_and_names_it(cli, tmp_path,
     real = grun._train
 
     def flaky(cfg0, cfgs, runs, data, *args):
-        if any(c.lr == 3e-3 for c in cfgs):
+        if any(c.optimizer.lr == 3e-3 for c in cfgs):
             raise RuntimeError("trial exploded")
         return real(cfg0, cfgs, runs, data, *args)
 

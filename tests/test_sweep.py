@@ -37,7 +37,7 @@ def test_a_failing_trial_is_recorded_and_does_not_stop_the_others(tmp_path, monk
     real = grok_run._train
 
     def flaky(cfg0, cfgs, runs, data, *args):
-        if any(c.lr == 3e-3 for c in cfgs):
+        if any(c.optimizer.lr == 3e-3 for c in cfgs):
             raise RuntimeError("simulated worker crash")
         return real(cfg0, cfgs, runs, data, *args)
 
@@ -123,7 +123,7 @@ def test_sweep_print_config_lists_every_trial_without_running(cli, tmp_path):
                           "--store", str(tmp_path)])
     assert code == 0, err
     plan = json.loads(out)
-    assert plan["base"]["steps"] == 8000 and len(plan["trials"]) == 20  # 5 weight decays x 2 lrs x 2 seeds
+    assert plan["base"]["schedule"]["steps"] == 8000 and len(plan["trials"]) == 20  # 5 weight decays x 2 lrs x 2 seeds
     assert {(t["weight_decay"], t["lr"], t["seed"]) for t in plan["trials"]} == {
         (wd, lr, s) for wd in (0.3, 0.5, 1.0, 2.0, 4.0) for lr in (2e-3, 4e-3) for s in (0, 1)}
     assert not any(tmp_path.iterdir())  # nothing ran, nothing was written

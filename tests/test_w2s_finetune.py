@@ -191,15 +191,14 @@ def test_the_weak_model_gets_its_own_settings():
     cfg = make_config(task="stdlib-kind", backend="finetune", weak_model="w", strong_model="s", ft_lr=5e-4,
                       ft_steps=60, lora=True, weak_ft_lr=1e-3, weak_ft_steps=30, weak_lora=False)
     weak = cfg.for_weak()
-    assert (weak.ft_lr, weak.ft_steps, weak.lora) == (1e-3, 30, False)
-    assert (cfg.ft_lr, cfg.ft_steps, cfg.lora) == (5e-4, 60, True)
+    assert (weak.finetune.lr, weak.finetune.steps, weak.finetune.lora) == (1e-3, 30, False)
+    assert (cfg.finetune.lr, cfg.finetune.steps, cfg.finetune.lora) == (5e-4, 60, True)
     same = make_config(task="stdlib-kind", backend="finetune", weak_model="w", strong_model="s").for_weak()
-    assert (same.ft_lr, same.ft_steps, same.lora) == (5e-4, 60, False)
+    assert (same.finetune.lr, same.finetune.steps, same.finetune.lora) == (5e-4, 60, False)
 
 
 def test_the_finetune_baseline_reads_no_student_field(tmp_path):
-    from tests.test_w2s_study import baseline_reads
-    from transferlab.studies.w2s.run import STUDENT_FIELDS
+    from tests.test_w2s_study import baseline_reads, student_fields
 
     weak, strong, data = raise_task(tmp_path)
     cfg = make_config(task=str(data), backend="finetune", weak_model=str(weak), strong_model=str(strong),
@@ -207,7 +206,7 @@ def test_the_finetune_baseline_reads_no_student_field(tmp_path):
                       max_length=16, ft_steps=2, eval_every=1, weak_ft_steps=3, num_threads=1)
     reads = baseline_reads(cfg)
     assert {"weak_ft_steps", "weak_ft_lr", "weak_lora", "lora_target_modules", "ft_steps"} <= reads
-    assert reads & STUDENT_FIELDS == set()
+    assert reads & student_fields() == set()
 
 
 def test_the_weak_models_own_settings_train_a_new_weak_model(tmp_path, store, monkeypatch):
@@ -223,7 +222,7 @@ def test_the_weak_models_own_settings_train_a_new_weak_model(tmp_path, store, mo
 
     def counting(path, *args, **kw):
         if path == str(weak):
-            weak_steps.append(args[8].ft_steps)  # the config the weak model trains under
+            weak_steps.append(args[8].finetune.steps)  # the config the weak model trains under
         return real(path, *args, **kw)
 
     monkeypatch.setattr(finetune, "finetune_one", counting)

@@ -154,20 +154,25 @@ def test_floor_and_ceiling_are_cached_and_reused_across_losses(store):
 def baseline_reads(cfg, store=None) -> set[str]:
     """The W2SConfig fields the floor and ceiling are computed from: the data, the splits and both trainers'
     ``prepare`` + ``baseline``, run on a config that records every field read."""
+    from transferlab.core.config import config_keys
     from transferlab.studies.w2s.config import W2SConfig
     from transferlab.studies.w2s.run import make_trainer
     from transferlab.studies.w2s.tasks import build_data
 
     seen: set[str] = set()
+    keys = config_keys(W2SConfig)
 
-    class Recording(W2SConfig):
-        def __getattribute__(self, name):
-            if name in W2SConfig.model_fields:
-                seen.add(name)
-            return super().__getattribute__(name)
+    def recording(cls, part=None):  # records every field read, by its flat name
+        class Recording(cls):
+            def __getattribute__(self, name):
+                if name in cls.model_fields and name not in keys.parts:
+                    seen.add(keys.flat_name((part, name) if part else (name,)))
+                return super().__getattribute__(name)
+        return Recording
 
     cfg, trainer = make_trainer(cfg, store)  # its checks may read anything: not recorded
-    rec = Recording(**cfg.model_dump())
+    rec = recording(W2SConfig)(**{k: recording(keys.parts[k], k)(**v) if k in keys.parts else v
+                                   for k, v in cfg.model_dump().items()})
     trainer.cfg = rec
     seen.clear()
     data = build_data(rec)
@@ -177,14 +182,23 @@ def baseline_reads(cfg, store=None) -> set[str]:
     return seen
 
 
+def student_fields() -> set[str]:
+    """The flat names of the student parts' fields (losses, label_methods, student_early_stop, ...)."""
+    from transferlab.core.config import config_keys
+    from transferlab.studies.w2s.config import STUDENT_PARTS, W2SConfig
+
+    found = {k for k, path in config_keys(W2SConfig).paths.items() if path[0] in STUDENT_PARTS}
+    assert {"losses", "label_methods", "student_early_stop", "loss_params", "knn_k", "min_gap"} <= found
+    return found
+
+
 def test_the_heads_baseline_reads_no_student_field():
-    from transferlab.studies.w2s.run import STUDENT_FIELDS
 
     cfg = make_config(task="synthetic-noisy", losses=["xent", "logconf"], label_methods=["knn-refine"], seeds=1,
                       n_examples=300, steps=20)
     reads = baseline_reads(cfg)
     assert {"task", "seed", "steps", "lr"} <= reads  # the recording sees what the baseline reads
-    assert reads & STUDENT_FIELDS == set()
+    assert reads & student_fields() == set()
 
 
 def test_a_new_heads_setting_trains_a_new_baseline(store):

@@ -56,7 +56,7 @@ def test_resolve_zoo_sizes_and_paths(zoo_store):
         p = zf.resolve_model(str(r.path), zoo_store.root / "zoo")
         assert p.non_embedding_params == r.non_embedding_params and p.zoo_name is None
     cfg = make_config(task="stdlib-kind", backend="finetune", weak_model="zoo:xxs", strong_model="zoo:xs")
-    assert zf.zoo_refs_to_paths(cfg, zoo_store).weak_model == str(_ref(zoo_store, "xxs").path)
+    assert zf.zoo_refs_to_paths(cfg, zoo_store).weak.model == str(_ref(zoo_store, "xxs").path)
 
 
 def test_features_shape_and_padding_is_ignored(zoo_store):

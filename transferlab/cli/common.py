@@ -120,9 +120,10 @@ def config_or_listing(
         if json_out:
             emit_json(rows)
         else:
-            width = max(len(r["key"]) for r in rows)
+            names = {r["key"]: r["key"] + (f" (or {r['flat']})" if "flat" in r else "") for r in rows}
+            width = max(len(n) for n in names.values())
             for r in rows:
-                typer.echo(f"{r['key']:{width}s}  {r['type']}  (default: {r['default']})\n"
+                typer.echo(f"{names[r['key']]:{width}s}  {r['type']}  (default: {r['default']})\n"
                            f"{'':{width}s}  {r['description']}")
         return None
     if list_presets:
@@ -156,20 +157,25 @@ def check_paths(store: Optional[Path] = None, out: Optional[Path] = None, out_fl
 
 def explain_fields(cls: Any, prefix: str = "") -> list[dict[str, str]]:
     """Every config key of a pydantic class (nested sub-configs as dotted keys, as --set takes them) with its
-    type, default and description."""
+    type, default and description; a part's field also with its flat name (``optimizer.lr`` is also ``lr``)."""
     import typing
 
     from pydantic import BaseModel
 
-    from transferlab.core.config import describe
+    from transferlab.core.config import config_keys, describe
 
+    flat = {path: name for name, path in config_keys(cls).paths.items() if len(path) == 2} if not prefix else {}
     rows: list[dict[str, str]] = []
     for name, f in cls.model_fields.items():
         if name == "preset":
             continue
         ann = f.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
-            rows.extend(explain_fields(ann, f"{prefix}{name}."))
+            for row in explain_fields(ann, f"{prefix}{name}."):
+                leaf = row["key"].removeprefix(f"{prefix}{name}.")
+                if (name, leaf) in flat:
+                    row["flat"] = flat[(name, leaf)]
+                rows.append(row)
             continue
         default = f.get_default(call_default_factory=True)
         kind = getattr(ann, "__name__", None) if typing.get_origin(ann) is None else None

@@ -83,12 +83,19 @@ def _sweep(command: str, grid: list[str] | None, sample: list[str] | None, trial
            plan: str | None, preset: str | None, config: Path | None, set_: list[str] | None, seeds: int | None,
            backend: str, address: str | None, scheduler: str | None, name: str | None, store: Path | None,
            mirror: list[str] | None, json_out: bool, print_config: bool = False) -> None:
-    from transferlab.core.config import parse_override
+    from transferlab.core.config import canonical_key, parse_override
     from transferlab.core.errors import ConfigError
     from transferlab.studies.registry import get_study
     from transferlab.sweep import parse_grid, run_sweep
     from transferlab.sweep.grid import draw_samples, parse_sample
-    from transferlab.sweep.runner import check_grid, check_scheduler, check_sweep_name, combine, trial_configs
+    from transferlab.sweep.runner import (
+        canonical_keys,
+        check_grid,
+        check_scheduler,
+        check_sweep_name,
+        combine,
+        trial_configs,
+    )
 
     begin(json_out)
     study = get_study(command)
@@ -112,11 +119,12 @@ def _sweep(command: str, grid: list[str] | None, sample: list[str] | None, trial
                           fix="give --grid key=v1,v2 or --sample key=loguniform:LO:HI (repeatable)"
                               + (f", or --plan ({', '.join(plans)})" if plans else ""))
     seeds = 1 if seeds is None else seeds
-    grid_values = parse_grid(grid or [])
-    space = parse_sample(sample or [])
+    cls = study.config_cls
+    grid_values = canonical_keys(cls, parse_grid(grid or []), "--grid")
+    space = canonical_keys(cls, parse_sample(sample or []), "--sample")
     samples = draw_samples(space, trials, sample_seed) if space else None
     swept = [*grid_values, *space]
-    both = sorted({parse_override(item)[0] for item in set_ or []} & set(swept))
+    both = sorted({canonical_key(cls, parse_override(item)[0]) for item in set_ or []} & set(swept))
     if both:
         raise ConfigError(f"'{both[0]}' is set both by --set and by the sweep (the sweep would override it)",
                           fix=f"drop --set {both[0]}=... or its --grid/--sample")
@@ -130,10 +138,8 @@ def _sweep(command: str, grid: list[str] | None, sample: list[str] | None, trial
     if print_config:
         import yaml
 
-        from transferlab.core.config import get_dotted
-
         keys = [*swept, *(["seed"] if seeds > 1 else [])]
-        plan_out = {"base": base.to_dict(), "trials": [{k: get_dotted(t.to_dict(), k) for k in keys} for t in trials_]}
+        plan_out = {"base": base.to_dict(), "trials": [{k: t.value(k) for k in keys} for t in trials_]}
         if json_out:
             emit_json(plan_out)
         else:

@@ -6,13 +6,17 @@ with a :class:`ConfigError` that names the field and says how to fix it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 
 from transferlab.core.errors import ConfigError
 
@@ -23,15 +27,189 @@ C = TypeVar("C", bound="StudyConfig")
 NON_IDENTITY_FIELDS = {"device", "num_threads", "progress", "compile", "preset", "workers"}
 
 
+class ConfigPart(BaseModel):
+    """One part of a study's config (its task, its model, its optimizer, ...): a field of a ``StudyConfig`` whose
+    type subclasses this. A part's fields are also keys of the whole config under their *flat name*: the field's
+    own name, or the one it declares (``Field(60, json_schema_extra=flat_as("ft_steps"))``), the spelling
+    the key had before the config nested. So ``lr``, ``optimizer.lr`` and (where one part has it) a part's
+    own field name all set the same value, in ``--set``, ``--grid``, YAML, presets and keyword arguments; the
+    flat names of all parts and top-level fields are distinct, and the run id is the hash of the flat view, so
+    nesting a config keeps its runs' ids. A rule about one part's fields is a validator of that part."""
+
+    # as StudyConfig's: unknown keys refused, every float finite
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The keys of a config class, derived from its fields: each part's class, and every flat name's path."""
+
+    parts: dict[str, type[ConfigPart]]
+    paths: dict[str, tuple[str, ...]]  # flat name -> (field,) or (part, field)
+    leaves: dict[str, list[tuple[str, str]]]  # a part field's own name -> every (part, field) that has it
+    fields: dict[str, FieldInfo]  # flat name -> its field
+
+    def flat_name(self, path: tuple[str, ...]) -> str:
+        for name, p in self.paths.items():
+            if p == path:
+                return name
+        return ".".join(path)
+
+
+def flat_as(name: str) -> dict[str, Any]:
+    """A part field's flat name when it is not the field's own: ``Field(60, json_schema_extra=flat_as("ft_steps"))``."""
+    return {"flat": name}
+
+
+def _part_class(annotation: Any) -> type[ConfigPart] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, ConfigPart) else None
+
+
+def _declared_flat_name(name: str, field: FieldInfo) -> str:
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    return str(extra.get("flat", name))
+
+
+@functools.cache
+def config_keys(cls: type[BaseModel]) -> Keys:
+    parts: dict[str, type[ConfigPart]] = {}
+    paths: dict[str, tuple[str, ...]] = {}
+    leaves: dict[str, list[tuple[str, str]]] = {}
+    fields: dict[str, FieldInfo] = {}
+
+    def add(name: str, path: tuple[str, ...], f: FieldInfo) -> None:
+        if name in paths:
+            raise TypeError(f"{cls.__name__}: the flat key '{name}' is both {'.'.join(paths[name])} and "
+                            f"{'.'.join(path)}; declare another with json_schema_extra=flat_as(...)")
+        paths[name], fields[name] = path, f
+
+    for name, f in cls.model_fields.items():
+        part = _part_class(f.annotation)
+        if part is None:
+            add(name, (name,), f)
+            continue
+        parts[name] = part
+        for leaf, pf in part.model_fields.items():
+            add(_declared_flat_name(leaf, pf), (name, leaf), pf)
+            leaves.setdefault(leaf, []).append((name, leaf))
+    return Keys(parts, paths, leaves, fields)
+
+
+def key_path(cls: type[BaseModel], key: str) -> tuple[str, ...]:
+    """Where a key people type lands: ``optimizer.lr`` as written; a flat name (``lr``, ``ft_steps``) at its
+    part's field; a part's own field name where one part has it (``weak.model``'s ``model`` is ambiguous in
+    w2s: refused with one line naming the keys to write); anything else as written (validation then names it)."""
+    if "." in key:
+        return tuple(key.split("."))
+    keys = config_keys(cls)
+    if key in keys.paths:
+        return keys.paths[key]
+    if key in keys.parts:
+        return (key,)
+    found = keys.leaves.get(key, [])
+    if len(found) > 1:
+        names = [".".join(p) for p in found]
+        raise ConfigError(f"'{key}' is ambiguous: it is {' and '.join(names)}", where=cls.__name__,
+                          fix=f"write {' or '.join(f'{n}=...' for n in names)}")
+    return found[0] if found else (key,)
+
+
+def canonical_key(cls: type[BaseModel], key: str) -> str:
+    """The one spelling of a key (sweep rows, sweep names, clash checks): its flat name; a key of another
+    nested sub-config (``pretrain.lr``) as written."""
+    return config_keys(cls).flat_name(key_path(cls, key))
+
+
+def _as_dict(v: Any) -> dict[str, Any]:
+    return v.model_dump() if isinstance(v, BaseModel) else dict(v)
+
+
+def nest(cls: type[BaseModel], values: Mapping[str, Any], into: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``values`` (flat, dotted or nested keys, in order) put where they belong in the nested dict ``into``: a
+    part's mapping is merged field by field into what the part already has, any other key replaces."""
+    out = dict(into or {})
+    keys = config_keys(cls)
+    for key, v in values.items():
+        if key in keys.parts and isinstance(v, ConfigPart) and key not in out:
+            out[key] = v  # a part given whole is kept as it is (a subclass too)
+            continue
+        if key in keys.parts and isinstance(v, (Mapping, ConfigPart)):
+            part = _as_dict(out.get(key) or {})
+            part.update(_as_dict(v))
+            out[key] = part
+            continue
+        path = key_path(cls, key)
+        if len(path) == 2 and path[0] in keys.parts:
+            part = _as_dict(out.get(path[0]) or {})
+            part[path[1]] = v
+            out[path[0]] = part
+        elif len(path) > 1:
+            set_dotted(out, ".".join(path), v)
+        else:
+            out[path[0]] = v
+    return out
+
+
 class StudyConfig(BaseModel):
-    """Base of every study's config: frozen field set, validated on assignment."""
+    """Base of every study's config: frozen field set, validated on assignment. A config with parts (fields
+    whose type is a :class:`ConfigPart`) takes every key by its flat name too, and is hashed on its flat view."""
 
     # allow_inf_nan=False: every float field (also inside lists and dicts) must be finite, so lr=inf or
     # --fix-beta nan is refused at the boundary with the field's name instead of failing deep inside a run.
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_flat_keys(cls, data: Any) -> Any:
+        """Flat and dotted keys (``lr=...``, ``optimizer.lr=...``; a stored config.yaml of before the nesting)
+        go to their part."""
+        if isinstance(data, Mapping) and config_keys(cls).parts:
+            return nest(cls, data)
+        return data
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    def flat(self, without: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The config as one level of keys (each part's fields under their flat names), without the parts named
+        in ``without``: the run id's input, and the view that sweep rows and reports read by the keys people
+        type. A cache keyed on some parts hashes this view of them (w2s: the floor and ceiling)."""
+        d = self.to_dict()
+        return {name: (d[path[0]][path[1]] if len(path) == 2 else d[path[0]])
+                for name, path in config_keys(type(self)).paths.items() if path[0] not in without}
+
+    def value(self, key: str) -> Any:
+        """The value of any spelling of a key (flat, dotted, a part's field name); None where it is absent."""
+        node: Any = self
+        for part in key_path(type(self), key):
+            node = node.get(part) if isinstance(node, dict) else getattr(node, part, None)
+        return node
+
+    @classmethod
+    def knows(cls, key: str) -> bool:
+        """Whether ``key`` names a value of this config (any spelling)."""
+        try:
+            path = key_path(cls, key)
+        except ConfigError:
+            return True  # ambiguous: a key, but the user must say which
+        model: Any = cls
+        for part in path:
+            fields = getattr(model, "model_fields", None)
+            if not fields or part not in fields:
+                return False
+            model = fields[part].annotation
+        return True
+
+    def updated(self: C, **values: Any) -> C:
+        """A validated copy with ``values`` (any spelling of the keys) on top."""
+        return type(self)(**nest(type(self), values, into=self.model_dump()))
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Any:
+        """pydantic's copy; an ``update`` that names a part's field (``lr``) is applied as ``updated`` does."""
+        keys = config_keys(type(self))
+        if update and keys.parts and any(k not in type(self).model_fields or k in keys.parts for k in update):
+            return self.updated(**update)
+        return super().model_copy(update=update, deep=deep)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -55,9 +233,9 @@ class StudyConfig(BaseModel):
         """Same config => same hash => same run (fields that only affect speed or place are left out, also
         inside nested sub-configs; fields in HASH_WHEN_CHANGED count only when they differ from their default;
         the content of every input file counts, see ``input_files``)."""
-        fields = type(self).model_fields
-        ident = {k: v for k, v in _identity(self.to_dict()).items()
-                 if not (k in self.HASH_WHEN_CHANGED and getattr(self, k) == fields[k].default)}
+        fields = config_keys(type(self)).fields
+        ident = {k: v for k, v in _identity(self.flat()).items()
+                 if not (k in self.HASH_WHEN_CHANGED and self.value(k) == fields[k].default)}
         inputs = self.inputs()
         if inputs:  # a key no field can have; configs without input files keep their earlier hashes
             ident["input files@content"] = inputs
@@ -71,15 +249,22 @@ def _identity(d: dict[str, Any]) -> dict[str, Any]:
 
 def _explain(err: ValidationError, cls: type[BaseModel]) -> ConfigError:
     first = err.errors()[0]
-    field = ".".join(str(x) for x in first["loc"])
+    loc = tuple(str(x) for x in first["loc"])
+    keys = config_keys(cls)
     msg = str(first["msg"]).removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        known = ", ".join(sorted(cls.model_fields))
+        if len(loc) == 2 and loc[0] in keys.parts:
+            known = ", ".join(f"{loc[0]}.{k}" for k in keys.parts[loc[0]].model_fields)
+        else:
+            known = ", ".join(sorted(keys.paths))
         return ConfigError(
-            f"unknown config key '{field}'", where=cls.__name__, fix=f"known keys are: {known}"
+            f"unknown config key '{'.'.join(loc)}'", where=cls.__name__, fix=f"known keys are: {known}"
         )
-    if not field:  # a check across fields (a model validator): its message names the fields
-        return ConfigError(msg, where=cls.__name__, fix="change the values it names with --set key=...")
+    if not loc or (len(loc) == 1 and loc[0] in keys.parts):
+        # a check across fields (a model validator of the config or of one part): its message names the fields
+        return ConfigError(msg, where=".".join((cls.__name__, *loc)),
+                           fix="change the values it names with --set key=...")
+    field = keys.flat_name(loc[:2]) + "".join(f".{x}" for x in loc[2:]) if loc[0] in keys.parts else ".".join(loc)
     given = repr(first.get("input"))
     if len(given) > 80:
         given = given[:77] + "..."
@@ -272,15 +457,19 @@ def resolve(
     if preset is not None:
         if presets is None:
             raise ConfigError("this study has no presets", fix="drop --preset")
-        values.update(presets.values(preset))
+        values = nest(cls, presets.values(preset))
         values.setdefault("preset", preset) if "preset" in cls.model_fields else None
     if config_file is not None:
-        values.update(load_yaml(config_file))
+        values = nest(cls, load_yaml(config_file), into=values)
     for item in overrides or []:
         k, v = parse_override(item)
-        _seed_sub_config(cls, values, k)
-        set_dotted(values, k, v)
-    values.update(extra or {})
+        path = ".".join(key_path(cls, k))
+        if path.split(".")[0] in config_keys(cls).parts:
+            values = nest(cls, {k: v}, into=values)  # a part's field, or a whole part given as a mapping
+        else:
+            _seed_sub_config(cls, values, path)
+            set_dotted(values, path, v)
+    values = nest(cls, extra or {}, into=values)
     if hook is not None:
         values = hook(values)
     return build(cls, values)

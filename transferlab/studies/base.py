@@ -165,7 +165,7 @@ class Study(Generic[C, O]):
     def config_values(self, flags: BaseModel, *, listing: bool) -> dict[str, Any]:
         """The config values the command's ``flags_cls`` flags give (applied last): by default every flag given
         that names a config key. ``listing``: the command only lists presets or keys (nothing need be given)."""
-        return {k: v for k, v in flags.model_dump().items() if v is not None and k in self.config_cls.model_fields}
+        return {k: v for k, v in flags.model_dump().items() if v is not None and self.config_cls.knows(k)}
 
     def answer(self, flags: BaseModel) -> tuple[Any, list[str | Line]] | None:
         """A listing the flags ask for instead of a run (w2s --list-tasks): its --json object and its lines."""

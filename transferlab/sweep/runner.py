@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from transferlab.core.config import StudyConfig, build, set_dotted
+from transferlab.core.config import StudyConfig, build, canonical_key, nest
 from transferlab.core.errors import ConfigError, TransferlabError
 from transferlab.core.memory import max_runs
 from transferlab.core.progress import progress_bar
@@ -42,17 +42,15 @@ def sweep_name(study: Study, base: StudyConfig, grid: dict[str, list[Any]], seed
 def trial_configs(study: Study, base: StudyConfig, points: list[dict[str, Any]], seeds: int) -> list[StudyConfig]:
     """One validated config per (point, seed); identical trials (same hash) once."""
     cls = type(base)
-    if seeds > 1 and "seed" not in cls.model_fields:
+    if seeds > 1 and not cls.knows("seed"):
         raise ConfigError(f"the {study.command} config has no seed to vary", where="--seeds",
                           fix="drop --seeds")
     configs = []
     for pt in points:
         for s in range(seeds):
-            values = copy.deepcopy(base.to_dict())
-            for k, v in pt.items():
-                set_dotted(values, k, v)
+            values = nest(cls, pt, into=copy.deepcopy(base.to_dict()))
             if seeds > 1:
-                values["seed"] = pt.get("seed", base.seed) + s  # type: ignore[attr-defined]
+                values = nest(cls, {"seed": pt.get("seed", base.value("seed")) + s}, into=values)
             configs.append(build(cls, values))
     return dedupe(configs)
 
@@ -138,6 +136,8 @@ def run_sweep(
     ``study`` does). ``scheduler`` (Ray Tune's ``asha``; Ray backend only) stops unpromising trials early from
     the study's intermediate results."""
     study = study_for(base) if study is None else get_study(study) if isinstance(study, str) else study
+    grid = canonical_keys(type(base), grid, "--grid")
+    samples = [canonical_keys(type(base), s, "--sample") for s in samples] if samples else samples
     if backend not in ("local", "ray"):
         raise ConfigError(f"unknown backend '{backend}'", where="--backend", fix="use --backend local or --backend ray")
     check_grid(grid, seeds)
@@ -237,11 +237,16 @@ def dedupe(configs: list[StudyConfig]) -> list[StudyConfig]:
     return list(seen.values())
 
 
-def _value(cfg: StudyConfig, key: str) -> Any:
-    node: Any = cfg.to_dict()
-    for part in key.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
+def canonical_keys(cls: type[StudyConfig], points: dict[str, Any], where: str) -> dict[str, Any]:
+    """A grid, space or point with each key in its one spelling (``optimizer.lr`` and ``lr`` are both ``lr``), so
+    rows, sweep names and the study's sweep page read the keys people have always typed."""
+    out: dict[str, Any] = {}
+    for key, v in points.items():
+        name = canonical_key(cls, key)
+        if name in out:
+            raise ConfigError(f"{where} names '{name}' twice (as '{key}' too)", fix="give each key once")
+        out[name] = v
+    return out
 
 
 def collect(study: Study, store: Store, sweep: str, configs: list[StudyConfig], rows: dict[str, dict[str, Any]],
@@ -259,12 +264,12 @@ def collect(study: Study, store: Store, sweep: str, configs: list[StudyConfig], 
         row.update({k: v for k, v in (rows.get(run.id) or {}).items() if v is not None})
         if status not in FINAL and run.id in rows and "error" not in rows[run.id]:
             status = "done"  # the study ran it under a resolved config of its own (e.g. w2s zoo references)
-        trial = {"run_id": run.id, **{k: _value(c, k) for k in keys}, **row,
-                 **{k: _value(c, k) for k in study.trial_config_keys},
+        trial = {"run_id": run.id, **{k: c.value(k) for k in keys}, **row,
+                 **{k: c.value(k) for k in study.trial_config_keys},
                  "status": "failed" if "error" in (rows.get(run.id) or {}) else status,
                  "error": row.get("error") or summary.get("error")}
-        if "seed" in type(c).model_fields:
-            trial.setdefault("seed", c.seed)  # type: ignore[attr-defined]
+        if c.knows("seed"):
+            trial.setdefault("seed", c.value("seed"))
         trials.append(trial)
     return {"study": study.command, "sweep": sweep, "store": str(Path(store.root)), "trials": trials,
             "trained": trained,

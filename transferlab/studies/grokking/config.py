@@ -5,18 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from transferlab.core.config import PresetRegistry, StudyConfig
+from transferlab.core.config import ConfigPart, PresetRegistry, StudyConfig, flat_as
 from transferlab.core.memory import check_fits
 from transferlab.data.algorithmic import MODULAR_OPERATIONS, OPERATIONS, S5_OPERATIONS, is_prime
 
 
-class GrokConfig(StudyConfig):
-    """One grokking setup: an algorithmic task, a model, a loss, an optimizer and a schedule. The Python
-    defaults are the CLI's default run (`transferlab grok` with no preset)."""
+class Task(ConfigPart):
+    """The algorithmic task and its train/validation split."""
 
-    # task
     operation: str = Field("x+y", description="the binary operation (data/algorithmic.py: x+y, x-y, x*y, x/y, "
                                               "polynomials, s5:x*y ...)")
     p: int = Field(97, ge=2, description="the modulus (a prime where the operation needs inverses)")
@@ -24,13 +22,31 @@ class GrokConfig(StudyConfig):
     split_seed: int = Field(0, description="seed of the train/validation split (independent of the init seed)")
     split_style: Literal["torch", "python"] = Field(
         "torch", description="torch: a seeded randperm; python: Nanda et al.'s random.shuffle split")
-    seed: int = Field(0, description="initialization seed (--seeds K trains seed .. seed+K-1)")
-    order_seed: int = Field(0, description="seed of the minibatch order")
-    # model
-    model: Literal["mlp", "transformer", "power_transformer", "grokfast_transformer"] = Field(
+
+    @model_validator(mode="after")
+    def _check(self) -> Task:
+        if self.operation not in OPERATIONS:
+            raise ValueError(f"unknown operation '{self.operation}'; choose one of: {', '.join(OPERATIONS)}")
+        if self.operation in MODULAR_OPERATIONS and MODULAR_OPERATIONS[self.operation][1] and not is_prime(self.p):
+            raise ValueError(
+                f"operation '{self.operation}' needs inverses mod p, but p={self.p} is not prime; use a prime p"
+            )
+        return self
+
+    @property
+    def n_tokens(self) -> int:
+        return 120 if self.operation in S5_OPERATIONS else self.p
+
+
+class Model(ConfigPart):
+    """The network: one of three families (the one-hot MLP, Nanda et al.'s transformer, Power et al.'s
+    equation decoder in two builds); each family's own options are refused for the others."""
+
+    kind: Literal["mlp", "transformer", "power_transformer", "grokfast_transformer"] = Field(
         "mlp", description="mlp: one-hot MLP; transformer: Nanda et al.'s ([a, b, =], pre-LN optional); "
                            "power_transformer / grokfast_transformer: Power et al.'s [x, ∘, y, =] decoder as "
-                           "danielmamay/grokking / ironjr/grokfast build it (models/transformer.py)")
+                           "danielmamay/grokking / ironjr/grokfast build it (models/transformer.py)",
+        json_schema_extra=flat_as("model"))
     width: int = Field(256, ge=1, description="MLP hidden width")
     depth: int = Field(1, ge=1, description="MLP hidden layers")
     activation: Literal["relu", "quadratic", "gelu"] = Field(
@@ -46,11 +62,35 @@ class GrokConfig(StudyConfig):
     layer_norm: bool = Field(False, description="pre-LN in model=transformer (Nanda et al. use none)")
     eq_output: bool = Field(False, description="model=transformer also scores the '=' token (Nanda et al.: p + 1 "
                                                "outputs)")
-    # loss
-    loss: Literal["cross_entropy", "stablemax", "mse"] = Field(
-        "cross_entropy", description="cross_entropy | stablemax (Prieto et al.) | mse on one-hot targets (Gromov)")
-    loss_dtype: Literal["float32", "float64"] = Field("float32", description="precision the loss is computed in")
-    # optimizer: adam -> decoupled weight decay -> lr (AdamW); 'coupled' is Adam + L2
+
+    @model_validator(mode="after")
+    def _check(self) -> Model:
+        if self.eq_output and self.kind != "transformer":
+            raise ValueError("eq_output (a readout class for the '=' token) needs model=transformer")
+        if self.layer_norm and self.kind != "transformer":
+            raise ValueError("layer_norm (pre-LN) is an option of model=transformer; power_transformer is always "
+                             "post-LN and the MLP has none")
+        if self.init != "unit" and self.kind != "mlp":
+            raise ValueError(f"init={self.init} is an MLP option; the transformers have their reference's own init")
+        if self.kind != "mlp" and self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        return self
+
+
+class Loss(ConfigPart):
+    """The training loss and the precision it is computed in."""
+
+    kind: Literal["cross_entropy", "stablemax", "mse"] = Field(
+        "cross_entropy", description="cross_entropy | stablemax (Prieto et al.) | mse on one-hot targets (Gromov)",
+        json_schema_extra=flat_as("loss"))
+    dtype: Literal["float32", "float64"] = Field("float32", description="precision the loss is computed in",
+                                                 json_schema_extra=flat_as("loss_dtype"))
+
+
+class Optimizer(ConfigPart):
+    """The update: Adam -> (decoupled) weight decay -> lr (AdamW; 'coupled' is Adam + L2), with the optional
+    gradient transforms (⊥Grad, Grokfast) and the norm clamp after each step."""
+
     lr: float = Field(3e-3, gt=0.0, description="peak learning rate")
     weight_decay: float = Field(1.0, ge=0.0, description="weight decay (decoupled, AdamW) or L2 (coupled)")
     weight_decay_style: Literal["decoupled", "coupled"] = Field(
@@ -59,10 +99,6 @@ class GrokConfig(StudyConfig):
     beta2: float = Field(0.98, ge=0.0, lt=1.0,
                          description="Adam's beta2: decay of the running mean of squared gradients")
     eps: float = Field(1e-8, gt=0.0, description="Adam's epsilon, added to the root of the second moment")
-    warmup_steps: int = Field(10, ge=0, description="linear warm-up steps")
-    warmup_from_zero: bool = Field(False, description="warm-up factor step/warmup (first step lr 0) instead of "
-                                                      "(step+1)/warmup")
-    lr_schedule: Literal["constant", "cosine", "linear"] = Field("constant", description="after the warm-up")
     orthograd: bool = Field(False, description="⊥Grad: the gradient projected orthogonal to the weights, "
                                                "rescaled to its norm (Prieto et al.)")
     grokfast: Literal["none", "ema", "ma"] = Field("none", description="Grokfast gradient filter (Lee et al.)")
@@ -70,13 +106,29 @@ class GrokConfig(StudyConfig):
                                   description="grokfast=ema: decay of the gradients' exponential moving average")
     grokfast_lamb: float = Field(2.0, ge=0.0, description="Grokfast's amplification lamb")
     grokfast_window: int = Field(100, ge=1, description="grokfast=ma: steps in the gradients' moving-average window")
-    # schedule
+    norm_clamp: float | Literal["none", "memorization"] = Field(
+        "none", description="the causal test of the norm account: hold the squared weight norm ‖θ‖² at this "
+                            "number after every step, or at its value when the member memorizes (train accuracy "
+                            "99%; 'memorization'); 'none' trains as usual")
+
+    @field_validator("norm_clamp")
+    @classmethod
+    def _positive_clamp(cls, v: float | str) -> float | str:
+        if isinstance(v, float) and not v > 0:
+            raise ValueError(f"norm_clamp must be a squared norm > 0, 'memorization' or 'none', got {v}")
+        return v
+
+
+class Schedule(ConfigPart):
+    """The step budget, the batches, the learning-rate schedule, evaluations, checkpoints and when to stop."""
+
     steps: int = Field(3000, ge=1, description="the step budget")
     batch_size: int = Field(0, ge=0, description="training rows per step (0: full batch)")
-    ensemble_mode: Literal["auto", "vmap", "loop"] = Field(
-        "auto", description="how the members of --seeds run together (train/ensemble.py)")
-    chunk_size: int = Field(0, ge=0, description="> 0: each step's gradient accumulated over row chunks (the same "
-                                                 "math; faster for big ensembles on CPU)")
+    order_seed: int = Field(0, description="seed of the minibatch order")
+    warmup_steps: int = Field(10, ge=0, description="linear warm-up steps")
+    warmup_from_zero: bool = Field(False, description="warm-up factor step/warmup (first step lr 0) instead of "
+                                                      "(step+1)/warmup")
+    lr_schedule: Literal["constant", "cosine", "linear"] = Field("constant", description="after the warm-up")
     eval_every: int = Field(20, ge=1, description="steps between evaluations")
     log_spaced_evals: int = Field(0, ge=0, description="extra evaluations at log-spaced steps")
     checkpoint_every: int = Field(500, ge=1, description="steps between checkpoints")
@@ -85,42 +137,45 @@ class GrokConfig(StudyConfig):
     generalized_when: Literal["val_acc_99", "val_loss_001"] = Field(
         "val_acc_99", description="what generalized means: 99% validation accuracy, or validation loss < 0.01 "
                                   "(Nanda et al.'s)")
-    progress_measures: bool = Field(True, description="log Nanda et al.'s Fourier progress measures (x+y only)")
     explode_factor: float = Field(1e3, ge=0.0, description="stop a member whose training loss exceeds this many "
                                                            "times its first (diverged); 0: only NaN/Inf")
 
-    norm_clamp: float | Literal["none", "memorization"] = Field(
-        "none", description="the causal test of the norm account: hold the squared weight norm ‖θ‖² at this "
-                            "number after every step, or at its value when the member memorizes (train accuracy "
-                            "99%; 'memorization'); 'none' trains as usual")
 
-    HASH_WHEN_CHANGED = frozenset({"explode_factor", "norm_clamp"})
-    monitor_every: int = Field(10, ge=0, description="plasticity monitors (Fisher trace, gradient coherence and "
-                                                     "noise scale, dormant units, feature rank) every this many "
-                                                     "evaluations and at the last step; 0: off")
-    monitor_probe: int = Field(256, ge=1, description="training examples the per-sample gradients are taken on")
+class Monitors(ConfigPart):
+    """What is measured besides loss and accuracy."""
+
+    progress_measures: bool = Field(True, description="log Nanda et al.'s Fourier progress measures (x+y only)")
+    every: int = Field(10, ge=0, description="plasticity monitors (Fisher trace, gradient coherence and noise "
+                                             "scale, dormant units, feature rank) every this many evaluations and "
+                                             "at the last step; 0: off", json_schema_extra=flat_as("monitor_every"))
+    probe: int = Field(256, ge=1, description="training examples the per-sample gradients are taken on",
+                       json_schema_extra=flat_as("monitor_probe"))
+
+
+class GrokConfig(StudyConfig):
+    """One grokking setup: an algorithmic task, a model, a loss, an optimizer, a schedule and monitors. The Python
+    defaults are the CLI's default run (`transferlab grok` with no preset). Every key also has its flat name
+    (``lr``, ``steps``, ``model``, ``monitor_every``, ...): the run id is the hash of that flat view."""
+
+    seed: int = Field(0, description="initialization seed (--seeds K trains seed .. seed+K-1)")
+    task: Task = Field(default_factory=Task, description="the algorithmic task and its split")
+    model: Model = Field(default_factory=Model, description="the network")
+    loss: Loss = Field(default_factory=Loss, description="the training loss")
+    optimizer: Optimizer = Field(default_factory=Optimizer, description="the update rule")
+    schedule: Schedule = Field(default_factory=Schedule, description="steps, batches, evaluations, stopping")
+    monitors: Monitors = Field(default_factory=Monitors, description="measurements besides loss and accuracy")
+    # how the members run (the same math)
+    ensemble_mode: Literal["auto", "vmap", "loop"] = Field(
+        "auto", description="how the members of --seeds run together (train/ensemble.py)")
+    chunk_size: int = Field(0, ge=0, description="> 0: each step's gradient accumulated over row chunks (the same "
+                                                 "math; faster for big ensembles on CPU)")
     num_threads: int | None = Field(None, ge=1, description="CPU threads (default: 1 for a small step, else all; "
                                                             "not part of the run's identity)")
 
+    HASH_WHEN_CHANGED = frozenset({"explode_factor", "norm_clamp"})
+
     @model_validator(mode="after")
     def _check(self) -> GrokConfig:
-        if isinstance(self.norm_clamp, float) and not self.norm_clamp > 0:
-            raise ValueError(f"norm_clamp must be a squared norm > 0, 'memorization' or 'none', got {self.norm_clamp}")
-        if self.operation not in OPERATIONS:
-            raise ValueError(f"unknown operation '{self.operation}'; choose one of: {', '.join(OPERATIONS)}")
-        if self.operation in MODULAR_OPERATIONS and MODULAR_OPERATIONS[self.operation][1] and not is_prime(self.p):
-            raise ValueError(
-                f"operation '{self.operation}' needs inverses mod p, but p={self.p} is not prime; use a prime p"
-            )
-        if self.eq_output and self.model != "transformer":
-            raise ValueError("eq_output (a readout class for the '=' token) needs model=transformer")
-        if self.layer_norm and self.model != "transformer":
-            raise ValueError("layer_norm (pre-LN) is an option of model=transformer; power_transformer is always "
-                             "post-LN and the MLP has none")
-        if self.init != "unit" and self.model != "mlp":
-            raise ValueError(f"init={self.init} is an MLP option; the transformers have their reference's own init")
-        if self.model != "mlp" and self.d_model % self.n_heads:
-            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         self.check_memory(1)
         return self
 
@@ -130,38 +185,34 @@ class GrokConfig(StudyConfig):
         full-batch logits and hidden activations x 2 (values and softmax or gradient; members can run
         one by one, so activations are counted once). Absurd sizes are refused; a borderline one may
         still run out of memory."""
-        n_tok = self.n_tokens
-        n_classes = n_tok + (1 if self.eq_output else 0)
+        m, n_tok = self.model, self.n_tokens
+        n_classes = n_tok + (1 if m.eq_output else 0)
         pairs = float(n_tok) ** 2
-        if self.model == "mlp":
-            params = 2 * n_tok * self.width + (self.depth - 1) * self.width ** 2 + self.width * n_classes
-            hidden_per_row = self.width * self.depth
+        if m.kind == "mlp":
+            params = 2 * n_tok * m.width + (m.depth - 1) * m.width ** 2 + m.width * n_classes
+            hidden_per_row = m.width * m.depth
         else:
-            d = self.d_model
-            n_classes += 0 if self.model == "transformer" else 2  # equation models read out over [0, p) + ∘ and =
-            params = (n_tok + 2) * d + 4 * d + self.n_layers * (4 * d * d + 2 * d * self.d_mlp) + d * n_classes
-            hidden_per_row = 3 * self.n_layers * (6 * d + self.d_mlp + 3 * self.n_heads)
-        value = 8 if self.loss_dtype == "float64" else 4
+            d = m.d_model
+            n_classes += 0 if m.kind == "transformer" else 2  # equation models read out over [0, p) + ∘ and =
+            params = (n_tok + 2) * d + 4 * d + m.n_layers * (4 * d * d + 2 * d * m.d_mlp) + d * n_classes
+            hidden_per_row = 3 * m.n_layers * (6 * d + m.d_mlp + 3 * m.n_heads)
+        value = 8 if self.loss.dtype == "float64" else 4
         acts = 2 * pairs * (n_classes * value + hidden_per_row * 4)
         return 24 * pairs + members * 5 * 4 * float(params) + acts
 
     def check_memory(self, members: int = 1) -> None:
-        what = f"p={self.p}" if self.n_tokens == self.p else self.operation
+        what = f"p={self.task.p}" if self.n_tokens == self.task.p else self.task.operation
         check_fits(self.memory_bytes(members),
-                   f"this grokking setup ({what}, {self.model}, {members} member{'s' if members > 1 else ''})",
+                   f"this grokking setup ({what}, {self.model.kind}, {members} member{'s' if members > 1 else ''})",
                    "use a smaller p, width, d_model or fewer --seeds")
 
     @property
     def n_tokens(self) -> int:
-        return 120 if self.operation in S5_OPERATIONS else self.p
+        return self.task.n_tokens
 
     def ensemble_key(self) -> str:
         """Configs equal up to seed, lr and weight decay train together as one ensemble."""
-        d = self.to_dict()
-        for k in ("seed", "lr", "weight_decay"):
-            d.pop(k)
-        return type(self)(**{**d, "seed": 0, "lr": 1.0, "weight_decay": 0.0}).config_hash()
-
+        return self.updated(seed=0, lr=1.0, weight_decay=0.0).config_hash()
 
 PRESETS = PresetRegistry()
 PRESETS.add(

@@ -219,8 +219,8 @@ def write_group_report(cfg: GrokConfig, members: Sequence[Any], store: Store) ->
 
 
 def build_page(cfg: GrokConfig, members: Sequence[Any]) -> Page:
-    page = Page(f"Grokking · {cfg.operation} mod {cfg.p}",
-                f"{cfg.model}, train fraction {cfg.train_fraction}, {len(members)} member(s)")
+    page = Page(f"Grokking · {cfg.task.operation} mod {cfg.task.p}",
+                f"{cfg.model.kind}, train fraction {cfg.task.train_fraction}, {len(members)} member(s)")
     page.heading("Summary")
     agg: dict[str, Any] = {}
     for key in ("steps_to_memorize", "grok_onset", "steps_to_95", "steps_to_generalize", "final_val_acc"):
@@ -267,7 +267,7 @@ def build_page(cfg: GrokConfig, members: Sequence[Any]) -> Page:
                                "higher when they share directions. The noise scale is tr Σ / |G|² (McCandlish et "
                                "al.); dormant units are τ = 0.025 (Sokar et al.).")
     page.heading("Configuration")
-    page.key_values(cfg.to_dict())
+    page.key_values(cfg.flat())
     return page
 
 

@@ -31,36 +31,38 @@ FINISHED = ("done", "diverged")
 
 
 def model_factory(cfg: GrokConfig, n_tokens: int, n_classes: int) -> Callable[[], nn.Module]:
-    if cfg.model == "mlp":
-        return lambda: OneHotMLP(n_tokens, n_classes, width=cfg.width, depth=cfg.depth,
-                                 activation=cfg.activation, bias=cfg.bias, init=cfg.init)
-    if cfg.model in ("power_transformer", "grokfast_transformer"):
-        style = cfg.model.removesuffix("_transformer")
-        return lambda: EquationTransformer(n_tokens, n_classes, d_model=cfg.d_model, n_heads=cfg.n_heads,
-                                           d_mlp=cfg.d_mlp, n_layers=cfg.n_layers, style=style)
-    return lambda: AlgorithmicTransformer(n_tokens, n_classes, d_model=cfg.d_model, n_heads=cfg.n_heads,
-                                          d_mlp=cfg.d_mlp, n_layers=cfg.n_layers, layer_norm=cfg.layer_norm,
-                                          eq_output=cfg.eq_output)
+    m = cfg.model
+    if m.kind == "mlp":
+        return lambda: OneHotMLP(n_tokens, n_classes, width=m.width, depth=m.depth,
+                                 activation=m.activation, bias=m.bias, init=m.init)
+    if m.kind in ("power_transformer", "grokfast_transformer"):
+        style = m.kind.removesuffix("_transformer")
+        return lambda: EquationTransformer(n_tokens, n_classes, d_model=m.d_model, n_heads=m.n_heads,
+                                           d_mlp=m.d_mlp, n_layers=m.n_layers, style=style)
+    return lambda: AlgorithmicTransformer(n_tokens, n_classes, d_model=m.d_model, n_heads=m.n_heads,
+                                          d_mlp=m.d_mlp, n_layers=m.n_layers, layer_norm=m.layer_norm,
+                                          eq_output=m.eq_output)
 
 
 def make_chain(cfg: GrokConfig, lr: torch.Tensor, wd: torch.Tensor) -> tuple[T.Chain, T.ScaleByLR]:
     """Gradient filters -> (coupled L2) -> Adam -> (decoupled weight decay) -> learning rate."""
     parts: list[Any] = []
-    if cfg.grokfast == "ema":
-        parts.append(T.GrokfastEMA(cfg.grokfast_alpha, cfg.grokfast_lamb))
-    elif cfg.grokfast == "ma":
-        parts.append(T.GrokfastMA(cfg.grokfast_window, cfg.grokfast_lamb))
-    if cfg.weight_decay_style == "coupled":
+    if cfg.optimizer.grokfast == "ema":
+        parts.append(T.GrokfastEMA(cfg.optimizer.grokfast_alpha, cfg.optimizer.grokfast_lamb))
+    elif cfg.optimizer.grokfast == "ma":
+        parts.append(T.GrokfastMA(cfg.optimizer.grokfast_window, cfg.optimizer.grokfast_lamb))
+    if cfg.optimizer.weight_decay_style == "coupled":
         parts.append(T.AddL2(wd))
-    if cfg.orthograd:
+    if cfg.optimizer.orthograd:
         parts.append(T.OrthoGrad())
-    parts.append(T.ScaleByAdam(cfg.beta1, cfg.beta2, cfg.eps))
-    if cfg.weight_decay_style == "decoupled":
+    parts.append(T.ScaleByAdam(cfg.optimizer.beta1, cfg.optimizer.beta2, cfg.optimizer.eps))
+    if cfg.optimizer.weight_decay_style == "decoupled":
         parts.append(T.AddDecayedWeights(wd))
-    scale = T.ScaleByLR(lr, T.make_schedule(cfg.lr_schedule, cfg.warmup_steps, cfg.steps, cfg.warmup_from_zero))
+    sch = cfg.schedule
+    scale = T.ScaleByLR(lr, T.make_schedule(sch.lr_schedule, sch.warmup_steps, sch.steps, sch.warmup_from_zero))
     parts.append(scale)
-    if cfg.norm_clamp != "none":  # last: the step lands on the sphere ‖θ‖² = rho
-        rho = float("nan") if cfg.norm_clamp == "memorization" else float(cfg.norm_clamp)
+    if cfg.optimizer.norm_clamp != "none":  # last: the step lands on the sphere ‖θ‖² = rho
+        rho = float("nan") if cfg.optimizer.norm_clamp == "memorization" else float(cfg.optimizer.norm_clamp)
         parts.append(T.ProjectNorm(torch.full((len(lr),), rho)))
     return T.chain(*parts), scale
 
@@ -114,14 +116,15 @@ class ProgressMeasures(Callback):
 
     def on_measure(self, evaluation: Evaluation) -> None:
         cfg, data, params = self.cfg, self.data, evaluation.params
-        if not logs_at(evaluation.step, eval_every=cfg.eval_every, every=self.every, last_step=cfg.steps):
+        sch = cfg.schedule
+        if not logs_at(evaluation.step, eval_every=sch.eval_every, every=self.every, last_step=sch.steps):
             return
-        logits = evaluation.forward(params, data.inputs)[..., : cfg.p]  # without the '=' output of eq_output
+        logits = evaluation.forward(params, data.inputs)[..., : cfg.task.p]  # without the '=' output of eq_output
         for i, rec in enumerate(evaluation.records):
             emb = params["embed"][i]
-            emb = emb[0] if cfg.model == "mlp" else emb[: cfg.p]
+            emb = emb[0] if cfg.model.kind == "mlp" else emb[: cfg.task.p]
             freqs = analysis.key_frequencies(emb)
-            m = analysis.progress_measures(logits[i], data.labels, data.train_idx, data.val_idx, cfg.p, freqs)
+            m = analysis.progress_measures(logits[i], data.labels, data.train_idx, data.val_idx, cfg.task.p, freqs)
             rec.update({**m, "key_freqs": freqs})
 
 
@@ -129,12 +132,12 @@ def measurements(cfg: GrokConfig, data: AlgorithmicData, loss_fn: nn.Module) -> 
     """The engine callbacks that add the study's own measurements to each evaluation: the progress measures
     (x+y with ``progress_measures``) and the monitor table (``monitor_every`` > 0)."""
     out: list[Callback] = []
-    if cfg.progress_measures and cfg.operation == "x+y":
+    if cfg.monitors.progress_measures and cfg.task.operation == "x+y":
         out.append(ProgressMeasures(cfg, data, every=5))
-    if cfg.monitor_every > 0:
+    if cfg.monitors.every > 0:
         out.append(PlasticityMonitors(model_factory(cfg, data.n_tokens, data.n_classes), loss_fn, data.x_train,
-                                      data.y_train, eval_every=cfg.eval_every, every=cfg.monitor_every,
-                                      last_step=cfg.steps, probe_size=cfg.monitor_probe))
+                                      data.y_train, eval_every=cfg.schedule.eval_every, every=cfg.monitors.every,
+                                      last_step=cfg.schedule.steps, probe_size=cfg.monitors.probe))
     return out
 
 
@@ -190,7 +193,8 @@ def run_members(configs: list[GrokConfig], store: Store, sweep: str | None = Non
         if i not in todo:
             r.release()
     if todo:
-        data = make_dataset(cfg0.operation, cfg0.p, cfg0.train_fraction, cfg0.split_seed, cfg0.split_style)
+        t = cfg0.task
+        data = make_dataset(t.operation, t.p, t.train_fraction, t.split_seed, t.split_style)
         try:
             _train(cfg0, [configs[i] for i in todo], [runs[i] for i in todo], data, description, reporter)
         except Exception as err:
@@ -198,24 +202,24 @@ def run_members(configs: list[GrokConfig], store: Store, sweep: str | None = Non
             for i in todo:
                 runs[i].mark_unfinished(reason)
             raise
-    return [MemberResult(r.id, c.to_dict(), r.summary() or {}, r.metrics()) for c, r in zip(configs, runs)]
+    return [MemberResult(r.id, c.flat(), r.summary() or {}, r.metrics()) for c, r in zip(configs, runs)]
 
 
 def _train(cfg0: GrokConfig, cfgs: list[GrokConfig], runs: list, data: AlgorithmicData, description: str,
            reporter: Callable[[dict[str, Any]], None] | None = None) -> None:
     t0 = time.perf_counter()
     base, params = build_members(model_factory(cfg0, data.n_tokens, data.n_classes), [c.seed for c in cfgs])
-    lr = torch.tensor([c.lr for c in cfgs])
-    wd = torch.tensor([c.weight_decay for c in cfgs])
+    lr = torch.tensor([c.optimizer.lr for c in cfgs])
+    wd = torch.tensor([c.optimizer.weight_decay for c in cfgs])
     chain, scale = make_chain(cfg0, lr, wd)
-    loss_fn = make_loss(cfg0.loss, cfg0.loss_dtype)
+    loss_fn = make_loss(cfg0.loss.kind, cfg0.loss.dtype)
     tdata = TrainData(data.x_train, data.y_train, data.x_val, data.y_val)
     evaluator = evaluate_classification(tdata, loss_fn, scale.current_lr, wd)
-    schedule = Schedule(steps=cfg0.steps, batch_size=cfg0.batch_size, eval_every=cfg0.eval_every,
-                        log_spaced_evals=cfg0.log_spaced_evals, checkpoint_every=cfg0.checkpoint_every,
-                        order_seed=cfg0.order_seed, chunk_size=cfg0.chunk_size,
-                        explode_factor=cfg0.explode_factor)
-    stopper = StopAfterGeneralized(cfg0.stop_after_generalized, cfg0.generalized_when)
+    sch = cfg0.schedule
+    schedule = Schedule(steps=sch.steps, batch_size=sch.batch_size, eval_every=sch.eval_every,
+                        log_spaced_evals=sch.log_spaced_evals, checkpoint_every=sch.checkpoint_every,
+                        order_seed=sch.order_seed, chunk_size=cfg0.chunk_size, explode_factor=sch.explode_factor)
+    stopper = StopAfterGeneralized(sch.stop_after_generalized, sch.generalized_when)
     for r in runs:
         r.start()
     tuner = ReportEvals(reporter) if reporter else None
@@ -225,10 +229,10 @@ def _train(cfg0: GrokConfig, cfgs: list[GrokConfig], runs: list, data: Algorithm
     # the clamp's rho: the engine's own state tensor (checkpointed, restored in place on resume)
     clamp_rho = next((st["rho"] for t, st in zip(chain.transforms, engine.states) if isinstance(t, T.ProjectNorm)),
                      None)
-    if cfg0.norm_clamp == "memorization":
+    if cfg0.optimizer.norm_clamp == "memorization":
         engine.callbacks.insert(0, ClampAtMemorization(clamp_rho))
-    rows = cfg0.batch_size or data.x_train.shape[0]
-    tokens = rows * {"mlp": 1, "transformer": 3}.get(cfg0.model, 4)
+    rows = cfg0.schedule.batch_size or data.x_train.shape[0]
+    tokens = rows * {"mlp": 1, "transformer": 3}.get(cfg0.model.kind, 4)
     flops = 6.0 * sum(v.numel() for v in params.values()) * tokens  # all members' forward + backward
     threads = threads_for(flops, cfg0.num_threads)
     with torch_threads(threads):
@@ -243,14 +247,15 @@ def _train(cfg0: GrokConfig, cfgs: list[GrokConfig], runs: list, data: Algorithm
             "final_val_loss": last.get("val_loss"), "final_train_loss": last.get("train_loss"),
             "final_weight_norm_sq": last.get("weight_norm_sq"), "last_step": last.get("step"),
             "wall_seconds": wall, "train_seconds": result.train_seconds, "steps_run": result.steps_run,
-            "ensemble_size": len(cfgs), "lr": cfg.lr, "weight_decay": cfg.weight_decay, "seed": cfg.seed,
-            "threads": threads,
+            "ensemble_size": len(cfgs), "lr": cfg.optimizer.lr, "weight_decay": cfg.optimizer.weight_decay,
+            "seed": cfg.seed, "threads": threads,
         }
         if clamp_rho is not None:
             rho = float(clamp_rho[k])
-            summary["norm_clamp"] = {"mode": "memorization" if cfg.norm_clamp == "memorization" else "fixed",
-                                     "rho": rho if math.isfinite(rho) else None}
-        diagnosis = analysis.diagnose(records, cfg.lr, cfg.weight_decay, cfg.weight_decay_style)
+            mode = "memorization" if cfg.optimizer.norm_clamp == "memorization" else "fixed"
+            summary["norm_clamp"] = {"mode": mode, "rho": rho if math.isfinite(rho) else None}
+        opt = cfg.optimizer
+        diagnosis = analysis.diagnose(records, opt.lr, opt.weight_decay, opt.weight_decay_style)
         if diagnosis is not None and result.diverged[k] is None:
             summary["diagnosis"] = diagnosis
         if result.diverged[k] is not None:
@@ -287,7 +292,7 @@ def run(cfg: GrokConfig, store: Store, seeds: int = 1, report: bool = True,
     except ValueError as err:
         raise ConfigError(str(err), where="--seeds") from None
     t0 = time.perf_counter()
-    members = run_members(members_for(cfg, seeds), store, description=f"grok {cfg.operation} p={cfg.p}",
+    members = run_members(members_for(cfg, seeds), store, description=f"grok {cfg.task.operation} p={cfg.task.p}",
                           reporter=reporter)
     out: dict[str, Any] = {"members": [member_json(m) for m in members], "aggregate": aggregate(members),
                            "wall_seconds": time.perf_counter() - t0}
@@ -296,8 +301,8 @@ def run(cfg: GrokConfig, store: Store, seeds: int = 1, report: bool = True,
     diverged = [m for m in members if m.summary.get("status") == "diverged"]
     if diverged and raise_on_divergence:
         raise TrainingDiverged(diverged[0].summary["error"],
-                               fix=divergence_advice(cfg.model_copy(update={"lr": diverged[0].config["lr"],
-                                                     "weight_decay": diverged[0].config["weight_decay"]}))
+                               fix=divergence_advice(cfg.updated(lr=diverged[0].config["lr"],
+                                                             weight_decay=diverged[0].config["weight_decay"]))
                                + "; the report is at " + out.get("report", "(none)"))
     return out
 
@@ -305,11 +310,11 @@ def run(cfg: GrokConfig, store: Store, seeds: int = 1, report: bool = True,
 def divergence_advice(cfg: GrokConfig) -> str:
     """What to change after a divergence. Decoupled weight decay multiplies the weights by (1 - lr x wd)
     each step: past 1 it flips their sign and past 2 it makes them grow, whatever the lr alone is."""
-    shrink = cfg.lr * cfg.weight_decay
-    if cfg.weight_decay_style == "decoupled" and shrink >= 1:
+    shrink = cfg.optimizer.lr * cfg.optimizer.weight_decay
+    if cfg.optimizer.weight_decay_style == "decoupled" and shrink >= 1:
         return (f"lower weight_decay: lr x weight_decay = {shrink:g} >= 1, so each step's decay overshoots "
-                f"zero (keep it well below 1, e.g. weight_decay <= {0.1 / cfg.lr:g})")
-    if cfg.loss in ("cross_entropy", "stablemax") and cfg.loss_dtype == "float32":
+                f"zero (keep it well below 1, e.g. weight_decay <= {0.1 / cfg.optimizer.lr:g})")
+    if cfg.loss.kind in ("cross_entropy", "stablemax") and cfg.loss.dtype == "float32":
         return "lower lr, or use loss_dtype=float64 / loss=stablemax"
     return "lower lr"
 

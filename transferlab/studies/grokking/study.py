@@ -97,7 +97,7 @@ class GrokStudy(Study[GrokConfig, GrokOptions]):
         from transferlab.studies.grokking.report import write_group_report
         from transferlab.studies.grokking.run import MemberResult
 
-        return write_group_report(cfg, [MemberResult(run.id, cfg.to_dict(), summary, run.metrics())], store)
+        return write_group_report(cfg, [MemberResult(run.id, cfg.flat(), summary, run.metrics())], store)
 
 
 def contract(result: dict[str, Any], seeds: int) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from transferlab.core.config import PresetRegistry, StudyConfig
+from transferlab.core.config import ConfigPart, PresetRegistry, StudyConfig, flat_as, get_dotted
 from transferlab.core.devices import Device
 from transferlab.core.errors import ConfigError, TransferlabError
 from transferlab.core.memory import check_fits
@@ -33,26 +33,18 @@ FEATURES_STUDY = "w2s-features"  # the store's folder for cached features (runs 
 BASELINE_STUDY = "w2s-baseline"  # ... and for the cached floor and ceiling
 
 
-class W2SConfig(StudyConfig):
-    task: str = Field("synthetic-noisy", description="what to classify: a built-in task (transferlab w2s "
+class Task(ConfigPart):
+    """What to classify and how it is split."""
+
+    name: str = Field("synthetic-noisy", description="what to classify: a built-in task (transferlab w2s "
                       "--list-tasks), a .csv/.jsonl file, hf:PATH[:TEXT:LABEL] (a dataset saved with save_to_disk), or "
                       "several comma-separated (one run each, paired tests pooled across them); a file keys its "
-                      "runs by its content")
+                      "runs by its content", json_schema_extra=flat_as("task"))
     classes: list[str] | None = Field(None, description="a user file's declared class names, in label-index "
                                       "order: every label must be one of them (default: the labels found)")
-    losses: list[str] = Field(default_factory=lambda: ["xent"],
-                              description="student losses, each a student per seed",
-                              json_schema_extra={"choices": lambda: list(LOSSES)})
-    label_methods: list[str] = Field(default_factory=list,
-                                     description="students that change the weak labels instead of the loss, then "
-                                                 "train with xent (heads backend)",
-                                     json_schema_extra={"choices": lambda: list(LABEL_METHODS)})
-    seeds: int = Field(3, ge=1, le=100, description="repetitions: each seed draws its own splits, weak model and "
-                       "student inits; 3 or more give PGR a 95% interval")
-    seed: int = Field(0, description="first seed; repetition s uses seed + s for its split, weak init and student "
-                      "init")
-    task_seed: int = Field(0, description="seed of the data itself (the synthetic draw, the stdlib/library sample, "
-                           "an hf: dataset's seeded draw), kept apart from the split seeds")
+    seed: int = Field(0, description="seed of the data itself (the synthetic draw, the stdlib/library sample, "
+                      "an hf: dataset's seeded draw), kept apart from the split seeds",
+                      json_schema_extra=flat_as("task_seed"))
     n_examples: int | None = Field(None, ge=20, description="synthetic tasks: how many examples to draw "
                                    "(default 4000); other tasks use all they have")
     # split sizes: None = fractions (weak_train .2, transfer .4, val .1, test .3) of the task
@@ -64,73 +56,6 @@ class W2SConfig(StudyConfig):
                               "on (gold for the ceiling); default 10% of the task")
     n_test: int | None = Field(None, ge=1, description="held-out examples every accuracy and PGR is measured on; "
                                "default 30% of the task")
-    backend: Literal["heads", "finetune"] = Field("heads", description="heads: linear heads on frozen features "
-                                                  "(encoder layers or causal-LM states), seconds on a CPU; finetune: "
-                                                  "the weak and strong Hugging Face models themselves are trained")
-    # weak supervisor for text tasks: the encoder truncated after this many layers
-    weak_layer: int = Field(1, ge=0, description="text tasks on the encoder: the weak model reads the encoder's "
-                            "hidden states after this many layers (the strong model its last layer)")
-    weak_noise: float | None = Field(None, ge=0, description="synthetic, tabular and feature-file tasks: standard "
-                                     "deviation of the Gaussian noise on the weak view, in units of the standardized "
-                                     "features (default: the task's own, 1.0 synthetic, 2.0 tabular)")
-    encoder: str = Field("minilm", description="text tasks without weak/strong models: 'minilm' (the bundled "
-                         "all-MiniLM-L6-v2, hash-checked) or a local Hugging Face encoder folder")
-    max_length: int = Field(128, ge=8, le=512, description="tokens kept per text (longer texts are truncated)")
-    # heads (frozen features)
-    steps: int = Field(300, ge=1, description="heads backend: optimizer steps of every head (weak, ceiling, "
-                       "students)")
-    batch_size: int = Field(128, ge=1, description="heads backend: examples per step of every head")
-    lr: float = Field(1e-2, gt=0, description="heads backend: AdamW learning rate of the heads")
-    weight_decay: float = Field(1e-4, ge=0, description="heads backend: AdamW (decoupled) weight decay of the "
-                                "heads")
-    eval_every: int = Field(15, ge=1, description="steps between evaluations, for early stopping and the "
-                            "gold-accuracy curves (both backends)")
-    # the student's model selection: weak-labelled only
-    student_early_stop: Literal["weak_val", "last", "gold_val"] = Field(
-        "weak_val", description="how the student's step is chosen: weak_val (best accuracy against weak labels on "
-        "the val split) or last; gold_val is refused (it would leak gold labels)")
-    loss_params: dict[str, dict[str, float]] = Field(
-        default_factory=dict, description="a loss's own parameters by its name, e.g. {logconf: {a_max: 0.5}} "
-        "(the keys are its constructor's arguments; default: each loss's defaults)")
-    knn_k: int = Field(10, ge=1, description="knn-refine: neighbours in the strong features whose weak labels are "
-                       "averaged")
-    # analysis
-    min_gap: float = Field(0.01, ge=0, description="refuse the run when the ceiling beats the weak model by less "
-                           "than this accuracy (PGR would be undefined); a seed with a smaller gap gets no PGR of "
-                           "its own")
-    # weak/strong models: 'zoo:<size>' (or 'zoo:<name>') from the model zoo, or a local HF folder.
-    # heads backend: when set, text features are causal-LM hidden states mean-pooled by the attention
-    # mask (studies.w2s.zoo_features) instead of the encoder's layers; finetune backend: the models tuned.
-    strong_model: str | None = Field(None, description="the strong model: zoo:<size>, zoo:<name> or a local "
-                                     "Hugging Face folder (heads: its mean-pooled hidden states; finetune: the model "
-                                     "trained); default: the encoder's last layer")
-    weak_model: str | None = Field(None, description="the weak supervisor, named as strong_model (default: the "
-                                   "encoder's weak_layer)")
-    mid_models: list[str] = Field(default_factory=list, description="heads backend: models between weak and strong "
-                                  "(intermediate rungs for bootstrap and the size sweep), named as strong_model")
-    zoo_root: str | None = Field(None, description="the model zoo's folder for zoo: references (default: "
-                                 "<store>/zoo)")
-    zoo_corpus: str | None = Field(None, description="zoo:<size> picks the model of that size pretrained on this "
-                                   "corpus (default: any)")
-    resolved_models: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="filled by the run, not by you: the identity of every model's weights "
-        "(so a run keys on them)")
-    lora: bool = Field(False, description="finetune backend: LoRA adapters instead of full fine-tuning")
-    lora_r: int = Field(8, ge=1, description="rank of the LoRA adapters (lora=true or weak_lora=true)")
-    lora_target_modules: list[str] | None = Field(
-        None, description="module names LoRA wraps (default: the family's attention projections, e.g. query/value, "
-                          "q_proj/v_proj, GPT-2's c_attn); checked against both models before anything trains")
-    ft_steps: int = Field(60, ge=1, description="finetune backend: steps of each fine-tuning run")
-    ft_lr: float = Field(5e-4, gt=0, description="finetune backend: AdamW learning rate")
-    ft_batch_size: int = Field(16, ge=1, description="finetune backend: batch size")
-    weak_ft_lr: float | None = Field(None, gt=0, description="the weak model's own learning rate (default: ft_lr)")
-    weak_ft_steps: int | None = Field(None, ge=1, description="the weak model's own steps (default: ft_steps)")
-    weak_lora: bool | None = Field(None, description="LoRA for the weak model (default: lora)")
-    # speed only (not part of the config hash)
-    device: Device = Field("auto", description="where the fine-tuning backend and the zoo/causal-LM features "
-                           "run: auto (CUDA when present) | cpu | cuda; frozen-feature heads train on the CPU")
-    num_threads: int | None = Field(None, ge=1, description="CPU threads torch may use (default: torch's own); "
-                                    "speed only, not part of the run id")
 
     @field_validator("n_examples")
     @classmethod
@@ -139,13 +64,103 @@ class W2SConfig(StudyConfig):
             check_fits(v * 20 * 8 * 8, f"n_examples={v:,}", "draw fewer examples")
         return v
 
-    @field_validator("losses", "label_methods", "mid_models", mode="before")
+
+class Weak(ConfigPart):
+    """The weak supervisor: which model, and (finetune backend) its own training settings where they differ."""
+
+    model: str | None = Field(None, description="the weak supervisor: zoo:<size>, zoo:<name> or a local Hugging "
+                              "Face folder, named as strong.model (default: the encoder's weak.layer)",
+                              json_schema_extra=flat_as("weak_model"))
+    layer: int = Field(1, ge=0, description="text tasks on the encoder: the weak model reads the encoder's "
+                       "hidden states after this many layers (the strong model its last layer)",
+                       json_schema_extra=flat_as("weak_layer"))
+    noise: float | None = Field(None, ge=0, description="synthetic, tabular and feature-file tasks: standard "
+                                "deviation of the Gaussian noise on the weak view, in units of the standardized "
+                                "features (default: the task's own, 1.0 synthetic, 2.0 tabular)",
+                                json_schema_extra=flat_as("weak_noise"))
+    lr: float | None = Field(None, gt=0, description="finetune backend: the weak model's own learning rate "
+                             "(default: finetune.lr)", json_schema_extra=flat_as("weak_ft_lr"))
+    steps: int | None = Field(None, ge=1, description="finetune backend: the weak model's own steps (default: "
+                              "finetune.steps)", json_schema_extra=flat_as("weak_ft_steps"))
+    lora: bool | None = Field(None, description="finetune backend: LoRA for the weak model (default: "
+                              "finetune.lora)", json_schema_extra=flat_as("weak_lora"))
+
+
+class Strong(ConfigPart):
+    """The strong model (and the rungs between weak and strong); without named models, the text encoder."""
+
+    # 'zoo:<size>' (or 'zoo:<name>') from the model zoo, or a local HF folder. heads backend: when set, text
+    # features are causal-LM hidden states mean-pooled by the attention mask (studies.w2s.zoo_features) instead
+    # of the encoder's layers; finetune backend: the models tuned.
+    model: str | None = Field(None, description="the strong model: zoo:<size>, zoo:<name> or a local "
+                              "Hugging Face folder (heads: its mean-pooled hidden states; finetune: the model "
+                              "trained); default: the encoder's last layer", json_schema_extra=flat_as("strong_model"))
+    mid_models: list[str] = Field(default_factory=list, description="heads backend: models between weak and strong "
+                                  "(intermediate rungs for bootstrap and the size sweep), named as strong.model")
+    encoder: str = Field("minilm", description="text tasks without weak/strong models: 'minilm' (the bundled "
+                         "all-MiniLM-L6-v2, hash-checked) or a local Hugging Face encoder folder")
+    max_length: int = Field(128, ge=8, le=512, description="tokens kept per text (longer texts are truncated)")
+
+    @field_validator("mid_models", mode="before")
+    @classmethod
+    def _split_commas(cls, v: Any) -> Any:
+        return _split(v)
+
+
+class Heads(ConfigPart):
+    """heads backend: how every head (weak, ceiling, students) trains on the frozen features."""
+
+    steps: int = Field(300, ge=1, description="heads backend: optimizer steps of every head (weak, ceiling, "
+                       "students)")
+    batch_size: int = Field(128, ge=1, description="heads backend: examples per step of every head")
+    lr: float = Field(1e-2, gt=0, description="heads backend: AdamW learning rate of the heads")
+    weight_decay: float = Field(1e-4, ge=0, description="heads backend: AdamW (decoupled) weight decay of the "
+                                "heads")
+
+
+class Finetune(ConfigPart):
+    """finetune backend: how the Hugging Face models themselves are trained (the weak one's own settings in weak)."""
+
+    steps: int = Field(60, ge=1, description="finetune backend: steps of each fine-tuning run",
+                       json_schema_extra=flat_as("ft_steps"))
+    lr: float = Field(5e-4, gt=0, description="finetune backend: AdamW learning rate",
+                      json_schema_extra=flat_as("ft_lr"))
+    batch_size: int = Field(16, ge=1, description="finetune backend: batch size",
+                            json_schema_extra=flat_as("ft_batch_size"))
+    lora: bool = Field(False, description="finetune backend: LoRA adapters instead of full fine-tuning")
+    lora_r: int = Field(8, ge=1, description="rank of the LoRA adapters (lora=true or weak_lora=true)")
+    lora_target_modules: list[str] | None = Field(
+        None, description="module names LoRA wraps (default: the family's attention projections, e.g. query/value, "
+                          "q_proj/v_proj, GPT-2's c_attn); checked against both models before anything trains")
+
+
+class Students(ConfigPart):
+    """The students: the losses and label methods they train with on weak labels, and how each is selected.
+    Nothing here can reach the floor or ceiling, which are cached without it."""
+
+    losses: list[str] = Field(default_factory=lambda: ["xent"],
+                              description="student losses, each a student per seed",
+                              json_schema_extra={"choices": lambda: list(LOSSES)})
+    label_methods: list[str] = Field(default_factory=list,
+                                     description="students that change the weak labels instead of the loss, then "
+                                                 "train with xent (heads backend)",
+                                     json_schema_extra={"choices": lambda: list(LABEL_METHODS)})
+    # the student's model selection: weak-labelled only
+    early_stop: Literal["weak_val", "last", "gold_val"] = Field(
+        "weak_val", description="how the student's step is chosen: weak_val (best accuracy against weak labels on "
+        "the val split) or last; gold_val is refused (it would leak gold labels)",
+        json_schema_extra=flat_as("student_early_stop"))
+    loss_params: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="a loss's own parameters by its name, e.g. {logconf: {a_max: 0.5}} "
+        "(the keys are its constructor's arguments; default: each loss's defaults)")
+    knn_k: int = Field(10, ge=1, description="knn-refine: neighbours in the strong features whose weak labels are "
+                       "averaged")
+
+    @field_validator("losses", "label_methods", mode="before")
     @classmethod
     def _split_commas(cls, v: Any) -> Any:
         """``--set losses=xent,logconf`` (a comma-separated string) is a list."""
-        if isinstance(v, str):
-            v = [s.strip() for s in v.split(",") if s.strip()]
-        return v
+        return _split(v)
 
     @field_validator("losses")
     @classmethod
@@ -176,17 +191,10 @@ class W2SConfig(StudyConfig):
         return [*self.losses, *self.label_methods]
 
     @model_validator(mode="after")
-    def _device_exists(self) -> W2SConfig:
-        from transferlab.core.devices import resolve_device
-
-        resolve_device(self.device, where="device")  # before anything trains: one line if CUDA is absent
-        return self
-
-    @model_validator(mode="after")
-    def _no_gold_for_the_student(self) -> W2SConfig:
+    def _no_gold_for_the_student(self) -> Students:
         if not self.methods:
             raise ValueError("give at least one loss or label method")
-        if self.student_early_stop == "gold_val":
+        if self.early_stop == "gold_val":
             raise ValueError(
                 "student_early_stop='gold_val' would select the student with gold labels; "
                 "use 'weak_val' (weak-labelled validation split) or 'last'"
@@ -202,6 +210,72 @@ class W2SConfig(StudyConfig):
                 )
         return self
 
+
+class Analysis(ConfigPart):
+    """How the results are read."""
+
+    min_gap: float = Field(0.01, ge=0, description="refuse the run when the ceiling beats the weak model by less "
+                           "than this accuracy (PGR would be undefined); a seed with a smaller gap gets no PGR of "
+                           "its own")
+
+
+def _split(v: Any) -> Any:
+    if isinstance(v, str):
+        v = [s.strip() for s in v.split(",") if s.strip()]
+    return v
+
+
+# The parts only the students read: the floor and ceiling are cached under the hash of everything else
+# (run.baseline_config), so a part or field added later keys the baseline unless it is put here.
+STUDENT_PARTS = ("students", "analysis")
+
+
+class W2SConfig(StudyConfig):
+    """A weak-to-strong comparison: the task, the weak and strong models, how the heads (or the fine-tuned models)
+    train, the students and the analysis. Every key also has its flat name (``task``, ``steps``, ``lr``,
+    ``ft_steps``, ``weak_ft_lr``, ``student_early_stop``, ...): the run id is the hash of that flat view."""
+
+    seeds: int = Field(3, ge=1, le=100, description="repetitions: each seed draws its own splits, weak model and "
+                       "student inits; 3 or more give PGR a 95% interval")
+    seed: int = Field(0, description="first seed; repetition s uses seed + s for its split, weak init and student "
+                      "init")
+    backend: Literal["heads", "finetune"] = Field("heads", description="heads: linear heads on frozen features "
+                                                  "(encoder layers or causal-LM states), seconds on a CPU; finetune: "
+                                                  "the weak and strong Hugging Face models themselves are trained")
+    eval_every: int = Field(15, ge=1, description="steps between evaluations, for early stopping and the "
+                            "gold-accuracy curves (both backends)")
+    task: Task = Field(default_factory=Task, description="what to classify and its splits")
+    weak: Weak = Field(default_factory=Weak, description="the weak supervisor")
+    strong: Strong = Field(default_factory=Strong, description="the strong model")
+    heads: Heads = Field(default_factory=Heads, description="heads backend: training of every head")
+    finetune: Finetune = Field(default_factory=Finetune, description="finetune backend: training of the models")
+    students: Students = Field(default_factory=Students, description="the students on weak labels")
+    analysis: Analysis = Field(default_factory=Analysis, description="how the results are read")
+    zoo_root: str | None = Field(None, description="the model zoo's folder for zoo: references (default: "
+                                 "<store>/zoo)")
+    zoo_corpus: str | None = Field(None, description="zoo:<size> picks the model of that size pretrained on this "
+                                   "corpus (default: any)")
+    resolved_models: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="filled by the run, not by you: the identity of every model's weights "
+        "(so a run keys on them)")
+    # speed only (not part of the config hash)
+    device: Device = Field("auto", description="where the fine-tuning backend and the zoo/causal-LM features "
+                           "run: auto (CUDA when present) | cpu | cuda; frozen-feature heads train on the CPU")
+    num_threads: int | None = Field(None, ge=1, description="CPU threads torch may use (default: torch's own); "
+                                    "speed only, not part of the run id")
+
+    @property
+    def methods(self) -> list[str]:
+        """Every student arm: the losses, then the label methods (trained with xent on their labels)."""
+        return self.students.methods
+
+    @model_validator(mode="after")
+    def _device_exists(self) -> W2SConfig:
+        from transferlab.core.devices import resolve_device
+
+        resolve_device(self.device, where="device")  # before anything trains: one line if CUDA is absent
+        return self
+
     def input_files(self) -> list[str]:
         """A task read from a file (.csv/.jsonl, the folder of hf:PATH), a local encoder, and the finetune
         backend's local weak and strong models: their content keys the run and its floor and ceiling (the heads
@@ -210,7 +284,7 @@ class W2SConfig(StudyConfig):
         from transferlab.data.hf_tasks import is_hf_task, parse_hf_task
 
         out = []
-        for task in (t.strip() for t in self.task.split(",")):
+        for task in (t.strip() for t in self.task.name.split(",")):
             if is_hf_task(task):
                 try:
                     out.append(parse_hf_task(task)[0])
@@ -218,22 +292,22 @@ class W2SConfig(StudyConfig):
                     out.append(task)  # malformed: loading it says why
             elif is_user_file(task):
                 out.append(task)
-        if self.encoder != "minilm" and self.backend == "heads" and not uses_model_names(self):
-            out.append(self.encoder)
+        if self.strong.encoder != "minilm" and self.backend == "heads" and not uses_model_names(self):
+            out.append(self.strong.encoder)
         if self.backend == "finetune":
-            out += [m for m in (self.weak_model, self.strong_model) if m and not m.startswith("zoo:")]
+            out += [m for m in (self.weak.model, self.strong.model) if m and not m.startswith("zoo:")]
         return out
 
     def for_weak(self) -> W2SConfig:
         """The settings the weak model fine-tunes with: its own lr, steps and LoRA switch where given."""
-        return self.model_copy(update={
-            "ft_lr": self.weak_ft_lr or self.ft_lr, "ft_steps": self.weak_ft_steps or self.ft_steps,
-            "lora": self.lora if self.weak_lora is None else self.weak_lora})
+        w, ft = self.weak, self.finetune
+        return self.updated(ft_lr=w.lr or ft.lr, ft_steps=w.steps or ft.steps,
+                            lora=ft.lora if w.lora is None else w.lora)
 
 
 def uses_model_names(cfg: W2SConfig) -> bool:
     """Weak/strong models are named: the encoder is not used."""
-    return bool(cfg.weak_model or cfg.strong_model or cfg.mid_models)
+    return bool(cfg.weak.model or cfg.strong.model or cfg.strong.mid_models)
 
 
 def refuse_gold(values: dict[str, Any]) -> None:
@@ -244,7 +318,7 @@ def refuse_gold(values: dict[str, Any]) -> None:
             where="W2SConfig",
             fix="drop student_labels; the ceiling run already trains on gold",
         )
-    if values.get("student_early_stop", "weak_val") == "gold_val":
+    if values.get("student_early_stop") == "gold_val" or get_dotted(values, "students.early_stop") == "gold_val":
         raise ConfigError(
             "student_early_stop=gold_val would select the student with gold labels",
             where="W2SConfig",

@@ -71,28 +71,28 @@ def finetune_one(
     from transferlab.core.devices import resolve_device
 
     device = resolve_device(cfg.device, where="device")
-    model, _ = HFClassifier.from_pretrained(path, n_classes, lora_r=cfg.lora_r if cfg.lora else 0,
-                                            lora_targets=cfg.lora_target_modules)
+    model, _ = HFClassifier.from_pretrained(path, n_classes, lora_r=cfg.finetune.lora_r if cfg.finetune.lora else 0,
+                                            lora_targets=cfg.finetune.lora_target_modules)
     model.to(device).train()
-    opt = torch.optim.AdamW(model.trainable_parameters(), lr=cfg.ft_lr)
+    opt = torch.optim.AdamW(model.trainable_parameters(), lr=cfg.finetune.lr)
     g = torch.Generator().manual_seed(seed)
     n = len(train_idx)
-    bs = min(cfg.ft_batch_size, n)
+    bs = min(cfg.finetune.batch_size, n)
     perm, ptr = torch.randperm(n, generator=g), 0
     best, best_score, best_step, curve = None, -1.0, 0, []
     val_lab = val_targets.argmax(-1)
-    for step in range(1, cfg.ft_steps + 1):
+    for step in range(1, cfg.finetune.steps + 1):
         if ptr + bs > n:
             perm, ptr = torch.randperm(n, generator=g), 0
         b = perm[ptr : ptr + bs]
         ptr += bs
         rows = train_idx[b]
         logits = model(enc["input_ids"][rows].to(device), enc["attention_mask"][rows].to(device))
-        value = loss(logits, train_targets[b].to(device), (step - 1) / max(1, cfg.ft_steps - 1))
+        value = loss(logits, train_targets[b].to(device), (step - 1) / max(1, cfg.finetune.steps - 1))
         opt.zero_grad(set_to_none=True)
         value.backward()
         opt.step()
-        if step % cfg.eval_every == 0 or step == cfg.ft_steps:
+        if step % cfg.eval_every == 0 or step == cfg.finetune.steps:
             score = float((_probs(model, enc, val_idx).argmax(-1) == val_lab).float().mean())
             gold = float((_probs(model, enc, monitor_idx).argmax(-1) == monitor_labels).float().mean())
             curve.append((step, gold))
@@ -111,7 +111,7 @@ def finetune_one(
 class FinetuneTrainer(Trainer):
     def __init__(self, cfg: W2SConfig, data: ClassificationData):
         if data.texts is None:
-            raise DataError("the finetune backend needs a text task", where=cfg.task,
+            raise DataError("the finetune backend needs a text task", where=cfg.task.name,
                             fix="use a stdlib-* task or a text file")
         self.cfg, self.data = cfg, data
         self.y = torch.as_tensor(data.labels)
@@ -119,23 +119,23 @@ class FinetuneTrainer(Trainer):
         self.enc_s: dict[str, torch.Tensor] = {}
 
     def prepare(self) -> None:
-        assert self.data.texts is not None and self.cfg.weak_model and self.cfg.strong_model
-        self.enc_w = tokenize(self.cfg.weak_model, self.data.texts, self.cfg.max_length)
-        self.enc_s = tokenize(self.cfg.strong_model, self.data.texts, self.cfg.max_length)
+        assert self.data.texts is not None and self.cfg.weak.model and self.cfg.strong.model
+        self.enc_w = tokenize(self.cfg.weak.model, self.data.texts, self.cfg.strong.max_length)
+        self.enc_s = tokenize(self.cfg.strong.model, self.data.texts, self.cfg.strong.max_length)
 
     def _used(self, splits: list[Splits]) -> torch.Tensor:
         return torch.cat([torch.cat([sp.transfer, sp.val, sp.test]) for sp in splits]).unique()
 
     def baseline(self, splits: list[Splits]) -> Baseline:
         cfg, y, k, used = self.cfg, self.y, self.data.n_classes, self._used(splits)
-        assert cfg.weak_model and cfg.strong_model
+        assert cfg.weak.model and cfg.strong.model
         weak, ceil = [], []
         for s, sp in enumerate(splits):
             train, hold = sp.weak_holdout()
-            weak.append(finetune_one(cfg.weak_model, self.enc_w, k, train, onehot(y[train], k), hold,
+            weak.append(finetune_one(cfg.weak.model, self.enc_w, k, train, onehot(y[train], k), hold,
                                      onehot(y[hold], k), make_loss("xent"), cfg.seed + s + WEAK_SEED_OFFSET,
                                      cfg.for_weak(), sp.test, y[sp.test], predict_idx=used))
-            ceil.append(finetune_one(cfg.strong_model, self.enc_s, k, sp.transfer, onehot(y[sp.transfer], k),
+            ceil.append(finetune_one(cfg.strong.model, self.enc_s, k, sp.transfer, onehot(y[sp.transfer], k),
                                      sp.val, onehot(y[sp.val], k), make_loss("xent"), cfg.seed + s, cfg, sp.test,
                                      y[sp.test], predict_idx=used))
         return Baseline(weak_probs={"weak": torch.stack([w["probs"] for w in weak])},
@@ -144,13 +144,13 @@ class FinetuneTrainer(Trainer):
 
     def students(self, splits: list[Splits], base: Baseline, methods: list[str]) -> dict[str, list[dict[str, Any]]]:
         cfg, y, k, used = self.cfg, self.y, self.data.n_classes, self._used(splits)
-        assert cfg.strong_model
+        assert cfg.strong.model
         out: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
         for m in methods:
             for s, sp in enumerate(splits):
                 weak = base.weak[s]
-                res = finetune_one(cfg.strong_model, self.enc_s, k, sp.transfer, weak[sp.transfer], sp.val,
-                                   weak[sp.val], make_loss(m, **cfg.loss_params.get(m, {})), cfg.seed + s, cfg,
+                res = finetune_one(cfg.strong.model, self.enc_s, k, sp.transfer, weak[sp.transfer], sp.val,
+                                   weak[sp.val], make_loss(m, **cfg.students.loss_params.get(m, {})), cfg.seed + s, cfg,
                                    sp.test, y[sp.test], select=select_rule(cfg), predict_idx=used)
                 out[m].append(student_metrics(cfg.seed + s, res["probs"][sp.test].numpy(),
                                               weak[sp.test].numpy(), y[sp.test].numpy(), res["best_step"],
@@ -160,19 +160,20 @@ class FinetuneTrainer(Trainer):
 
 def check_finetune(cfg: W2SConfig) -> None:
     """What the finetune trainer refuses from its config alone, before any data is read or model trained."""
-    if not cfg.strong_model or not cfg.weak_model:
+    if not cfg.strong.model or not cfg.weak.model:
         raise ConfigError("the finetune backend needs a weak and a strong model", where="backend=finetune",
                           fix="--set weak_model=<local HF folder> --set strong_model=<local HF folder>")
-    if cfg.label_methods:
-        raise ConfigError(f"{', '.join(cfg.label_methods)} need cached features", where="backend=finetune",
+    if cfg.students.label_methods:
+        raise ConfigError(f"{', '.join(cfg.students.label_methods)} need cached features", where="backend=finetune",
                           fix="use backend=heads for knn-refine and bootstrap")
-    if cfg.lora or cfg.for_weak().lora:  # a model LoRA cannot adapt is refused before any model trains
+    weak_lora = cfg.for_weak().finetune.lora
+    if cfg.finetune.lora or weak_lora:  # a model LoRA cannot adapt is refused before any model trains
         from transferlab.models.hf_classifier import check_lora
 
-        roles = ([("strong_model", cfg.strong_model)] if cfg.lora else []) + (
-            [("weak_model", cfg.weak_model)] if cfg.for_weak().lora else [])
+        roles = ([("strong_model", cfg.strong.model)] if cfg.finetune.lora else []) + (
+            [("weak_model", cfg.weak.model)] if weak_lora else [])
         for role, path in roles:
             try:
-                check_lora(path, cfg.lora_target_modules)
+                check_lora(path, cfg.finetune.lora_target_modules)
             except ModelError as err:
                 raise ModelError(f"{role} {path}: {err.what}", where=err.where, fix=err.fix) from None

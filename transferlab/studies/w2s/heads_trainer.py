@@ -36,7 +36,8 @@ BOOTSTRAP_SEED_OFFSET = 20_000
 
 
 def head_kw(cfg: W2SConfig) -> dict[str, Any]:
-    return {"steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr, "weight_decay": cfg.weight_decay,
+    h = cfg.heads
+    return {"steps": h.steps, "batch_size": h.batch_size, "lr": h.lr, "weight_decay": h.weight_decay,
             "eval_every": cfg.eval_every}
 
 
@@ -142,8 +143,8 @@ def train_students(views: Views, splits: list[Splits], base: Baseline, cfg: W2SC
             assert sup is not None
             tr, va = sup[s][sp.transfer], sup[s][sp.val]
             if m == "knn-refine":
-                tr = knn_refine(views.strong, sp.transfer, tr, cfg.knn_k)
-            loss = make_loss("xent") if m in LABEL_METHODS else make_loss(m, **cfg.loss_params.get(m, {}))
+                tr = knn_refine(views.strong, sp.transfer, tr, cfg.students.knn_k)
+            loss = make_loss("xent") if m in LABEL_METHODS else make_loss(m, **cfg.students.loss_params.get(m, {}))
             jobs.append(HeadJob(sp.transfer, tr, sp.val, va, loss, seed=cfg.seed + s, select=select_rule(cfg)))
             keys.append((m, s))
     results: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
@@ -190,7 +191,7 @@ def ladder_sweep(views: Views, splits: list[Splits], base: Baseline, cfg: W2SCon
         sv = Views(views.data, {**views.views, "strong": views.views[strong]}, ladder, views.sizes)
         pair_base = Baseline({"weak": wp}, cp, [], [])
         rows = train_students(sv, splits, pair_base, cfg, ["xent"])["xent"]
-        summ = summarize_method(w, c, rows, min_gap=cfg.min_gap)
+        summ = summarize_method(w, c, rows, min_gap=cfg.analysis.min_gap)
         row: dict[str, Any] = {"weak_view": weak, "strong_view": strong}
         if models:
             nw, ns = views.sizes[weak], views.sizes[strong]

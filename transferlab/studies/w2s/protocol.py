@@ -49,21 +49,22 @@ class Splits:
 
 
 def split_sizes(cfg: W2SConfig, n: int, n_classes: int) -> dict[str, int]:
-    given = {"weak_train": cfg.n_weak_train, "transfer": cfg.n_transfer, "val": cfg.n_val, "test": cfg.n_test}
+    t = cfg.task
+    given = {"weak_train": t.n_weak_train, "transfer": t.n_transfer, "val": t.n_val, "test": t.n_test}
     sizes = {k: (v if v is not None else int(FRACTIONS[k] * n)) for k, v in given.items()}
     total = sum(sizes.values())
     if total > n:
         raise DataError(
             f"split too small: the task has {n} examples but the splits ask for {total} "
             f"({', '.join(f'{k}={v}' for k, v in sizes.items())})",
-            where=cfg.task,
+            where=cfg.task.name,
             fix="lower n_weak_train/n_transfer/n_val/n_test (or leave them unset for fractions of the task)",
         )
     minimum = {"weak_train": max(10, 2 * n_classes), "transfer": max(10, 2 * n_classes), "val": 5, "test": 10}
     for k, m in minimum.items():
         if sizes[k] < m:
             raise DataError(f"split too small: {k} has {sizes[k]} examples, at least {m} are needed",
-                            where=cfg.task, fix=f"set n_{k} >= {m} or use a larger task")
+                            where=cfg.task.name, fix=f"set n_{k} >= {m} or use a larger task")
     return sizes
 
 
@@ -82,7 +83,7 @@ def onehot(y: torch.Tensor, k: int) -> torch.Tensor:
 
 def select_rule(cfg: W2SConfig) -> str:
     """How a student is selected: on the weak-labelled validation split, or its last step (never gold)."""
-    return "val" if cfg.student_early_stop == "weak_val" else "last"
+    return "val" if cfg.students.early_stop == "weak_val" else "last"
 
 
 @dataclass

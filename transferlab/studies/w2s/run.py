@@ -21,18 +21,13 @@ from transferlab.core.devices import torch_threads
 from transferlab.metrics import auroc, check_gap, ece
 from transferlab.store.run import Run, Store
 from transferlab.studies.w2s.analysis import mean_curve, paired_tests, summarize_method
-from transferlab.studies.w2s.config import BASELINE_STUDY, W2SConfig, refuse_gold
+from transferlab.studies.w2s.config import BASELINE_STUDY, STUDENT_PARTS, W2SConfig, refuse_gold
 from transferlab.studies.w2s.protocol import Baseline, Splits, Trainer, make_splits, split_sizes
 from transferlab.studies.w2s.study import W2SStudy
 from transferlab.studies.w2s.tasks import build_data
 from transferlab.studies.w2s.zoo_features import require_texts, uses_models, with_resolved_models, zoo_refs_to_paths
 
 BASELINE_FILE = "baseline.safetensors"
-# The student's own settings: the losses and label methods it trains with, how it is selected, the analysis.
-# The floor and ceiling are keyed on every other field of W2SConfig, so a field added later enters their key unless
-# it is listed here (a wrong guess recomputes a baseline; it never reuses a stale one). tests/test_w2s_study.py and
-# tests/test_w2s_finetune.py run the baseline code of both trainers and check that it reads none of these.
-STUDENT_FIELDS = frozenset({"losses", "label_methods", "student_early_stop", "loss_params", "knn_k", "min_gap"})
 
 
 class BaselineConfig(StudyConfig):
@@ -66,9 +61,12 @@ def make_trainer(cfg: W2SConfig, store: Store | None) -> tuple[W2SConfig, Traine
 
 # --------------------------------------------------------------------------- floor and ceiling, cached
 def baseline_config(cfg: W2SConfig, sizes: dict[str, int], ladder: list[str]) -> BaselineConfig:
-    """The key of the floor and ceiling: the run's config without the student's own fields (speed-only fields
-    drop out of every hash), the content of its input files, the split sizes and the ladder of views."""
-    ident = {k: v for k, v in cfg.to_dict().items() if k not in STUDENT_FIELDS}
+    """The key of the floor and ceiling: the hash of every part of the run's config but the students' own
+    (``STUDENT_PARTS``: a part added later keys the baseline unless it is declared student-only, so a wrong guess
+    recomputes a baseline and never reuses a stale one; speed-only fields drop out of every hash), the content of
+    its input files, the split sizes and the ladder of views. tests/test_w2s_study.py and tests/test_w2s_finetune.py
+    run the baseline code of both trainers and check that it reads nothing of the student parts."""
+    ident = cfg.flat(without=STUDENT_PARTS)
     ident["inputs"] = cfg.inputs()
     ident["ladder"] = list(ladder)
     return BaselineConfig(identity=ident, sizes=sizes)
@@ -125,7 +123,7 @@ def _run(cfg: W2SConfig, store: Store | None, write_report: bool) -> dict[str, A
         base, reused = load_or_compute_baseline(trainer, splits, cfg, sizes, store)
     y = torch.as_tensor(data.labels)
     weak_acc, ceil_acc = base.accuracies(y, splits)
-    check_gap(weak_acc, ceil_acc, cfg.min_gap, where=cfg.task)
+    check_gap(weak_acc, ceil_acc, cfg.analysis.min_gap, where=cfg.task.name)
     t_base = time.perf_counter()
     with progress.progress_bar("w2s students", total=None):
         students = trainer.students(splits, base, cfg.methods)
@@ -171,7 +169,7 @@ def assemble(cfg: W2SConfig, data: Any, splits: list[Splits], base: Baseline, we
         ceil_extra.append({"auroc": auroc(yt, pc), "ece": ece(yt, pc)})
     methods = {}
     for m, rows in students.items():
-        summ = summarize_method(weak_acc, ceil_acc, rows, min_gap=cfg.min_gap)
+        summ = summarize_method(weak_acc, ceil_acc, rows, min_gap=cfg.analysis.min_gap)
         summ["per_seed"] = [{k: v for k, v in r.items() if k != "curve"} for r in rows]
         summ["curve"] = mean_curve([r["curve"] for r in rows])
         methods[m] = summ
@@ -193,13 +191,13 @@ def assemble(cfg: W2SConfig, data: Any, splits: list[Splits], base: Baseline, we
 
 
 def run_many(cfg: W2SConfig, store: Store | None = None) -> dict[str, Any]:
-    """Several tasks (``cfg.task`` comma-separated): one run each, plus the paired tests between losses pooled
+    """Several tasks (``cfg.task.name`` comma-separated): one run each, plus the paired tests between losses pooled
     across tasks and seeds, and one report over all of them."""
     from transferlab.studies.w2s.analysis import pooled_paired_tests
     from transferlab.studies.w2s.report import write_multi_task_report
 
-    tasks = [t.strip() for t in cfg.task.split(",") if t.strip()]
-    summaries = [run(cfg.model_copy(update={"task": t}), store) for t in tasks]
+    tasks = [t.strip() for t in cfg.task.name.split(",") if t.strip()]
+    summaries = [run(cfg.updated(task=t), store) for t in tasks]
     pooled = pooled_paired_tests(summaries)
     report = write_multi_task_report(summaries, pooled, store)
     return {"tasks": {s["task"]: s for s in summaries}, "pooled_paired_tests": pooled, "report": str(report)}

@@ -67,7 +67,7 @@ class W2SStudy(Study[W2SConfig, RunOptions]):
         from transferlab.studies.w2s.run import run, run_many
 
         report = self.options(options).report
-        if "," in cfg.task:  # several tasks: one run each, paired tests pooled across tasks and seeds
+        if "," in cfg.task.name:  # several tasks: one run each, paired tests pooled across tasks and seeds
             out = run_many(cfg, store)
             view = {"tasks": {t: json_view(s) for t, s in out["tasks"].items()},
                     "pooled_paired_tests": out["pooled_paired_tests"], "report": out["report"]}

@@ -51,24 +51,24 @@ class FeatureCacheConfig(StudyConfig):
 
 def build_data(cfg: W2SConfig) -> ClassificationData:
     kwargs: dict[str, Any] = {}
-    if is_user_file(cfg.task):
-        kwargs["classes"] = cfg.classes
-        if cfg.task.startswith("hf:"):
-            kwargs["seed"] = cfg.task_seed  # sciq's and anthropic_hh's seeded draws
-        if cfg.weak_noise is not None:
-            kwargs["noise"] = cfg.weak_noise
-        return load_task(cfg.task, **kwargs)
-    spec = TASKS.get(cfg.task)
+    if is_user_file(cfg.task.name):
+        kwargs["classes"] = cfg.task.classes
+        if cfg.task.name.startswith("hf:"):
+            kwargs["seed"] = cfg.task.seed  # sciq's and anthropic_hh's seeded draws
+        if cfg.weak.noise is not None:
+            kwargs["noise"] = cfg.weak.noise
+        return load_task(cfg.task.name, **kwargs)
+    spec = TASKS.get(cfg.task.name)
     if spec is None:
-        return load_task(cfg.task)  # raises the clear unknown-task error
-    kwargs["seed"] = cfg.task_seed
+        return load_task(cfg.task.name)  # raises the clear unknown-task error
+    kwargs["seed"] = cfg.task.seed
     if spec.kind == "synthetic":
-        kwargs["n"] = cfg.n_examples or 4000
-        if cfg.weak_noise is not None and cfg.task == "synthetic-noisy":
-            kwargs["noise"] = cfg.weak_noise
-    elif spec.kind == "tabular" and cfg.weak_noise is not None:
-        kwargs["noise"] = cfg.weak_noise
-    return load_task(cfg.task, **kwargs)
+        kwargs["n"] = cfg.task.n_examples or 4000
+        if cfg.weak.noise is not None and cfg.task.name == "synthetic-noisy":
+            kwargs["noise"] = cfg.weak.noise
+    elif spec.kind == "tabular" and cfg.weak.noise is not None:
+        kwargs["noise"] = cfg.weak.noise
+    return load_task(cfg.task.name, **kwargs)
 
 
 def encoder_identity(encoder: str) -> dict[str, str]:
@@ -94,15 +94,16 @@ def text_layers(data: ClassificationData, cfg: W2SConfig, store: Store | None) -
 
     assert data.texts is not None
     text_sha = hashlib.sha256(json.dumps(data.texts).encode()).hexdigest()
-    ident = {"texts": text_sha, "n": data.n, "max_length": cfg.max_length, **encoder_identity(cfg.encoder)}
+    ident = {"texts": text_sha, "n": data.n, "max_length": cfg.strong.max_length,
+             **encoder_identity(cfg.strong.encoder)}
     if store is None:
-        return encode_layers(data.texts, cfg.encoder, cfg.max_length)
+        return encode_layers(data.texts, cfg.strong.encoder, cfg.strong.max_length)
     run = store.open_run(FEATURES_STUDY, FeatureCacheConfig(identity=ident))
     path = Path(run.path) / FEATURES_FILE
     if run.status == "done" and path.is_file():
         return load_file(str(path))["layers"]
     run.start()
-    layers = encode_layers(data.texts, cfg.encoder, cfg.max_length)
+    layers = encode_layers(data.texts, cfg.strong.encoder, cfg.strong.max_length)
     save_file({"layers": layers.contiguous()}, str(path))
     run.finish({"shape": list(layers.shape), **ident})
     return layers
@@ -116,14 +117,14 @@ def build_views(cfg: W2SConfig, store: Store | None, data: ClassificationData | 
         return Views(data, views, list(data.ladder), sizes)
     layers = text_layers(data, cfg, store)
     n_layers = layers.shape[1] - 1
-    if cfg.weak_layer >= n_layers:
+    if cfg.weak.layer >= n_layers:
         raise ConfigError(
-            f"weak_layer={cfg.weak_layer} but the encoder has only {n_layers} layers",
+            f"weak_layer={cfg.weak.layer} but the encoder has only {n_layers} layers",
             where="weak_layer",
             fix=f"use a weak_layer below {n_layers} (the strong model is layer {n_layers})",
         )
-    views = {f"layer{i}": layers[:, i] for i in range(cfg.weak_layer, n_layers + 1)}
-    views["weak"] = layers[:, cfg.weak_layer]
+    views = {f"layer{i}": layers[:, i] for i in range(cfg.weak.layer, n_layers + 1)}
+    views["weak"] = layers[:, cfg.weak.layer]
     views["strong"] = layers[:, n_layers]
-    ladder = [f"layer{i}" for i in range(cfg.weak_layer, n_layers + 1)]
-    return Views(data, views, ladder, {f"layer{i}": float(i) for i in range(cfg.weak_layer, n_layers + 1)})
+    ladder = [f"layer{i}" for i in range(cfg.weak.layer, n_layers + 1)]
+    return Views(data, views, ladder, {f"layer{i}": float(i) for i in range(cfg.weak.layer, n_layers + 1)})

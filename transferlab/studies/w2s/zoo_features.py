@@ -71,7 +71,7 @@ class ModelViews(Views):
 
 def uses_models(cfg: W2SConfig) -> bool:
     """True when the heads backend takes its weak/strong features from causal LMs (zoo or path)."""
-    return cfg.backend == "heads" and bool(cfg.weak_model or cfg.strong_model or cfg.mid_models)
+    return cfg.backend == "heads" and bool(cfg.weak.model or cfg.strong.model or cfg.strong.mid_models)
 
 
 def zoo_root(cfg: W2SConfig, store: Store | None) -> Path:
@@ -170,17 +170,17 @@ def _resolve_path(ref: str, role: str) -> ModelRef:
 
 def resolve_models(cfg: W2SConfig, store: Store | None) -> list[ModelRef]:
     """The ladder weak, mid_models..., strong; refuses a missing side or a weak larger than the strong."""
-    if not cfg.weak_model or not cfg.strong_model:
-        missing = "strong_model" if cfg.weak_model else "weak_model"
+    if not cfg.weak.model or not cfg.strong.model:
+        missing = "strong_model" if cfg.weak.model else "weak_model"
         raise ZooModelError(
             f"{missing} is not set; the zoo/causal-LM feature backend needs both",
             where="W2SConfig",
             fix="--set weak_model=zoo:xs --set strong_model=zoo:m (or local causal-LM folders)",
         )
     root = zoo_root(cfg, store)
-    weak = resolve_model(cfg.weak_model, root, cfg.zoo_corpus, role="weak")
-    mids = [resolve_model(m, root, cfg.zoo_corpus, role="mid") for m in cfg.mid_models]
-    strong = resolve_model(cfg.strong_model, root, cfg.zoo_corpus, role="strong")
+    weak = resolve_model(cfg.weak.model, root, cfg.zoo_corpus, role="weak")
+    mids = [resolve_model(m, root, cfg.zoo_corpus, role="mid") for m in cfg.strong.mid_models]
+    strong = resolve_model(cfg.strong.model, root, cfg.zoo_corpus, role="strong")
     ladder = [weak, *sorted(mids, key=lambda r: r.non_embedding_params), strong]
     labels = [r.label for r in ladder]
     if len(set(labels)) != len(labels):
@@ -270,18 +270,18 @@ def cached_features(
     ident = {
         "texts": text_sha,
         "n": data.n,
-        "max_length": cfg.max_length,
+        "max_length": cfg.strong.max_length,
         "pooling": POOLING,
         **{k: v for k, v in model.identity().items() if k not in ("ref", "label")},
     }
     if store is None:
-        return causal_features(data.texts, model.path, cfg.max_length, batch_size, cfg.device)
+        return causal_features(data.texts, model.path, cfg.strong.max_length, batch_size, cfg.device)
     run = store.open_run(FEATURES_STUDY, FeatureCacheConfig(identity=ident))
     path = Path(run.path) / FEATURES_FILE
     if run.status == "done" and path.is_file():
         return load_file(str(path))[FEATURE_KEY][:, 0]
     run.start()
-    feats = causal_features(data.texts, model.path, cfg.max_length, batch_size, cfg.device)
+    feats = causal_features(data.texts, model.path, cfg.strong.max_length, batch_size, cfg.device)
     save_file({FEATURE_KEY: feats.unsqueeze(1).contiguous()}, str(path))
     run.finish({"shape": list(feats.shape), **ident})
     return feats
@@ -290,7 +290,7 @@ def cached_features(
 def require_texts(cfg: W2SConfig, data: ClassificationData) -> None:
     if data.texts is None:
         raise ZooModelError(
-            f"task '{cfg.task}' has no texts, so weak_model/strong_model have nothing to embed",
+            f"task '{cfg.task.name}' has no texts, so weak_model/strong_model have nothing to embed",
             where="weak_model/strong_model",
             fix="use a text task (stdlib-kind, stdlib-raises, stdlib-package, a text CSV/JSONL) "
             "or unset weak_model and strong_model",
@@ -301,10 +301,10 @@ def zoo_refs_to_paths(cfg: W2SConfig, store: Store | None) -> W2SConfig:
     """Finetune backend: ``zoo:<size>`` references replaced by the zoo models' folders."""
     update = {}
     for key in ("weak_model", "strong_model"):
-        ref = getattr(cfg, key)
+        ref = cfg.value(key)
         if ref and ref.startswith(ZOO_PREFIX):
             update[key] = str(resolve_model(ref, zoo_root(cfg, store), cfg.zoo_corpus, role=key[:-6]).path)
-    return cfg.model_copy(update=update) if update else cfg
+    return cfg.updated(**update) if update else cfg
 
 
 def build_model_views(cfg: W2SConfig, store: Store | None, data: ClassificationData) -> ModelViews:
