@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from transferlab.core.config import PresetRegistry, StudyConfig
 
@@ -35,6 +35,22 @@ class CorrelateConfig(StudyConfig):
     min_models: int = Field(3, ge=2, description="fewest models a correlation is computed on")
     ece_bins: int = Field(10, ge=2, le=100, description="equal-width confidence bins of the expected calibration "
                           "error")
+    sizes: dict[str, str] = Field(
+        default_factory=dict,
+        description="model -> its size (a parameter count such as 150M or 1B, or a zoo size name), overriding the "
+                    "scale column; with the same mixture at two or more sizes the report gives DataDecide's decision "
+                    "accuracy (a model named '<mixture>-<size>' without a mixture column is that mixture)")
+
+    @field_validator("sizes")
+    @classmethod
+    def _v_sizes(cls, v: dict[str, str]) -> dict[str, str]:
+        from transferlab.studies.correlate.analysis import size_value
+
+        for model, size in v.items():
+            if size_value(size) is None:
+                raise ValueError(f"size '{size}' of model '{model}' is not a parameter count such as 150M, 1B or "
+                                 "1.2e9, nor a zoo size name")
+        return v
 
     @model_validator(mode="after")
     def _distinct_stages(self) -> CorrelateConfig:
