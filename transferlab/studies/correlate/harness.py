@@ -32,8 +32,14 @@ the multi-class Brier term, for calibration. The gold choice is resolved from th
 :func:`resolve_gold`). A task whose docs cannot all be resolved, or that is not multiple choice,
 gets no confidence, and a note says which task and why (it still counts by accuracy).
 
+Sizes (for decisions across scale): a model's size is its ``scale`` (``size`` is read as the same column)
+in ``models.csv`` or the CSV, or what ``sizes`` (``--sizes MODEL=SIZE,...``) gives it. A model without a
+mixture of its own whose name carries its size as a part (``dclm-150M`` at 150M) is mixture ``dclm``. Per doc
+we also keep the accuracy metric's value and the gold choice's log-likelihood per character of its
+continuation (from ``arguments``), in doc_id order, for the decision accuracy's bootstrap over items.
+
 A tidy CSV has one row per (model, stage, benchmark) with columns model, stage, benchmark,
-accuracy and, optionally, mixture, scale, confidence. It carries no per-doc samples, so ECE and
+accuracy and, optionally, mixture, scale (or size), confidence, continuous. It carries no per-doc samples, so ECE and
 Brier are not available from it (the benchmark-level calibration gap is).
 """
 

@@ -24,6 +24,10 @@ def _benchmark_metrics(c: dict[str, Any]) -> dict[str, Any]:
         for k in ("spearman_accuracy", "mean_accuracy_pre", "mean_accuracy_post"):
             if k in d:
                 out[f"{b}.{k}"] = d[k]
+        for q in ("accuracy", "continuous"):  # decisions across scale, smallest -> largest size
+            v = ((d.get("decision_accuracy") or {}).get(q) or {}).get("value")
+            if v is not None:
+                out[f"{b}.decision_accuracy_{q}"] = v
     return out
 
 

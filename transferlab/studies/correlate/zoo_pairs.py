@@ -156,6 +156,7 @@ def write_report(cfg: ZooPairsConfig, rows: list[dict[str, Any]], models: list[d
     import plotly.graph_objects as go
 
     from transferlab.report import Page
+    from transferlab.studies.correlate.report import add_decisions
 
     df = pd.DataFrame(rows, columns=CSV_COLUMNS)
     page = Page("Zoo pretrain -> SFT pairs", f"preset {cfg.preset} · {len(models)} models · "
@@ -177,6 +178,7 @@ def write_report(cfg: ZooPairsConfig, rows: list[dict[str, Any]], models: list[d
     page.table([{"benchmark": r["benchmark"], "category": r["category"], "Spearman accuracy": r["spearman"],
                  "Spearman confidence": result["benchmarks"][r["benchmark"]].get("spearman_confidence"),
                  "verdict": r["verdict"]} for r in result["ranking_accuracy"]])
+    add_decisions(page, result)
     page.heading("Models")
     page.table(models)
     page.heading("Scores")
