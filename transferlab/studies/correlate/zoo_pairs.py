@@ -81,9 +81,8 @@ def build_pairs(cfg: ZooPairsConfig, store: Store, zoo_root: str | Path | None =
                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any], dict[tuple[str, str, str], Any]]:
     """Train/reuse every pair and score it: (tidy rows, model rows, benchmark info, per-item scores by (model,
     stage, benchmark) as the correlate loader's ``SampleStats``)."""
-    from transferlab.studies.correlate.harness import SampleStats
-
     from transferlab.data.tokenizer import load_tokenizer
+    from transferlab.studies.correlate.harness import SampleStats
 
     zoo = Zoo(zoo_root if zoo_root is not None else store.root / "zoo")
     corpus_key("prose", cfg.val_percent, cfg.max_files)
