@@ -168,3 +168,13 @@ def test_bad_sizes_one_line_exit_2(evals, cli, tmp_path, sizes, needle):
     root, _ = evals
     code, out, err = cli(["correlate", str(root), "--sizes", sizes, "--out", str(tmp_path / "x.html")])
     assert code == 2 and err.startswith("error") and needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_continuous_cell_in_a_tidy_csv(tmp_path, cli):
+    rows = ["model,stage,scale,benchmark,accuracy,continuous"]
+    for i in range(3):
+        for st in ("pretrain", "sft"):
+            rows.append(f"m{i},{st},1B,arc,0.5,{'abc' if (i, st) == (1, 'sft') else -1.5}")
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    code, out, err = cli(["correlate", str(tmp_path / "t.csv"), "--out", str(tmp_path / "t.html")])
+    assert code == 2 and "row 5" in err and "continuous" in err and len(err.strip().splitlines()) == 1
