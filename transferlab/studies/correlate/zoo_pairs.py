@@ -144,10 +144,11 @@ def write_csv(rows: list[dict[str, Any]], path: str | Path) -> Path:
 
 
 def read_csv(path: str | Path) -> list[dict[str, Any]]:
-    """The rows ``write_csv`` wrote (missing confidences as None)."""
-    df = pd.read_csv(path)
+    """The rows ``write_csv`` wrote (missing confidences as None; a CSV of an earlier version, without the
+    ``continuous`` column, reads with it empty)."""
+    df = pd.read_csv(path).reindex(columns=CSV_COLUMNS)
     return [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
-            for r in df[CSV_COLUMNS].to_dict("records")]
+            for r in df.to_dict("records")]
 
 
 def write_report(cfg: ZooPairsConfig, rows: list[dict[str, Any]], models: list[dict[str, Any]],
