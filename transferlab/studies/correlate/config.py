@@ -15,6 +15,8 @@ class CorrelateConfig(StudyConfig):
     ``<path>/<stage>/<model>/**/results_*.json`` (see :mod:`transferlab.studies.correlate.harness`).
     """
 
+    HASH_WHEN_CHANGED = frozenset({"sizes"})  # runs made before sizes existed keep their ids
+
     path: str = Field(description="a tidy CSV (model, stage, benchmark, accuracy[, mixture, scale, confidence]) or "
                       "a folder <path>/<stage>/<model>/**/results_*.json of lm-evaluation-harness output; its "
                       "content is part of the run id")
@@ -35,18 +37,18 @@ class CorrelateConfig(StudyConfig):
     min_models: int = Field(3, ge=2, description="fewest models a correlation is computed on")
     ece_bins: int = Field(10, ge=2, le=100, description="equal-width confidence bins of the expected calibration "
                           "error")
-    sizes: dict[str, str] = Field(
-        default_factory=dict,
+    sizes: dict[str, str] | None = Field(
+        None,
         description="model -> its size (a parameter count such as 150M or 1B, or a zoo size name), overriding the "
                     "scale column; with the same mixture at two or more sizes the report gives DataDecide's decision "
                     "accuracy (a model named '<mixture>-<size>' without a mixture column is that mixture)")
 
     @field_validator("sizes")
     @classmethod
-    def _v_sizes(cls, v: dict[str, str]) -> dict[str, str]:
+    def _v_sizes(cls, v: dict[str, str] | None) -> dict[str, str] | None:
         from transferlab.studies.correlate.analysis import size_value
 
-        for model, size in v.items():
+        for model, size in (v or {}).items():
             if size_value(size) is None:
                 raise ValueError(f"size '{size}' of model '{model}' is not a parameter count such as 150M, 1B or "
                                  "1.2e9, nor a zoo size name")
