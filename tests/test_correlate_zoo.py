@@ -70,6 +70,21 @@ def test_micro_csv_rows_columns_and_ranges(micro):
     assert set(c["by_scale"]) == set(MICRO.sizes)
     # confidence correlations are defined (confidences vary across models) and in [-1, 1]
     assert all(-1 <= c["benchmarks"][b]["spearman_confidence"] <= 1 for b in zb.BENCHMARK_CATEGORIES)
+    # decisions across scale: the mixtures' ranking at the small size against the large one, from the CSV's means,
+    # with an interval over the items (the per-item scores reach the analysis beside the CSV)
+    from transferlab.studies.correlate.analysis import decision_accuracy
+
+    assert (df["continuous"] < 0).all()  # a log-probability per character
+    pre = df[df["stage"] == "pretrain"]
+    for b in zb.BENCHMARK_CATEGORIES:
+        d = c["benchmarks"][b]["decision_accuracy"]
+        assert d["sizes"] == list(MICRO.sizes) and d["stage"] == "pretrain" and len(d["mixtures"]) == 4
+        for q in ("accuracy", "continuous"):
+            by = pre[pre["benchmark"] == b].set_index(["mixture", "scale"])[q]
+            want = decision_accuracy([by[(m, MICRO.sizes[0])] for m in d["mixtures"]],
+                                     [by[(m, MICRO.sizes[1])] for m in d["mixtures"]])
+            assert d[q]["value"] == pytest.approx(want)
+            assert d[q]["ci"][0] <= d[q]["value"] <= d[q]["ci"][1]
     page = render(res["report"])
     assert page["figures"] == page["rendered"] >= 1 and page["errors"] == ""
 

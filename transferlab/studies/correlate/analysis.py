@@ -239,6 +239,196 @@ def _scale_key(s: str) -> tuple[float, str]:
         return (float("inf"), t)
 
 
+# ---- decisions across scale (DataDecide, arXiv 2504.11393) ----------------------------------
+def size_value(size: str) -> float | None:
+    """A size's parameter count for ordering: a zoo size name (its non-embedding parameters), a count with a
+    K/M/B/T suffix ('150M', '1B') or a plain number; None for anything else ('all', 'big')."""
+    from transferlab.zoo.sizes import FAMILY
+
+    s = str(size).strip()
+    if s in FAMILY:
+        return float(FAMILY[s].non_embedding_params())
+    v, _ = _scale_key(s)
+    return v if np.isfinite(v) and v > 0 else None
+
+
+def _pair_agreement(small: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per row of (B, n) arrays: mean over the n(n-1)/2 pairs i < j of 1 when both sizes order the pair the same
+    way, 0 when they order it oppositely, 1/2 when either size ties it (the expected agreement of a fair coin
+    breaking the tie)."""
+    n = small.shape[-1]
+    iu, ju = np.triu_indices(n, k=1)
+    ds = np.sign(small[..., iu] - small[..., ju])
+    dt = np.sign(target[..., iu] - target[..., ju])
+    agree = np.where((ds == 0) | (dt == 0), 0.5, (ds == dt).astype(float))
+    return agree.mean(axis=-1)
+
+
+def decision_accuracy(small: Sequence[float], target: Sequence[float]) -> float:
+    """DataDecide's decision accuracy: over every pair of mixtures, does the small size's ranking pick the same
+    winner as the target size's? The fraction of pairs that agree; a pair tied at either size counts 1/2.
+    ``small[i]`` and ``target[i]`` are mixture i's scores at the two sizes (higher is better). NaN under 2
+    mixtures."""
+    s = np.asarray(small, float)
+    t = np.asarray(target, float)
+    if s.shape != t.shape or s.ndim != 1:
+        raise ValueError("small and target need one score per mixture, in the same order")
+    if len(s) < 2:
+        return float("nan")
+    return float(_pair_agreement(s[None, :], t[None, :])[0])
+
+
+def tied_pairs(small: Sequence[float], target: Sequence[float]) -> int:
+    """How many pairs of mixtures either size ties (each counted 1/2 by :func:`decision_accuracy`)."""
+    s, t = np.asarray(small, float), np.asarray(target, float)
+    iu, ju = np.triu_indices(len(s), k=1)
+    return int(((s[iu] == s[ju]) | (t[iu] == t[ju])).sum())
+
+
+def bootstrap_decision_accuracy(small_items: np.ndarray, target_items: np.ndarray, *, n_boot: int = 2000,
+                                ci: float = 0.95, seed: int = 0, idx: np.ndarray | None = None
+                                ) -> dict[str, Any]:
+    """Decision accuracy with a percentile interval from resampling the benchmark's items.
+
+    ``small_items`` and ``target_items`` are (n_mixtures, n_items) per-item scores of each mixture at the small
+    and the target size, on the same items in the same order. One resample draws n_items items with
+    replacement, the same draw for every mixture and both sizes (the items are shared), takes each mixture's
+    mean over the drawn items at each size, and computes the decision accuracy of those means. ``value`` is the
+    decision accuracy of the means over all items.
+    """
+    s = np.asarray(small_items, float)
+    t = np.asarray(target_items, float)
+    if s.ndim != 2 or s.shape != t.shape:
+        raise ValueError("small_items and target_items must both be (n_mixtures, n_items)")
+    n_mix, n_items = s.shape
+    value = decision_accuracy(s.mean(axis=1), t.mean(axis=1))
+    out: dict[str, Any] = {"value": value, "ci": None, "n_items": int(n_items),
+                           "tied_pairs": tied_pairs(s.mean(axis=1), t.mean(axis=1))}
+    if n_mix < 2 or n_items < 2:
+        return out
+    idx = bootstrap_indices(n_items, n_boot, seed) if idx is None else idx
+    boot = np.empty(len(idx))
+    for start in range(0, len(idx), 500):  # (chunk, n_mix) means without a (B, n_mix, n_items) array
+        ix = idx[start:start + 500]
+        sm = np.stack([row[ix].mean(axis=1) for row in s], axis=1)
+        tm = np.stack([row[ix].mean(axis=1) for row in t], axis=1)
+        boot[start:start + len(ix)] = _pair_agreement(sm, tm)
+    lo_q, hi_q = 100 * (1 - ci) / 2, 100 * (1 + ci) / 2
+    out["ci"] = [float(np.percentile(boot, lo_q)), float(np.percentile(boot, hi_q))]
+    return out
+
+
+DECISION_QUANTITIES = ("accuracy", "continuous")
+CONTINUOUS_LABEL = "the gold choice's log-probability per character of its continuation, mean over items"
+
+
+def item_scores(samples: Mapping[tuple[str, str, str], Any]) -> dict[tuple[str, str, str], dict[str, np.ndarray]]:
+    """Per-item scores of each (model, stage, benchmark) whose samples carry them: ``accuracy`` (the item's
+    metric, 0/1) and ``continuous`` (see :data:`CONTINUOUS_LABEL`)."""
+    out: dict[tuple[str, str, str], dict[str, np.ndarray]] = {}
+    for key, st in samples.items():
+        d = {q: getattr(st, attr) for q, attr in (("accuracy", "score"), ("continuous", "continuous"))
+             if getattr(st, attr, None) is not None}
+        if d:
+            out[key] = d
+    return out
+
+
+def _decision_entry(small: str, target: str, mixtures: list[str], scores: Mapping[str, Any],
+                    items: Mapping[str, Any], *, n_boot: int, ci: float, seed: int) -> dict[str, Any]:
+    """One (small size, target size) comparison of one benchmark and stage, for both quantities."""
+    entry: dict[str, Any] = {"sizes": [small, target], "small": small, "target": target,
+                             "mixtures": mixtures, "n_pairs": len(mixtures) * (len(mixtures) - 1) // 2}
+    for q in DECISION_QUANTITIES:
+        it = items.get(q)
+        if it is not None:
+            r = bootstrap_decision_accuracy(it[small], it[target], n_boot=n_boot, ci=ci, seed=seed)
+        else:
+            xs, xt = scores[q][small], scores[q][target]
+            if not (np.all(np.isfinite(xs)) and np.all(np.isfinite(xt))):
+                entry[q] = {"value": None, "ci": None}
+                continue
+            r = {"value": decision_accuracy(xs, xt), "ci": None, "n_items": None, "tied_pairs": tied_pairs(xs, xt)}
+        entry[q] = r
+    return entry
+
+
+def decisions(table: pd.DataFrame, stage: str, items: Mapping[tuple[str, str, str], Mapping[str, np.ndarray]]
+              | None = None, *, n_boot: int = 2000, ci: float = 0.95, seed: int = 0
+              ) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """Decision accuracy per benchmark within ``stage``: the ranking of the mixtures at each smaller size
+    against their ranking at a larger one (DataDecide's decision accuracy), for accuracy and for the continuous
+    score (column ``continuous``: the gold choice's log-probability per character).
+
+    ``items`` maps (model, stage, benchmark) to per-item arrays ``{"accuracy": ..., "continuous": ...}`` on the
+    benchmark's items in one order shared by every model; where every model of a comparison has them, the
+    interval is the bootstrap over items of :func:`bootstrap_decision_accuracy`, else the value has no interval.
+    Several models with one (mixture, size) are seeds: their scores (and per-item scores) are averaged, as
+    DataDecide averages its target scale's seeds.
+
+    Returns (per benchmark: the smallest -> largest comparison with every comparison of a smaller size against a
+    larger one in ``by_sizes``; info: the sizes in order and the mixtures; notes).
+    """
+    t = table[table["stage"] == stage]
+    if "continuous" not in t.columns:
+        t = t.assign(continuous=np.nan)
+    notes: list[str] = []
+    sizes = sorted({str(s) for s in t["scale"]}, key=lambda s: (size_value(s) or np.inf, s))
+    unordered = [s for s in sizes if size_value(s) is None]
+    if len(sizes) < 2 or unordered:
+        why = (f"sizes {', '.join(unordered)} are not parameter counts (such as 150M or 1B)" if unordered and
+               len(sizes) >= 2 else "every model has one size")
+        notes.append(f"no decision accuracy: {why}; give each model a size (the scale column of models.csv or "
+                     "the CSV, or --sizes MODEL=SIZE,...) and the same mixture at two or more sizes")
+        return {}, {"sizes": sizes, "stage": stage}, notes
+    mix_at = {s: set(t.loc[t["scale"] == s, "mixture"]) for s in sizes}
+    comparisons = [(a, b) for i, a in enumerate(sizes) for b in sizes[i + 1:]
+                   if len(mix_at[a] & mix_at[b]) >= 2]
+    if not comparisons:
+        notes.append("no decision accuracy: no two sizes share two or more mixtures (a mixture is the same "
+                     "pretraining data at every size; name it in the mixture column of models.csv or the CSV)")
+        return {}, {"sizes": sizes, "stage": stage}, notes
+    seeds = t.groupby(["mixture", "scale", "benchmark"])["model"].nunique()
+    if (seeds > 1).any():
+        notes.append(f"{int(seeds.max())} models share one (mixture, size) somewhere: their scores are averaged "
+                     "(as seeds) before ranking the mixtures")
+    benchmarks = sorted(t["benchmark"].unique())
+    items = items or {}
+    per_bench: dict[str, Any] = {}
+    for b in benchmarks:
+        tb = t[t["benchmark"] == b]
+        by_comp = []
+        for small, target in comparisons:
+            mixtures = sorted(mix_at[small] & mix_at[target])
+            scores: dict[str, dict[str, np.ndarray]] = {q: {} for q in DECISION_QUANTITIES}
+            it: dict[str, dict[str, np.ndarray] | None] = {q: {} for q in DECISION_QUANTITIES}
+            for size in (small, target):
+                rows = tb[tb["scale"] == size]
+                for q in DECISION_QUANTITIES:
+                    scores[q][size] = np.array([rows.loc[rows["mixture"] == m, q].astype(float).mean()
+                                                for m in mixtures])
+                    per_mix = []
+                    for m in mixtures:
+                        models = rows.loc[rows["mixture"] == m, "model"]
+                        arrs = [items.get((mod, stage, b), {}).get(q) for mod in models]
+                        if any(a is None for a in arrs) or len({len(a) for a in arrs}) != 1:
+                            per_mix = None
+                            break
+                        per_mix.append(np.mean(np.stack(arrs), axis=0))
+                    if it[q] is not None and per_mix is not None and len({len(a) for a in per_mix}) == 1:
+                        it[q][size] = np.stack(per_mix)
+                    else:
+                        it[q] = None
+            for q in DECISION_QUANTITIES:  # per-item arrays of the two sizes must cover the same items
+                if it[q] is not None and it[q][small].shape != it[q][target].shape:
+                    it[q] = None
+            by_comp.append(_decision_entry(small, target, mixtures, scores, it, n_boot=n_boot, ci=ci, seed=seed))
+        main = next((c for c in by_comp if c["small"] == sizes[0] and c["target"] == sizes[-1]), by_comp[-1])
+        per_bench[b] = {"stage": stage, **main, "by_sizes": by_comp}
+    info = {"stage": stage, "sizes": sizes, "comparisons": [list(c) for c in comparisons]}
+    return per_bench, info, notes
+
+
 # ---- calibration ----------------------------------------------------------------------------
 def ece(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> float:
     """Expected calibration error: sum_b (n_b/n) |acc_b - conf_b| over equal-width confidence bins."""
@@ -353,6 +543,15 @@ def analyze(table: pd.DataFrame, stages: tuple[str, str], samples: Mapping[tuple
     main = cross_stage(table, stages, **kw)
     scales, notes = by_scale(table, stages, min_models=min_models, **kw)
     cal_rows = calibration_per_model(table, samples or {}, stages, ece_bins)
+    items = item_scores(samples or {})
+    decision: dict[str, Any] = {"continuous": CONTINUOUS_LABEL, "ties": "a pair tied at either size counts 1/2"}
+    for k, stage in zip(("decision_accuracy", "decision_accuracy_post"), stages):
+        per_b, info, dnotes = decisions(table, stage, items, n_boot=n_boot, ci=ci, seed=seed)
+        for b, r in main["benchmarks"].items():
+            r[k] = per_b.get(b)
+        if stage == stages[0]:
+            decision.update(info)
+            notes += dnotes
     return {
         "stages": list(stages),
         "n_models": len(main["models"]),
@@ -366,6 +565,7 @@ def analyze(table: pd.DataFrame, stages: tuple[str, str], samples: Mapping[tuple
         "calibration": {"per_model": cal_rows,
                         "transfer": calibration_transfer(cal_rows, stages, n_boot=n_boot, ci=ci, seed=seed)},
         "coherence": intra_category_coherence(table, stages, categories),
+        "decision": decision,
         "settings": {"n_boot": n_boot, "ci": ci, "seed": seed, "reliable_threshold": threshold,
                      "min_models": min_models},
         "notes": notes,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from transferlab.core.config import PresetRegistry, StudyConfig
 
@@ -14,6 +14,8 @@ class CorrelateConfig(StudyConfig):
     scale, confidence) or a folder of lm-evaluation-harness outputs laid out as
     ``<path>/<stage>/<model>/**/results_*.json`` (see :mod:`transferlab.studies.correlate.harness`).
     """
+
+    HASH_WHEN_CHANGED = frozenset({"sizes"})  # runs made before sizes existed keep their ids
 
     path: str = Field(description="a tidy CSV (model, stage, benchmark, accuracy[, mixture, scale, confidence]) or "
                       "a folder <path>/<stage>/<model>/**/results_*.json of lm-evaluation-harness output; its "
@@ -35,6 +37,22 @@ class CorrelateConfig(StudyConfig):
     min_models: int = Field(3, ge=2, description="fewest models a correlation is computed on")
     ece_bins: int = Field(10, ge=2, le=100, description="equal-width confidence bins of the expected calibration "
                           "error")
+    sizes: dict[str, str] | None = Field(
+        None,
+        description="model -> its size (a parameter count such as 150M or 1B, or a zoo size name), overriding the "
+                    "scale column; with the same mixture at two or more sizes the report gives DataDecide's decision "
+                    "accuracy (a model named '<mixture>-<size>' without a mixture column is that mixture)")
+
+    @field_validator("sizes")
+    @classmethod
+    def _v_sizes(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        from transferlab.studies.correlate.analysis import size_value
+
+        for model, size in (v or {}).items():
+            if size_value(size) is None:
+                raise ValueError(f"size '{size}' of model '{model}' is not a parameter count such as 150M, 1B or "
+                                 "1.2e9, nor a zoo size name")
+        return v
 
     @model_validator(mode="after")
     def _distinct_stages(self) -> CorrelateConfig:

@@ -32,8 +32,14 @@ the multi-class Brier term, for calibration. The gold choice is resolved from th
 :func:`resolve_gold`). A task whose docs cannot all be resolved, or that is not multiple choice,
 gets no confidence, and a note says which task and why (it still counts by accuracy).
 
+Sizes (for decisions across scale): a model's size is its ``scale`` (``size`` is read as the same column)
+in ``models.csv`` or the CSV, or what ``sizes`` (``--sizes MODEL=SIZE,...``) gives it. A model without a
+mixture of its own whose name carries its size as a part (``dclm-150M`` at 150M) is mixture ``dclm``. Per doc
+we also keep the accuracy metric's value and the gold choice's log-likelihood per character of its
+continuation (from ``arguments``), in doc_id order, for the decision accuracy's bootstrap over items.
+
 A tidy CSV has one row per (model, stage, benchmark) with columns model, stage, benchmark,
-accuracy and, optionally, mixture, scale, confidence. It carries no per-doc samples, so ECE and
+accuracy and, optionally, mixture, scale (or size), confidence, continuous. It carries no per-doc samples, so ECE and
 Brier are not available from it (the benchmark-level calibration gap is).
 """
 
@@ -43,7 +49,7 @@ import difflib
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,17 +60,24 @@ import pandas as pd
 from transferlab.core.errors import DataError
 
 _SAMPLES_RE = re.compile(r"^samples_(?P<task>.+)_(?P<stamp>\d{4}-\d{2}-\d{2}T[0-9.:\-]+)\.jsonl$")
-COLUMNS = ["model", "stage", "mixture", "scale", "benchmark", "accuracy", "confidence"]
+COLUMNS = ["model", "stage", "mixture", "scale", "benchmark", "accuracy", "confidence", "continuous"]
 
 
 @dataclass
 class SampleStats:
-    """Per-doc figures of one (model, stage, benchmark)."""
+    """Per-doc figures of one (model, stage, benchmark), docs in the order of ``doc_keys``.
+
+    ``score`` is each doc's value of the accuracy metric (the per-doc ``acc`` or ``acc_norm`` the harness logs,
+    else argmax == gold); ``continuous`` the gold choice's log-likelihood per character of its continuation
+    (None when the samples do not log the choices' text)."""
 
     p_gold: np.ndarray
     p_max: np.ndarray
     correct: np.ndarray
     brier: np.ndarray
+    score: np.ndarray | None = None
+    continuous: np.ndarray | None = None
+    doc_keys: list[str] | None = None
 
 
 @dataclass
@@ -88,8 +101,10 @@ class CrossStageData:
 
 # ---------------------------------------------------------------------------------------------
 def load(path: str | Path, *, stages: tuple[str, str] = ("pretrain", "sft"), metric: str = "acc",
-         tasks: Iterable[str] | None = None, min_models: int = 3) -> CrossStageData:
-    """A tidy CSV or a harness folder -> validated :class:`CrossStageData`."""
+         tasks: Iterable[str] | None = None, min_models: int = 3, sizes: Mapping[str, str] | None = None
+         ) -> CrossStageData:
+    """A tidy CSV or a harness folder -> validated :class:`CrossStageData`; ``sizes`` (model -> size) overrides
+    the models' scale column."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p} does not exist", fix="pass a tidy CSV or a folder of lm-eval outputs")
@@ -101,7 +116,42 @@ def load(path: str | Path, *, stages: tuple[str, str] = ("pretrain", "sft"), met
         raise DataError(f"{p} is neither a folder nor a .csv file",
                         fix="pass a tidy CSV or a folder <root>/<stage>/<model>/results_*.json")
     validate(data, min_models=min_models)
+    if sizes:
+        apply_sizes(data, sizes)
+    derive_mixtures(data)
     return data
+
+
+def apply_sizes(data: CrossStageData, sizes: Mapping[str, str]) -> None:
+    """Set each named model's size (its ``scale``); a name that is no model is an error naming the closest."""
+    known = set(data.table["model"])
+    unknown = [m for m in sizes if m not in known]
+    if unknown:
+        raise DataError(f"--sizes names model '{unknown[0]}', which is in no stage{_suggest(unknown[0], known)}",
+                        where=data.source, fix=f"give sizes of the models: {', '.join(sorted(known))}")
+    t = data.table
+    for m, size in sizes.items():
+        t.loc[t["model"] == m, "scale"] = str(size).strip()
+
+
+def derive_mixtures(data: CrossStageData) -> None:
+    """A model without a mixture of its own (its mixture is its name) whose name carries its size as a part
+    separated by '-', '_' or '.' gets the name without that part as its mixture: 'dclm-150M' at size 150M is
+    mixture 'dclm', so the same data at two sizes can be compared (decision accuracy)."""
+    t = data.table
+    derived = {}
+    for m, grp in t.groupby("model"):
+        size = str(grp["scale"].iloc[0])
+        if size == "all" or (grp["mixture"] != m).any():
+            continue
+        rest = re.sub(rf"(^|[-_.]){re.escape(size)}(?=$|[-_.])", "", str(m), flags=re.IGNORECASE).strip("-_.")
+        if rest and rest != m:
+            derived[m] = rest
+    if derived:
+        t["mixture"] = [derived.get(m, x) for m, x in zip(t["model"], t["mixture"])]
+        ex = next(iter(derived.items()))
+        data.notes.append(f"mixtures read from {len(derived)} model names without their size (e.g. '{ex[0]}' is "
+                          f"mixture '{ex[1]}'); give a mixture column in models.csv or the CSV to name them")
 
 
 def validate(data: CrossStageData, *, min_models: int = 3) -> None:
@@ -168,11 +218,21 @@ def load_tidy_csv(path: Path, *, stages: tuple[str, str], tasks: Iterable[str] |
     if "mixture" not in df.columns:
         df["mixture"] = df["model"]
     if "scale" not in df.columns:
-        df["scale"] = "all"
+        df["scale"] = df["size"] if "size" in df.columns else "all"
     df["mixture"] = df["mixture"].fillna(df["model"]).astype(str)
     df["scale"] = df["scale"].map(_scale_str)
     if "confidence" not in df.columns:
         df["confidence"] = np.nan
+    if "continuous" not in df.columns:
+        df["continuous"] = np.nan
+    cont = pd.to_numeric(df["continuous"], errors="coerce")
+    bad = (cont.isna() & df["continuous"].notna()) | np.isinf(cont.to_numpy(dtype=float))
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"row {i + 2}: continuous {df['continuous'].iloc[i]!r} is not a finite number",
+                        where=str(path), fix="write the gold choice's mean log-probability per character, or "
+                                             "leave the cell empty")
+    df["continuous"] = cont.astype(float)
     for col in ("accuracy", "confidence"):
         num = pd.to_numeric(df[col], errors="coerce")
         bad = num.isna() & df[col].notna() & (df[col].astype(str).str.strip().str.lower() != "nan")
@@ -338,14 +398,19 @@ def load_harness(root: Path, *, stages: tuple[str, str], metric: str = "acc",
             if not math.isfinite(acc):
                 raise DataError(f"accuracy of task '{task}' is NaN", where=str(r.results_file),
                                 fix="re-run that evaluation or drop the task with tasks=[...]")
+            st = r.stats.get(task)
+            cont = float(st.continuous.mean()) if st is not None and st.continuous is not None else float("nan")
             rows.append({"model": model, "stage": stage, "mixture": mix, "scale": scale, "benchmark": task,
-                         "accuracy": acc, "confidence": r.confs.get(task, float("nan"))})
+                         "accuracy": acc, "confidence": r.confs.get(task, float("nan")), "continuous": cont})
         for task, st in r.stats.items():
             samples[(model, stage, task)] = st
     table = pd.DataFrame(rows, columns=COLUMNS).sort_values(["stage", "model", "benchmark"])
     data = CrossStageData(table=table.reset_index(drop=True), source=str(root), stages=stages,
                           samples=samples)
-    data.notes.extend(notes + _confidence_notes(runs, union))
+    no_cont = sorted({task for (_, _, task), st in samples.items() if st.continuous is None})
+    notes += [f"no continuous score for task(s) {', '.join(no_cont)}: their samples do not log the choices' text "
+              "(arguments), which the per-character log-probability needs"] if no_cont else []
+    data.notes.extend(notes + _confidence_notes(runs, union) + _align_items(samples))
     return data
 
 
@@ -403,6 +468,22 @@ def _check_names_match(root: Path, runs: dict[tuple[str, str], _Run], stages: tu
                     fix="use the same model folder names in both stages (<root>/<stage>/<model>)")
 
 
+def _align_items(samples: dict[tuple[str, str, str], SampleStats]) -> list[str]:
+    """Per-item scores are compared across models item by item: where the models of one (stage, task) logged
+    different docs, drop them (the decision accuracy of that task then has no interval) and say so."""
+    notes = []
+    by: dict[tuple[str, str], list[SampleStats]] = {}
+    for (_, stage, task), st in samples.items():
+        by.setdefault((stage, task), []).append(st)
+    for (stage, task), sts in sorted(by.items()):
+        if len({tuple(st.doc_keys or ()) for st in sts}) > 1:
+            for st in sts:
+                st.score = st.continuous = None
+            notes.append(f"task '{task}' ({stage}): the models' samples cover different docs, so its decision "
+                         "accuracy has no interval over items")
+    return notes
+
+
 def _confidence_notes(runs: dict[tuple[str, str], _Run], tasks: set[str]) -> list[str]:
     """One note per task that has accuracy but no confidence, with the first reason found."""
     notes = []
@@ -428,6 +509,8 @@ def _models_csv(root: Path) -> dict[str, tuple[str, str]]:
     df.columns = [str(c).strip().lower() for c in df.columns]
     if "model" not in df.columns:
         raise DataError("has no 'model' column", where=str(f), fix="write a header row model,mixture,scale")
+    if "scale" not in df.columns and "size" in df.columns:
+        df = df.rename(columns={"size": "scale"})
     out = {}
     for _, r in df.iterrows():
         m = str(r["model"]).strip()
@@ -518,15 +601,19 @@ def _read_model_dir(mdir: Path, metric: str, keep: set[str] | None) -> _Run:
         if not members:
             no_conf[task] = "no samples_*.jsonl (run lm_eval with --log_samples)"
             continue
-        reads = [_read_samples(sample_files[m]) for m in members]
+        reads = [_read_samples(sample_files[m], metric) for m in members]
         bad = [(m, r) for m, r in zip(members, reads) if r.stats is None]
         if bad:
             m, r = bad[0]
             no_conf[task] = r.reason if m == task else f"subtask '{m}': {r.reason}"
             continue
         parts = [r.stats for r in reads if r.stats is not None]
-        stats[task] = SampleStats(*(np.concatenate([getattr(p, k) for p in parts])
-                                    for k in ("p_gold", "p_max", "correct", "brier")))
+        stats[task] = SampleStats(
+            *(np.concatenate([getattr(p, k) for p in parts]) for k in ("p_gold", "p_max", "correct", "brier")),
+            score=np.concatenate([p.score for p in parts]),
+            continuous=(np.concatenate([p.continuous for p in parts])
+                        if all(p.continuous is not None for p in parts) else None),
+            doc_keys=[f"{m}/{k}" for m, p in zip(members, parts) for k in (p.doc_keys or [])])
     confs = {t: float(s.p_gold.mean()) for t, s in stats.items() if len(s.p_gold)}
     # lm_eval --output_path <dir> writes into <dir>/<sanitized model name>: when this folder is that
     # one, its name is a path, not a name the user chose, and the model's short name is used instead
@@ -666,17 +753,18 @@ class SamplesRead:
     reason: str = ""
 
 
-def _read_samples(path: Path) -> SamplesRead:
-    """Per-doc p(gold), max p, argmax == gold, Brier; no stats (with the reason) when they cannot be had."""
+def _read_samples(path: Path, metric: str = "acc") -> SamplesRead:
+    """Per-doc p(gold), max p, argmax == gold, Brier, the doc's ``metric`` and the gold's log-likelihood per
+    character, in doc_id order; no stats (with the reason) when they cannot be had."""
     try:
-        return _read_samples_text(path)
+        return _read_samples_text(path, metric)
     except UnicodeDecodeError as err:
         raise DataError(f"is not UTF-8 text (byte {err.object[err.start]:#04x}: {err.reason})",
                         where=str(path), fix="re-run lm_eval --log_samples or remove the file") from None
 
 
-def _read_samples_text(path: Path) -> SamplesRead:
-    pg, pm, cor, br = [], [], [], []
+def _read_samples_text(path: Path, metric: str = "acc") -> SamplesRead:
+    pg, pm, cor, br, score, cont, keys = [], [], [], [], [], [], []
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -710,6 +798,18 @@ def _read_samples_text(path: Path) -> SamplesRead:
             onehot = np.zeros_like(p)
             onehot[gold] = 1.0
             br.append(float(((p - onehot) ** 2).sum()))
+            v = rec.get(metric)
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            score.append(float(v) if ok else cor[-1])
+            req = _requests(rec)
+            text = req[1][gold] if req is not None and len(req[1]) == len(ll) else None
+            cont.append(ll[gold] / len(text) if text else float("nan"))
+            keys.append(str(rec.get("doc_id", lineno)))
     if not pg:
         return SamplesRead(None, "the file holds no docs")
-    return SamplesRead(SampleStats(np.array(pg), np.array(pm), np.array(cor), np.array(br)))
+    order = sorted(range(len(keys)), key=lambda i: (len(keys[i]), keys[i]))  # doc_id order, numbers as numbers
+    c = np.array(cont)[order]
+    return SamplesRead(SampleStats(np.array(pg)[order], np.array(pm)[order], np.array(cor)[order],
+                                   np.array(br)[order], score=np.array(score)[order],
+                                   continuous=c if np.isfinite(c).all() else None,
+                                   doc_keys=[keys[i] for i in order]))

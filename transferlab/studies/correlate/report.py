@@ -91,6 +91,7 @@ def build_page(result: Mapping[str, Any], *, source: str, matrices: Mapping[str,
                         for sc in scales} for c in result["categories"]}
             page.figure(_heatmap(crow, f"Spearman of {q} per category and scale", cols=scales),
                         caption="categories × scale")
+    add_decisions(page, result)
     page.heading("Calibration")
     cal = result["calibration"]
     page.table(cal["per_model"],
@@ -115,6 +116,82 @@ def build_page(result: Mapping[str, Any], *, source: str, matrices: Mapping[str,
             page.figure(_matrix_heatmap(names, mat, f"Benchmark × benchmark Spearman of accuracy ({stage})"),
                         caption="coherence: do benchmarks rank the models alike?")
     return page
+
+
+def _da(x: Mapping[str, Any] | None) -> tuple[float, float, float]:
+    """(value, low, high) of one {value, ci} entry, NaN where absent."""
+    if not x or x.get("value") is None:
+        return float("nan"), float("nan"), float("nan")
+    ci = x.get("ci") or [float("nan")] * 2
+    return float(x["value"]), float(ci[0]), float(ci[1])
+
+
+def decision_rows(result: Mapping[str, Any], key: str = "decision_accuracy") -> list[dict[str, Any]]:
+    """One row per benchmark and comparison of sizes: decision accuracy of accuracy and of the continuous score."""
+    rows = []
+    for b, r in result["benchmarks"].items():
+        d = r.get(key)
+        if not d:
+            continue
+        for c in d["by_sizes"]:
+            row: dict[str, Any] = {"benchmark": b, "sizes": f"{c['small']} → {c['target']}",
+                                   "mixtures": len(c["mixtures"]), "pairs": c["n_pairs"]}
+            for q in ("accuracy", "continuous"):
+                v, lo, hi = _da(c.get(q))
+                row[f"{q}"] = v
+                row[f"{q} interval"] = _ci([lo, hi]) if np.isfinite(lo) else "—"
+                row[f"{q} ties"] = (c.get(q) or {}).get("tied_pairs")
+            rows.append(row)
+    return rows
+
+
+def decision_figure(result: Mapping[str, Any], key: str = "decision_accuracy") -> go.Figure | None:
+    """Bars per benchmark: decision accuracy of accuracy and of the continuous score, smallest -> largest size,
+    with their intervals over items; 0.5 is what a ranking by coin flips scores."""
+    names = [b for b, r in result["benchmarks"].items() if r.get(key)]
+    if not names:
+        return None
+    fig = go.Figure()
+    for q, color in (("accuracy", "#1f77b4"), ("continuous", "#ff7f0e")):
+        vals = [_da(result["benchmarks"][b][key].get(q)) for b in names]
+        y = [None if not np.isfinite(v) else v for v, _, _ in vals]
+        plus = [0 if not np.isfinite(hi) else hi - v for v, _, hi in vals]
+        minus = [0 if not np.isfinite(lo) else v - lo for v, lo, _ in vals]
+        fig.add_trace(go.Bar(x=names, y=y, name=q, marker_color=color,
+                             error_y={"type": "data", "array": plus, "arrayminus": minus, "visible": True},
+                             hovertemplate="%{x} · " + q + ": %{y:.2f}<extra></extra>"))
+    d0 = result["benchmarks"][names[0]][key]
+    fig.add_hline(y=0.5, line_dash="dot", line_color="grey", annotation_text="coin-flip ranking")
+    fig.update_layout(title=f"Decision accuracy, {d0['small']} → {d0['target']} ({d0['stage']})", barmode="group",
+                      yaxis={"range": [0, 1.05], "title": "fraction of mixture pairs ranked as at the target"},
+                      height=420)
+    return fig
+
+
+def add_decisions(page: Page, result: Mapping[str, Any]) -> None:
+    """The decision-accuracy section: a figure of every benchmark and a table of every comparison of sizes."""
+    dec = result.get("decision") or {}
+    if not any(r.get("decision_accuracy") for r in result["benchmarks"].values()):
+        return
+    page.heading("Decisions across scale (DataDecide's decision accuracy)")
+    page.text(
+        f"Does the ranking of the pretraining mixtures at a small size predict their ranking at a larger one? "
+        f"Decision accuracy is the fraction of pairs of mixtures that both sizes order the same way (a pair tied "
+        f"at either size counts 1/2); 1 is the same ranking, 0 the reversed one, 0.5 a coin flip. Two scores "
+        f"rank the mixtures: accuracy, and a continuous one, {dec.get('continuous', 'the gold log-probability')}. "
+        f"Stage: {dec.get('stage')}; sizes, smallest first: {', '.join(map(str, dec.get('sizes', [])))}. "
+        f"Intervals: {int(result['settings']['ci'] * 100)}% percentile bootstrap over the benchmark's items "
+        f"(one draw for every model), {result['settings']['n_boot']} resamples; none where per-item scores are "
+        "not available (a CSV).")
+    fig = decision_figure(result)
+    if fig is not None:
+        page.figure(fig, caption="per benchmark, smallest → largest size; whiskers: the interval over items")
+    page.table(decision_rows(result))
+    post = decision_rows(result, "decision_accuracy_post")
+    if post:
+        page.text(f"The same after fine-tuning ({result['stages'][1]}): do the small fine-tuned models rank the "
+                  "mixtures as the large fine-tuned ones do?")
+        page.table(post)
 
 
 def _calibration_scatter(rows: Sequence[Mapping[str, Any]], pre: str, post: str) -> go.Figure | None:

@@ -27,7 +27,7 @@ def write_report(cfg: CorrelateConfig, result: dict[str, Any], path: str | Path,
 
 def load(cfg: CorrelateConfig) -> harness.CrossStageData:
     return harness.load(cfg.path, stages=cfg.stages(), metric=cfg.metric, tasks=cfg.tasks,
-                        min_models=cfg.min_models)
+                        min_models=cfg.min_models, sizes=cfg.sizes)
 
 
 def analyze(cfg: CorrelateConfig, data: harness.CrossStageData) -> dict[str, Any]:
@@ -39,15 +39,16 @@ def analyze(cfg: CorrelateConfig, data: harness.CrossStageData) -> dict[str, Any
     return result
 
 
-def run(cfg: CorrelateConfig, store: Store | str | Path | None = None, out: str | Path | None = None
-        ) -> dict[str, Any]:
-    """Validate and read ``cfg.path``, analyse, write the report; returns the findings with ``report``.
+def run(cfg: CorrelateConfig, store: Store | str | Path | None = None, out: str | Path | None = None,
+        data: harness.CrossStageData | None = None) -> dict[str, Any]:
+    """Validate and read ``cfg.path`` (or take ``data``, already read and validated, e.g. with per-item scores
+    a CSV cannot carry), analyse, write the report; returns the findings with ``report``.
 
     The report goes to ``out`` when given, else into the store's run folder (when a store is given),
     else next to the input as ``<input>.correlate.html``. Bad input raises DataError before anything
     is written.
     """
-    data = load(cfg)
+    data = load(cfg) if data is None else data
     result = analyze(cfg, data)
     src = Path(cfg.path)
     fallback = (src / "correlate_report.html") if src.is_dir() else src.with_suffix(".correlate.html")

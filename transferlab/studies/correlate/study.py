@@ -24,6 +24,10 @@ def _benchmark_metrics(c: dict[str, Any]) -> dict[str, Any]:
         for k in ("spearman_accuracy", "mean_accuracy_pre", "mean_accuracy_post"):
             if k in d:
                 out[f"{b}.{k}"] = d[k]
+        for q in ("accuracy", "continuous"):  # decisions across scale, smallest -> largest size
+            v = ((d.get("decision_accuracy") or {}).get(q) or {}).get("value")
+            if v is not None:
+                out[f"{b}.decision_accuracy_{q}"] = v
     return out
 
 
@@ -44,6 +48,8 @@ class CorrelateFlags(BaseModel):
                               "a name in no results file is an error.")
     categories: Path | None = Field(None, description="YAML file mapping benchmark: category.")
     n_boot: int | None = Field(None, description="Bootstrap resamples (default 2000).")
+    sizes: str | None = Field(None, description="Model sizes, MODEL=SIZE,... (a parameter count such as 150M or 1B); "
+                              "overrides the scale column. The same mixture at two sizes gives decision accuracy.")
 
 
 class CorrelateStudy(Study[CorrelateConfig, CorrelateOptions]):
@@ -87,6 +93,8 @@ class CorrelateStudy(Study[CorrelateConfig, CorrelateOptions]):
                 extra[key] = val
         if f.tasks is not None:
             extra["tasks"] = [t.strip() for t in f.tasks.split(",") if t.strip()]
+        if f.sizes is not None:
+            extra["sizes"] = parse_sizes_flag(f.sizes)
         if f.categories is not None:
             cats = load_yaml(f.categories)
             if not all(isinstance(v, str) for v in cats.values()):
@@ -105,7 +113,8 @@ class CorrelateStudy(Study[CorrelateConfig, CorrelateOptions]):
             rho = row["spearman"] if row["spearman"] is not None else float("nan")
             lines.append(Line(f"  {row['rank']:>2}. {row['benchmark']:<24} Spearman {rho:+.2f} "
                               f"[{ci[0]:+.2f}, {ci[1]:+.2f}]  {row['verdict']}", markup=True))
-        return [*lines, f"report: {r['report']}"]
+        dec = decision_table(r)
+        return [*lines, *([dec] if dec else []), f"report: {r['report']}"]
 
     def run(self, cfg: CorrelateConfig, store: Store, options: CorrelateOptions | None = None) -> StudyResult:
         from transferlab.studies.correlate.run import run
@@ -143,8 +152,9 @@ class CorrelateZooStudy(Study[ZooPairsConfig, ZooOptions]):
     def result_lines(self, result: StudyResult) -> list[str | Line]:
         r = result.to_json()
         c = r["correlate"]
+        dec = decision_table(c)
         return [Line(f"[bold]{c['n_models']} models[/bold] · pretrain -> sft · csv {r['csv']}", markup=True),
-                cross_stage_table(c), f"report: {r['report']}"]
+                cross_stage_table(c), *([dec] if dec else []), f"report: {r['report']}"]
 
     def run(self, cfg: ZooPairsConfig, store: Store, options: ZooOptions | None = None) -> StudyResult:
         from transferlab.studies.correlate.zoo_pairs import run
@@ -166,6 +176,26 @@ class CorrelateZooStudy(Study[ZooPairsConfig, ZooOptions]):
         return _benchmark_metrics(result.data["correlate"])
 
 
+def parse_sizes_flag(text: str) -> dict[str, str]:
+    """``--sizes m1=150M,m2=1B`` -> {"m1": "150M", "m2": "1B"}; a malformed entry is one ConfigError line."""
+    from transferlab.core.errors import ConfigError
+
+    out: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        model, sep, size = (x.strip() for x in part.partition("="))
+        if not sep or not model or not size:
+            raise ConfigError(f"'{part}' is not MODEL=SIZE", where="--sizes",
+                              fix="write --sizes m1=150M,m2=1B (one MODEL=SIZE per model, comma-separated)")
+        if model in out:
+            raise ConfigError(f"model '{model}' is given twice", where="--sizes", fix="give each model one size")
+        out[model] = size
+    if not out:
+        raise ConfigError("no MODEL=SIZE given", where="--sizes", fix="write --sizes m1=150M,m2=1B")
+    return out
+
+
 def _fmt(v: float | None, ci: list[Any] | None = None) -> str:
     import math
 
@@ -175,6 +205,29 @@ def _fmt(v: float | None, ci: list[Any] | None = None) -> str:
     if ci and None not in ci and all(math.isfinite(x) for x in ci):
         out += f" [{ci[0]:+.2f}, {ci[1]:+.2f}]"
     return out
+
+
+def _share(x: dict[str, Any] | None) -> str:
+    if not x or x.get("value") is None:
+        return "undefined"
+    out = f"{x['value']:.2f}"
+    ci = x.get("ci")
+    return out + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
+def decision_table(c: dict[str, Any]) -> str:
+    """Decision accuracy per benchmark and comparison of sizes, for accuracy and the continuous score (stdout);
+    empty when no benchmark has one."""
+    rows = [(b, d) for b, r in c["benchmarks"].items() if (d := r.get("decision_accuracy"))]
+    if not rows:
+        return ""
+    lines = [f"decision accuracy ({rows[0][1]['stage']}): pairs of mixtures ranked alike at both sizes",
+             f"{'benchmark':<18} {'sizes':<14} {'accuracy [95%]':>20} {'continuous [95%]':>20}"]
+    for b, d in rows:
+        for cmp_ in d["by_sizes"]:
+            lines.append(f"{b:<18} {cmp_['small'] + ' -> ' + cmp_['target']:<14} {_share(cmp_.get('accuracy')):>20} "
+                         f"{_share(cmp_.get('continuous')):>20}")
+    return "\n".join(lines)
 
 
 def cross_stage_table(c: dict[str, Any]) -> str:

@@ -29,7 +29,9 @@ Scoring follows lm-evaluation-harness's ``loglikelihood``: trailing whitespace o
 moves to the continuation; ``whole = enc(context + continuation)``, the context is its first
 ``len(enc(context))`` tokens and the continuation the rest; a choice's score is the summed
 log-probability of its continuation tokens given everything before them (left-truncated to the
-model's window). Accuracy = argmax is gold; confidence = softmax over the choices' scores at gold.
+model's window). Accuracy = argmax is gold; confidence = softmax over the choices' scores at gold; continuous =
+the gold choice's summed log-probability divided by its continuation's characters (DataDecide's length-normalized
+likelihood of the correct answer).
 """
 
 from __future__ import annotations
@@ -340,14 +342,37 @@ def choice_stats(ll: np.ndarray, gold: int) -> tuple[bool, float]:
     return bool(int(np.argmax(ll)) == gold), float(p[gold])
 
 
-def score_benchmark(model: Any, tok: Any, items: Sequence[MCItem], max_len: int) -> dict[str, float]:
-    """Mean accuracy and mean confidence (p(gold)) of ``model`` on ``items``."""
+def continuation_chars(item: MCItem, choice: str) -> int:
+    """Characters of a choice's continuation as scored: the context's trailing whitespace moves to it."""
+    return len(item.context) - len(item.context.rstrip()) + len(choice)
+
+
+def score_items(model: Any, tok: Any, items: Sequence[MCItem], max_len: int) -> dict[str, np.ndarray]:
+    """Per item: ``correct`` (argmax is gold), ``p_gold`` (softmax of the choices' log-likelihoods at gold),
+    ``p_max``, ``brier`` (multi-class Brier term) and ``continuous``, the gold continuation's log-likelihood per
+    character (DataDecide's continuous score, length-normalized by characters)."""
     pairs = [encode_pair(tok, it.context, c) for it in items for c in it.choices]
     ll = loglikelihoods(model, pairs, max_len, tok.eos_token_id)
-    acc, conf, k = [], [], 0
+    out: dict[str, list[float]] = {k: [] for k in ("correct", "p_gold", "p_max", "brier", "continuous")}
+    k = 0
     for it in items:
-        a, c = choice_stats(ll[k:k + len(it.choices)], it.gold)
+        lli = ll[k:k + len(it.choices)]
         k += len(it.choices)
-        acc.append(a)
-        conf.append(c)
-    return {"accuracy": float(np.mean(acc)), "confidence": float(np.mean(conf)), "n_items": len(items)}
+        p = np.exp(lli - lli.max())
+        p /= p.sum()
+        a, c = choice_stats(lli, it.gold)
+        onehot = np.zeros_like(p)
+        onehot[it.gold] = 1.0
+        out["correct"].append(float(a))
+        out["p_gold"].append(c)
+        out["p_max"].append(float(p.max()))
+        out["brier"].append(float(((p - onehot) ** 2).sum()))
+        out["continuous"].append(float(lli[it.gold]) / continuation_chars(it, it.choices[it.gold]))
+    return {key: np.array(v) for key, v in out.items()}
+
+
+def score_benchmark(model: Any, tok: Any, items: Sequence[MCItem], max_len: int) -> dict[str, float]:
+    """Mean accuracy, mean confidence (p(gold)) and mean continuous score of ``model`` on ``items``."""
+    s = score_items(model, tok, items, max_len)
+    return {"accuracy": float(np.mean(s["correct"])), "confidence": float(np.mean(s["p_gold"])),
+            "continuous": float(np.mean(s["continuous"])), "n_items": len(items)}

@@ -41,7 +41,7 @@ from transferlab.zoo.store import TokenData, Zoo, corpus_key
 from transferlab.zoo.train import finetune, pretrain
 
 STAGES = ("pretrain", "sft")
-CSV_COLUMNS = ["model", "stage", "mixture", "scale", "benchmark", "accuracy", "confidence"]
+CSV_COLUMNS = ["model", "stage", "mixture", "scale", "benchmark", "accuracy", "confidence", "continuous"]
 
 
 def mixture_name(p: int) -> str:
@@ -78,9 +78,11 @@ def sft_data(cfg: ZooPairsConfig, tok: Any) -> TokenData:
 
 
 def build_pairs(cfg: ZooPairsConfig, store: Store, zoo_root: str | Path | None = None
-                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
-    """Train/reuse every pair and score it: (tidy rows, model rows, benchmark info)."""
+                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any], dict[tuple[str, str, str], Any]]:
+    """Train/reuse every pair and score it: (tidy rows, model rows, benchmark info, per-item scores by (model,
+    stage, benchmark) as the correlate loader's ``SampleStats``)."""
     from transferlab.data.tokenizer import load_tokenizer
+    from transferlab.studies.correlate.harness import SampleStats
 
     zoo = Zoo(zoo_root if zoo_root is not None else store.root / "zoo")
     corpus_key("prose", cfg.val_percent, cfg.max_files)
@@ -100,6 +102,7 @@ def build_pairs(cfg: ZooPairsConfig, store: Store, zoo_root: str | Path | None =
                   "sft_train_tokens": sft.info["train_tokens"]}
     rows: list[dict[str, Any]] = []
     models: list[dict[str, Any]] = []
+    samples: dict[tuple[str, str, str], Any] = {}
     for p in cfg.mixtures:
         data = mixture_data(prose, code, p)
         for size in cfg.sizes:
@@ -115,10 +118,14 @@ def build_pairs(cfg: ZooPairsConfig, store: Store, zoo_root: str | Path | None =
             with torch_threads(cfg.pretrain.num_threads):
                 for stage, m in (("pretrain", zoo.load(pre_name)), ("sft", sft_model)):
                     for b, items in benches.items():
-                        s = zb.score_benchmark(m, tok, items, cfg.seq_len)
+                        s = zb.score_items(m, tok, items, cfg.seq_len)
+                        samples[(model_id, stage, b)] = SampleStats(
+                            s["p_gold"], s["p_max"], s["correct"], s["brier"], score=s["correct"],
+                            continuous=s["continuous"], doc_keys=[str(i) for i in range(len(items))])
                         rows.append({"model": model_id, "stage": stage, "mixture": mixture_name(p),
-                                     "scale": size, "benchmark": b, "accuracy": s["accuracy"],
-                                     "confidence": s["confidence"]})
+                                     "scale": size, "benchmark": b, "accuracy": float(s["correct"].mean()),
+                                     "confidence": float(s["p_gold"].mean()),
+                                     "continuous": float(s["continuous"].mean())})
             models.append({"model": model_id, "mixture": mixture_name(p), "scale": size,
                            "non_embedding_params": entry["non_embedding_params"],
                            "pretrain": pre_name, "sft": sft_name, "pretrain_val_loss": entry.get("val_loss"),
@@ -126,7 +133,7 @@ def build_pairs(cfg: ZooPairsConfig, store: Store, zoo_root: str | Path | None =
                            "eval_seconds": time.perf_counter() - t1})
             say(f"{model_id}: " + ", ".join(f"{r['stage']}/{r['benchmark']}={r['accuracy']:.2f}"
                                              for r in rows[-2 * len(benches):]))
-    return rows, models, bench_info
+    return rows, models, bench_info, samples
 
 
 def write_csv(rows: list[dict[str, Any]], path: str | Path) -> Path:
@@ -137,10 +144,11 @@ def write_csv(rows: list[dict[str, Any]], path: str | Path) -> Path:
 
 
 def read_csv(path: str | Path) -> list[dict[str, Any]]:
-    """The rows ``write_csv`` wrote (missing confidences as None)."""
-    df = pd.read_csv(path)
+    """The rows ``write_csv`` wrote (missing confidences as None; a CSV of an earlier version, without the
+    ``continuous`` column, reads with it empty)."""
+    df = pd.read_csv(path).reindex(columns=CSV_COLUMNS)
     return [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
-            for r in df[CSV_COLUMNS].to_dict("records")]
+            for r in df.to_dict("records")]
 
 
 def write_report(cfg: ZooPairsConfig, rows: list[dict[str, Any]], models: list[dict[str, Any]],
@@ -148,6 +156,7 @@ def write_report(cfg: ZooPairsConfig, rows: list[dict[str, Any]], models: list[d
     import plotly.graph_objects as go
 
     from transferlab.report import Page
+    from transferlab.studies.correlate.report import add_decisions
 
     df = pd.DataFrame(rows, columns=CSV_COLUMNS)
     page = Page("Zoo pretrain -> SFT pairs", f"preset {cfg.preset} · {len(models)} models · "
@@ -169,6 +178,7 @@ def write_report(cfg: ZooPairsConfig, rows: list[dict[str, Any]], models: list[d
     page.table([{"benchmark": r["benchmark"], "category": r["category"], "Spearman accuracy": r["spearman"],
                  "Spearman confidence": result["benchmarks"][r["benchmark"]].get("spearman_confidence"),
                  "verdict": r["verdict"]} for r in result["ranking_accuracy"]])
+    add_decisions(page, result)
     page.heading("Models")
     page.table(models)
     page.heading("Scores")
@@ -179,18 +189,21 @@ def write_report(cfg: ZooPairsConfig, rows: list[dict[str, Any]], models: list[d
 def run(cfg: ZooPairsConfig, store: Store | str | Path, zoo_root: str | Path | None = None, *,
         report: bool = True) -> dict[str, Any]:
     """Build the pairs, write ``pairs.csv``, run the correlate analysis on it, write the reports."""
-    from transferlab.studies.correlate import CorrelateConfig
+    from transferlab.studies.correlate import CorrelateConfig, harness
     from transferlab.studies.correlate import run as correlate_run
 
     t0 = time.perf_counter()
     st = store if isinstance(store, Store) else Store(store)
-    rows, models, bench_info = build_pairs(cfg, st, zoo_root)
+    rows, models, bench_info, samples = build_pairs(cfg, st, zoo_root)
     zrun = st.open_run(CorrelateZooStudy.name, cfg)
     zrun.start()
     csv = write_csv(rows, zrun.path / "pairs.csv")
     ccfg = CorrelateConfig(path=str(csv), categories={b: zb.ALL_BENCHMARKS[b] for b in cfg.benchmarks},
                            n_boot=cfg.n_boot, seed=cfg.seed)
-    result = correlate_run(ccfg, out=zrun.path / "correlate_report.html")
+    # the CSV's rows with the per-item scores a CSV does not carry (calibration; decision accuracy's interval)
+    data = harness.load(csv, stages=STAGES, min_models=3)
+    data.samples = samples
+    result = correlate_run(ccfg, out=zrun.path / "correlate_report.html", data=data)
     summary: dict[str, Any] = {
         "preset": cfg.preset,
         "csv": str(csv),
