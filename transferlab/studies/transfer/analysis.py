@@ -409,6 +409,7 @@ def analyze_transfer(
         propagate_scratch=cfg.propagate_scratch,
         delta=cfg.delta,
         threads=cfg.num_threads,
+        interval=cfg.interval,
     )
     questions = list(cfg.plan)
     if not questions:  # default: the best fine-tuned loss seen at each size
@@ -460,6 +461,7 @@ def transfer_summary(r: TransferResult) -> dict[str, Any]:
     out["names"] = NAME_NOTE
     out["textbook_names"] = {"alpha": "beta", "beta": "alpha"}
     out["method"] = "least squares in log space"
+    out["interval"] = a.interval
     out["ols"] = ols
     out["robust"] = _law_dict(a.robust)
     scratch = {
