@@ -462,6 +462,8 @@ def transfer_summary(r: TransferResult) -> dict[str, Any]:
     out["textbook_names"] = {"alpha": "beta", "beta": "alpha"}
     out["method"] = "least squares in log space"
     out["interval"] = a.interval
+    out["bootstrap"] = {"method": a.interval, "resamples": a.n_boot, "fitted": a.ols.n_boot_ok,
+                        "fitted_robust": a.robust.n_boot_ok}
     out["ols"] = ols
     out["robust"] = _law_dict(a.robust)
     scratch = {
