@@ -25,7 +25,7 @@ Both are compared on the same rows by the RMS of their log D_T residuals.
 
 Intervals: a residual bootstrap from each fitted law (as ``interval="residual"`` in
 :mod:`transferlab.fit.transfer`): each resample keeps every run's (P, D_F), draws each loss as the law's
-prediction times the exp of a resampled log residual, and refits; with scratch-law resamples (``scratch_thetas``)
+prediction times the exp of a resampled log residual (centred, scaled by sqrt(n / (n - p))), and refits; with scratch-law resamples (``scratch_thetas``)
 each resample also uses its own scratch law, so the intervals carry that uncertainty too. The number of
 resamples that fitted is reported with each interval.
 """
@@ -41,7 +41,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from transferlab.core.errors import FitError
-from transferlab.fit.bootstrap import percentile_interval
+from transferlab.fit.bootstrap import inflated_residuals, percentile_interval
 from transferlab.fit.chinchilla import ChinchillaLaw
 from transferlab.fit.powerlaw import fit_power_law
 from transferlab.fit.transfer import effective_data
@@ -200,7 +200,7 @@ def fit_pretrain_budget(
         used = ok
         pred = np.asarray(law.loss(N, D_F[used] + pf.predict(**{k: {"P": P, "D_F": D_F}[k][used]
                                                                    for k in pf.exponents})), dtype=float)
-        r = np.log(L[used]) - np.log(pred)
+        r = inflated_residuals(np.log(L[used]) - np.log(pred), 1 + len(pf.exponents))
         idx = rng.integers(0, len(r), size=(B, len(r)))
         g = np.full(B, np.nan)
         for i in range(B):
@@ -216,7 +216,7 @@ def fit_pretrain_budget(
         power["bootstrap"] = {"method": "residual", "resamples": B, "fitted": int(np.isfinite(g).sum())}
     if bl is not None and B > 0:
         pred = bl.loss(P, D_F)
-        r = np.log(L) - np.log(pred)
+        r = inflated_residuals(np.log(L) - np.log(pred), 4)
         idx = rng.integers(0, len(r), size=(B, len(r)))
         samp = np.full((B, 4), np.nan)
         x0 = np.array([bl.A, bl.a, bl.G, bl.b])
