@@ -247,6 +247,19 @@ def fit_pretrain_budget(
     if len(comparison) == 2:
         comparison["closer"] = ("barnett" if comparison["barnett_rms_log_D_T"] < comparison["power_law_rms_log_D_T"]
                                 else "power_law")
+    # the two fitted forms' D_T over the budgets and beyond (to 4x the largest), per D_F, for the figure
+    grid = np.geomspace(P.min(), 4 * P.max(), 25)
+    curves = []
+    for f in sorted(set(D_F.tolist())):
+        c: dict[str, Any] = {"D_F": f, "P": grid.tolist()}
+        if pf is not None:
+            xs = {"P": grid, "D_F": np.full(grid.size, f)}
+            c["power_law"] = pf.predict(**{k: xs[k] for k in pf.exponents}).tolist()
+        if bl is not None:
+            c["barnett"] = [float(v) if np.isfinite(v) else None
+                            for v in _dt(law, N, np.full(grid.size, f), bl.loss(grid, f))]
+        curves.append(c)
+    comparison["curves"] = curves
     n_bad = int((~used).sum())
     if n_bad:
         warnings.append(f"budget axis: {n_bad} of {len(L)} runs have no positive D_T (ossified or beyond the "

@@ -162,14 +162,17 @@ def _budget_section(page: Page, b: dict[str, Any]) -> None:
         pts = [r for r in rows if r["D_F"] == f and r["used"]]
         fig.add_trace(go.Scatter(x=[r["P"] for r in pts], y=[r["D_T"] for r in pts], mode="markers",
                                  name=f"D_F={f:,.0f}", marker=dict(color=PALETTE[j % len(PALETTE)], size=9)))
-        if "gamma" in pw and pts:
-            xs = sorted({r["P"] for r in rows})
-            ys = [pw["c"] * x ** pw["gamma"] * (f ** pw["alpha_F"] if pw["alpha_F"] == pw["alpha_F"] else 1.0)
-                  for x in xs]
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=f"power law, D_F={f:,.0f}",
-                                     line=dict(color=PALETTE[j % len(PALETTE)], dash="dash")))
+        for c in cmp_.get("curves", []):
+            if c["D_F"] != f:
+                continue
+            for key, dash, label in (("power_law", "dash", "power law"), ("barnett", "dot", "Barnett")):
+                if key in c:
+                    fig.add_trace(go.Scatter(x=c["P"], y=c[key], mode="lines", name=f"{label}, D_F={f:,.0f}",
+                                             line=dict(color=PALETTE[j % len(PALETTE)], dash=dash)))
     fig.update_layout(xaxis=dict(type="log", title="pretraining tokens P"),
                       yaxis=dict(type="log", title="effective data transferred D_T (tokens)"), height=420)
     page.figure(fig, "D_T of the budget axis's fine-tuning runs against their pretraining budget, with the fitted "
-                     "power law (dashed). Runs with no positive D_T are not drawn.")
+                     "power law (dashed) and the D_T that Barnett's fitted form implies through the scratch law "
+                     "(dotted; it levels off where the transfer gap G dominates), to 4x the largest budget. Runs "
+                     "with no positive D_T are not drawn.")
     page.table([{k: r[k] for k in ("P", "D_F", "loss", "D_T", "used")} for r in rows])
