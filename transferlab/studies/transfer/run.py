@@ -251,7 +251,7 @@ def budget_axis_summary(cfg: TransferRunConfig, brows: list[dict[str, Any]], res
                                    scratch_thetas=None if a.scratch_bootstrap is None else a.scratch_bootstrap.thetas)
     except FitError as err:
         return {**out, "error": err.one_line()}
-    return {**out, **axis.as_dict()}
+    return {**axis.as_dict(), **out}
 
 
 def run(cfg: TransferRunConfig, store: Store, zoo_root: str | Path | None = None, *, report: bool = True
