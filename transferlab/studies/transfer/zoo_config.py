@@ -140,14 +140,16 @@ PRESETS = PresetRegistry()
 PRESETS.add(
     "full",
     "5 sizes (xxs..l: 13k..804k non-embedding params, 60x) pretrained to 20 tokens/param on prose, then 4 scratch D "
-    "x 3 D_F on code with early stopping (Hernandez et al.'s protocol); one process per core",
+    "x 3 D_F on code with early stopping (Hernandez et al.'s fine-tuning protocol, but a pretraining budget that grows "
+    "with N, unlike theirs: see fixed-pretrain); one process per core",
     sizes=["xxs", "xs", "s", "m", "l"], bootstrap=1000, workers=0,
 )
 PRESETS.add(
     "quick",
     "3 sizes (xs, s, m: 6x) pretrained to 20 tokens/param on prose with a 2,048-token BPE, 4 scratch D x 2 D_F "
     "(4k, 16k) on code, at most 400 steps a run, one process per core: <= 15 min on 2 cores from an empty store "
-    "(the smaller sizes ossify at D_F = 64k in `full`, so quick stops at 16k)",
+    "(the smaller sizes ossify at D_F = 64k in `full`, so quick stops at 16k); the budget grows with N, so beta mixes "
+    "model size and pretraining data (fixed-pretrain holds the budget fixed)",
     sizes=["xs", "s", "m"], finetune_D=[4_000, 16_000], vocab_size=2048, max_steps=400, bootstrap=200, workers=0,
 )
 PRESETS.add(
@@ -156,7 +158,8 @@ PRESETS.add(
     "3,019,520 tokens of prose (s's 20 tokens/param, so 54 / 20 / 9 tokens per parameter for xs / s / m) instead of "
     "a budget that grows with N; plus the budget axis: s pretrained to 2.5, 5, 10 and 20 tokens/param (377k..3.0M "
     "tokens) and fine-tuned at each D_F. Shares quick's scratch runs and s model. Departs from the paper: its "
-    "pretraining was large for every size, here m sees fewer tokens than its Chinchilla budget",
+    "pretraining was large for every size, here m sees fewer tokens than its Chinchilla budget. ~14 min on one core from an empty store (its runs' times, "
+    "docs/RESULTS.md), ~6 min after quick",
     sizes=["xs", "s", "m"], finetune_D=[4_000, 16_000], vocab_size=2048, max_steps=400, bootstrap=200, workers=0,
     pretrain_tokens_per_param=None, pretrain_tokens=3_019_520,
     budget_size="s", budget_tokens=[377_440, 754_880, 1_509_760, 3_019_520],
