@@ -25,9 +25,10 @@ Both are compared on the same rows by the RMS of their log D_T residuals.
 
 Intervals: a residual bootstrap from each fitted law (as ``interval="residual"`` in
 :mod:`transferlab.fit.transfer`): each resample keeps every run's (P, D_F), draws each loss as the law's
-prediction times the exp of a resampled log residual (centred, scaled by sqrt(n / (n - p))), and refits; with scratch-law resamples (``scratch_thetas``)
-each resample also uses its own scratch law, so the intervals carry that uncertainty too. The number of
-resamples that fitted is reported with each interval.
+prediction times the exp of a resampled log residual (centred, scaled by sqrt(n / (n - p))), and refits.
+With scratch-law resamples (``scratch_thetas``: the transfer analysis's, of whichever interval method) each
+resample also uses its own scratch law, so the intervals carry that uncertainty too; a resample whose scratch
+law did not fit is not fitted here either. The number of resamples that fitted is reported with each interval.
 """
 
 from __future__ import annotations
