@@ -120,7 +120,7 @@ def test_analysis_wiring_recovers_a_known_law(tmp_path, monkeypatch):
         entries: list = []
 
     rows = _synthetic_rows()
-    monkeypatch.setattr(trun, "sweep_rows", lambda cfg, store, zoo_root=None: (rows, FakeZoo))
+    monkeypatch.setattr(trun, "sweep_rows", lambda cfg, store, zoo_root=None: (rows, FakeZoo, []))
     cfg = resolve(TransferRunConfig, presets=PRESETS, preset="quick", overrides=["bootstrap=50"])
     s = trun.run(cfg, Store(tmp_path / "runs"))
     assert s["analysis_error"] is None
@@ -138,7 +138,9 @@ def test_analysis_wiring_recovers_a_known_law(tmp_path, monkeypatch):
     # the intervals say how many bootstrap resamples they rest on, in the JSON and on the page
     boot = s["bootstrap"]
     assert boot["resamples"] == cfg.bootstrap and 0.9 * boot["resamples"] <= boot["fitted"] <= boot["resamples"]
-    assert f"{boot['fitted']} of {boot['resamples']} bootstrap resamples" in open(s["report"]).read()
+    assert boot["method"] == "residual" == cfg.interval
+    assert f"{boot['fitted']} of {boot['resamples']} residual bootstrap resamples" in open(s["report"]).read()
+    assert s["protocol"]["name"] == "tokens-per-param" and "budget_axis" not in s
     table = pd.read_csv(s["runs_csv"])
     assert len(table) == len(rows) and set(table.kind) == {"scratch", "finetune"}
     page = render(s["report"])

@@ -256,6 +256,9 @@ def register(app: typer.Typer) -> None:
                 f"alpha {t['alpha']:.3f}{_fmt_ci(t['alpha_ci'])}"
                 f"  beta {t['beta']:.3f}{_fmt_ci(t['beta_ci'])}"
             )
+        b = out["bootstrap"]
+        if b["resamples"]:
+            show(f"  intervals: {b['method']} bootstrap, {b['fitted']} of {b['resamples']} resamples fitted")
         for w in out["warnings"]:
             say(f"[red]warning:[/red] {w}")
         typer.echo(f"report: {out['report']}")

@@ -169,7 +169,8 @@ def make_objective(
     """Batched objective ``fun(theta, idx) -> (f, g)`` for :func:`minimize_batched`.
 
     ``weights`` (G, n) holds per-point weights of G data sets; problem ``p`` uses row ``group[p]``.
-    Without weights every point counts once.
+    Without weights every point counts once. ``logL`` is one loss per point, or (G, n): G data sets of
+    losses at the same (N, D) (a residual bootstrap), problem ``p`` fitting row ``group[p]``.
 
     The exponents are clamped at 700 before ``exp`` (a predicted loss of e^700 is absurd anyway);
     a point that still overflows gives an infinite objective, which the line search rejects. For
@@ -184,7 +185,7 @@ def make_objective(
     n = len(x)
     local = threading.local()
 
-    def one_block(theta: np.ndarray, w: np.ndarray | None, f: np.ndarray, g: np.ndarray) -> None:
+    def one_block(theta: np.ndarray, w: np.ndarray | None, yb: np.ndarray, f: np.ndarray, g: np.ndarray) -> None:
         p = len(theta)
         ws = getattr(local, "ws", None)
         if ws is None:
@@ -202,7 +203,7 @@ def make_objective(
         np.add(t1, t2, out=s)
         s += E[:, None]  # predicted loss L_hat
         np.log(s, out=h)
-        h -= y  # r = log L_hat - log L
+        h -= yb  # r = log L_hat - log L
         np.clip(h, -delta, delta, out=c)  # huber'(r)
         # huber(r) = c (r - c/2) with c = clip(r): one formula for both branches
         h -= 0.5 * c
@@ -226,7 +227,8 @@ def make_objective(
             for a in range(0, p, block):
                 b = min(a + block, p)
                 w = None if weights is None else weights[group[idx[a:b]]]
-                one_block(theta[a:b], w, f[a:b], g[a:b])
+                yb = y if y.ndim == 1 else y[group[idx[a:b]]]
+                one_block(theta[a:b], w, yb, f[a:b], g[a:b])
         return f, g
 
     return fun

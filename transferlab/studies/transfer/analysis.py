@@ -409,6 +409,7 @@ def analyze_transfer(
         propagate_scratch=cfg.propagate_scratch,
         delta=cfg.delta,
         threads=cfg.num_threads,
+        interval=cfg.interval,
     )
     questions = list(cfg.plan)
     if not questions:  # default: the best fine-tuned loss seen at each size
@@ -460,6 +461,9 @@ def transfer_summary(r: TransferResult) -> dict[str, Any]:
     out["names"] = NAME_NOTE
     out["textbook_names"] = {"alpha": "beta", "beta": "alpha"}
     out["method"] = "least squares in log space"
+    out["interval"] = a.interval
+    out["bootstrap"] = {"method": a.interval, "resamples": a.n_boot, "fitted": a.ols.n_boot_ok,
+                        "fitted_robust": a.robust.n_boot_ok}
     out["ols"] = ols
     out["robust"] = _law_dict(a.robust)
     scratch = {

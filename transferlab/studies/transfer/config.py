@@ -85,6 +85,10 @@ class TransferFitConfig(StudyConfig):
         None, description="hold Hernandez's N exponent beta fixed (one model size)"
     )
     propagate_scratch: bool = Field(True, description="refit the scratch law in every bootstrap resample")
+    interval: Literal["residual", "pairs"] = Field(
+        "residual", description="bootstrap method: residual (new losses simulated from the fitted laws with "
+                                "resampled residuals; every resample keeps every size and D) or pairs (resample "
+                                "the runs; most resamples of a small grid lose a size and cannot be fitted)")
     plan: list[tuple[float, float]] = Field(
         default_factory=list,
         description="(target loss, N) pairs for the planner (default: the best fine-tuned loss at each N)",

@@ -479,12 +479,14 @@ def transfer_page(r: TransferResult, source: str) -> Page:
                 )
         fig.update_layout(barmode="overlay", height=330)
         page.heading("Bootstrap distributions")
+        scratch = "scratch law refitted" if a.scratch_bootstrap else "scratch law held at its fit"
         what = (
-            "the scratch runs (scratch law refitted) and the fine-tuning runs"
-            if a.scratch_bootstrap
-            else "the fine-tuning runs (scratch law held at its fit)"
+            f"residual bootstrap: losses simulated from the fitted laws with resampled log residuals ({scratch}); "
+            "every resample keeps every size and D" if a.interval == "residual" else
+            f"pairs bootstrap: the runs resampled with replacement ({scratch})"
         )
-        page.figure(fig, f"{a.n_boot} resamples of {what}.")
+        page.figure(fig, f"{a.n_boot} resamples, {what}; fitted: {a.ols.n_boot_ok} of {a.n_boot} (least squares), "
+                         f"{a.robust.n_boot_ok} of {a.n_boot} (Huber).")
 
     page.heading("Fine-tuning runs")
     page.table(

@@ -36,12 +36,14 @@ RUN_COLUMNS = [
     "run_id",
     "init",
     "wall_seconds",
+    "pretrain_tokens",
 ]
 
 
 def target_row(cfg: TransferRunConfig, zb: ZooBuild, store: Store, size: str, kind: str, D: int,
-               target: Any, base: dict[str, Any] | None) -> dict[str, Any]:
-    """One scratch or fine-tuning run on the target (trained, reused or resumed): its row of the runs table."""
+               target: Any, base: dict[str, Any] | None, budget: int | None = None) -> dict[str, Any]:
+    """One scratch or fine-tuning run on the target (trained, reused or resumed): its row of the runs table.
+    ``pretrain_tokens`` is the base model's pretraining budget (``budget``, else the sweep's for the size)."""
     steps = cfg.steps_for(D)
     tokens = steps * cfg.target.batch_size * cfg.target.seq_len
     lr = cfg.finetune_lr if kind == "finetune" else cfg.scratch_lr
@@ -55,14 +57,23 @@ def target_row(cfg: TransferRunConfig, zb: ZooBuild, store: Store, size: str, ki
         "kind": kind, "N": size_spec(size).non_embedding_params(), "D": (D // w) * w,
         "loss": e.get("best_val_loss"), "size": size, "final_loss": e.get("val_loss"), "steps": e.get("steps"),
         "tokens_seen": e.get("tokens_seen"), "run_id": e["run_id"], "init": base["name"] if base else "",
-        "wall_seconds": e.get("wall_seconds"),
+        "wall_seconds": e.get("wall_seconds"), "pretrain_tokens": (budget or cfg.zoo().tokens_for(size)) if base else 0,
     }
+
+
+def budget_plan(cfg: TransferRunConfig) -> list[int]:
+    """The budget axis's pretraining budgets that the main sweep does not already pretrain budget_size at."""
+    if cfg.budget_size is None:
+        return []
+    main = cfg.zoo().tokens_for(cfg.budget_size)
+    return [t for t in cfg.budget_tokens if t != main]
 
 
 def sweep_rows(
     cfg: TransferRunConfig, store: Store, zoo_root: str | Path | None = None
-) -> tuple[list[dict[str, Any]], ZooBuild]:
-    """Pretrain the zoo, then every scratch and fine-tuning run of the sweep: the runs table.
+) -> tuple[list[dict[str, Any]], ZooBuild, list[dict[str, Any]]]:
+    """Pretrain the zoo, then every scratch and fine-tuning run of the sweep: the runs table, the zoo build,
+    and the budget axis's fine-tuning rows (budget_size pretrained at each budget_tokens; empty without one).
 
     With ``cfg.workers`` > 1 the sizes pretrain, and then the target runs train, in that many processes of
     one thread each (:func:`transferlab.core.parallel.run_parallel`); each run is the same store run as in
@@ -71,28 +82,46 @@ def sweep_rows(
     from transferlab.zoo.build import prepare
 
     workers = resolve_workers(cfg.workers)
-    plan = [(s, "scratch", D) for s in cfg.sizes for D in cfg.scratch_D] + [
-        (s, "finetune", D) for s in cfg.sizes for D in cfg.finetune_D]
+    extra = budget_plan(cfg)
+    plan: list[tuple[str, str, int, int | None]] = [
+        (s, "scratch", D, None) for s in cfg.sizes for D in cfg.scratch_D] + [
+        (s, "finetune", D, None) for s in cfg.sizes for D in cfg.finetune_D]
+    bplan = [(cfg.budget_size, "finetune", D, t) for t in extra for D in cfg.finetune_D] if extra else []
     cfg = _one_thread(cfg) if workers > 1 else cfg
     zc = cfg.zoo()
+    pre = [(s, None) for s in cfg.sizes] + [(cfg.budget_size, t) for t in extra]
     if workers > 1:
         prepare(zc, Zoo(zoo_root if zoo_root is not None else store.root / "zoo"))  # corpus, BPE, tokens, once
-        say(f"transfer: pretraining {len(cfg.sizes)} sizes on {workers} processes")
-        run_parallel(_pretrain_job, [(cfg.to_dict(), str(store.root), _str(zoo_root), s) for s in cfg.sizes],
-                     workers, cost=[size_spec(s).non_embedding_params() * zc.tokens_for(s) for s in cfg.sizes])
+        say(f"transfer: pretraining {len(pre)} models on {workers} processes")
+        run_parallel(_pretrain_job, [(cfg.to_dict(), str(store.root), _str(zoo_root), s, t) for s, t in pre],
+                     workers, cost=[size_spec(s).non_embedding_params() * (t or zc.tokens_for(s)) for s, t in pre])
     zb = build_zoo(zc, store, zoo_root)
     if workers > 1:
-        say(f"transfer: {len(plan)} target runs on {workers} processes")
-        jobs = [(cfg.to_dict(), str(store.root), _str(zoo_root), size, kind, D) for size, kind, D in plan]
-        cost = [size_spec(s).non_embedding_params() * cfg.steps_for(D) for s, _, D in plan]
-        return run_parallel(_target_job, jobs, workers, cost=cost), zb
+        say(f"transfer: {len(plan) + len(bplan)} target runs on {workers} processes")
+        jobs = [(cfg.to_dict(), str(store.root), _str(zoo_root), size, kind, D, t) for size, kind, D, t in plan + bplan]
+        cost = [size_spec(s).non_embedding_params() * cfg.steps_for(D) for s, _, D, _ in plan + bplan]
+        out = run_parallel(_target_job, jobs, workers, cost=cost)
+        return out[:len(plan)], zb, _budget_rows(cfg, out[:len(plan)], out[len(plan):])
     target = zb.zoo.ensure_tokens(cfg.target_corpus, zb.tokenizer_dir, cfg.val_percent, cfg.max_files)
     by_size = {e["size"]: e for e in zb.entries}
-    rows = []
-    for i, (size, kind, D) in enumerate(plan):
-        say(f"transfer run {i + 1}/{len(plan)}: {kind} {size} D={D}")
-        rows.append(target_row(cfg, zb, store, size, kind, D, target, by_size[size] if kind == "finetune" else None))
-    return rows, zb
+    bases = {t: build_zoo(cfg.zoo([cfg.budget_size], tokens=t), store, zoo_root, report=False).entries[0]
+             for t in extra}
+    rows, brows = [], []
+    for i, (size, kind, D, t) in enumerate(plan + bplan):
+        say(f"transfer run {i + 1}/{len(plan) + len(bplan)}: {kind} {size} D={D}" + (f" (pretrained {t:,})" if t else ""))
+        base = (by_size[size] if t is None else bases[t]) if kind == "finetune" else None
+        (rows if t is None else brows).append(target_row(cfg, zb, store, size, kind, D, target, base, t))
+    return rows, zb, _budget_rows(cfg, rows, brows)
+
+
+def _budget_rows(cfg: TransferRunConfig, rows: list[dict[str, Any]], extra: list[dict[str, Any]]
+                 ) -> list[dict[str, Any]]:
+    """The budget axis: budget_size's fine-tuning rows at every budget (the main sweep's where it has one)."""
+    if cfg.budget_size is None:
+        return []
+    main = [r for r in rows if r["kind"] == "finetune" and r["size"] == cfg.budget_size
+            and r["pretrain_tokens"] in cfg.budget_tokens]
+    return sorted(main + list(extra), key=lambda r: (r["pretrain_tokens"], r["D"]))
 
 
 def _str(p: str | Path | None) -> str | None:
@@ -109,13 +138,14 @@ def _one_thread(cfg: TransferRunConfig) -> TransferRunConfig:
 _WORKER_ZOO: dict[tuple[Any, ...], tuple[ZooBuild, Any]] = {}  # per worker process: the loaded zoo build
 
 
-def _pretrain_job(cfg_dict: dict[str, Any], store_root: str, zoo_root: str | None, size: str) -> None:
+def _pretrain_job(cfg_dict: dict[str, Any], store_root: str, zoo_root: str | None, size: str,
+                  tokens: int | None) -> None:
     cfg = TransferRunConfig.model_validate(cfg_dict)
-    build_zoo(cfg.zoo([size]), Store(store_root), zoo_root, report=False)
+    build_zoo(cfg.zoo([size], tokens=tokens), Store(store_root), zoo_root, report=False)
 
 
 def _target_job(cfg_dict: dict[str, Any], store_root: str, zoo_root: str | None, size: str, kind: str,
-                D: int) -> dict[str, Any]:
+                D: int, tokens: int | None) -> dict[str, Any]:
     cfg = TransferRunConfig.model_validate(cfg_dict)
     store = Store(store_root)
     key = (store_root, zoo_root, cfg.model_dump_json())
@@ -124,9 +154,12 @@ def _target_job(cfg_dict: dict[str, Any], store_root: str, zoo_root: str | None,
         _WORKER_ZOO[key] = (zb, zb.zoo.ensure_tokens(cfg.target_corpus, zb.tokenizer_dir, cfg.val_percent,
                                                      cfg.max_files))
     zb, target = _WORKER_ZOO[key]
-    base = {e["size"]: e for e in zb.entries}[size] if kind == "finetune" else None
-    say(f"transfer run: {kind} {size} D={D}")
-    return target_row(cfg, zb, store, size, kind, D, target, base)
+    base = None
+    if kind == "finetune":
+        base = ({e["size"]: e for e in zb.entries}[size] if tokens is None
+                else build_zoo(cfg.zoo([size], tokens=tokens), store, zoo_root, report=False).entries[0])
+    say(f"transfer run: {kind} {size} D={D}" + (f" (pretrained {tokens:,})" if tokens else ""))
+    return target_row(cfg, zb, store, size, kind, D, target, base, tokens)
 
 
 def write_runs_csv(rows: list[dict[str, Any]], path: str | Path) -> Path:
@@ -185,6 +218,42 @@ def dt_by_DF(analysis_rows: list[Any], sizes_N: list[int]) -> list[dict[str, Any
     return out
 
 
+def protocol_summary(cfg: TransferRunConfig) -> dict[str, Any]:
+    """How the pretrained models were made: the protocol's name, and each size's budget in tokens and per
+    parameter."""
+    zc = cfg.zoo()
+    tokens = {s: zc.tokens_for(s) for s in cfg.sizes}
+    note = ("every size pretrained on the same tokens of the same text (Hernandez et al. 2021): beta is the N "
+            "dependence alone" if cfg.protocol == "fixed-budget" else
+            f"each size pretrained to {cfg.pretrain_tokens_per_param:g} tokens per parameter: a larger N also saw "
+            "more pretraining data, so beta mixes model size and pretraining data")
+    return {"name": cfg.protocol, "corpus": cfg.pretrain_corpus, "pretrain_tokens": tokens,
+            "tokens_per_param": {s: t / size_spec(s).non_embedding_params() for s, t in tokens.items()},
+            "note": note}
+
+
+def budget_axis_summary(cfg: TransferRunConfig, brows: list[dict[str, Any]], result: Any, path: Path
+                        ) -> dict[str, Any]:
+    """The third axis: budget_size's D_T against its pretraining budget (:mod:`transferlab.fit.pretrain_budget`),
+    with the transfer study's scratch law (and its bootstrap laws for the intervals); the rows go to ``path``."""
+    from transferlab.fit.pretrain_budget import fit_pretrain_budget
+
+    write_runs_csv(brows, path)
+    out: dict[str, Any] = {"size": cfg.budget_size, "N": size_spec(cfg.budget_size).non_embedding_params(),
+                           "budgets": list(cfg.budget_tokens), "runs_csv": str(path)}
+    if result is None:
+        return {**out, "error": "the transfer analysis could not run, so there is no scratch law to give D_T"}
+    a = result.analysis
+    arr = lambda k: np.array([r[k] for r in brows], dtype=float)  # noqa: E731
+    try:
+        axis = fit_pretrain_budget(a.law, out["N"], arr("pretrain_tokens"), arr("D"), arr("loss"),
+                                   n_boot=cfg.bootstrap, seed=cfg.seed,
+                                   scratch_thetas=None if a.scratch_bootstrap is None else a.scratch_bootstrap.thetas)
+    except FitError as err:
+        return {**out, "error": err.one_line()}
+    return {**axis.as_dict(), **out}
+
+
 def run(cfg: TransferRunConfig, store: Store, zoo_root: str | Path | None = None, *, report: bool = True
         ) -> dict[str, Any]:
     """The study: sweep, runs table (CSV), analysis by :mod:`analysis`, report. Returns the JSON summary."""
@@ -193,12 +262,13 @@ def run(cfg: TransferRunConfig, store: Store, zoo_root: str | Path | None = None
     from transferlab.studies.transfer.sweep_report import write_transfer_report
 
     t0 = time.perf_counter()
-    rows, zb = sweep_rows(cfg, store, zoo_root)
+    rows, zb, brows = sweep_rows(cfg, store, zoo_root)
     trun = store.open_run(TransferStudy.name, cfg)
     trun.start()
     csv = write_runs_csv(rows, trun.path / "runs.csv")
     fit_cfg = TransferFitConfig(
-        file=str(csv), bootstrap=cfg.bootstrap, seed=cfg.seed, fix=cfg.fix, num_threads=cfg.pretrain.num_threads
+        file=str(csv), bootstrap=cfg.bootstrap, seed=cfg.seed, fix=cfg.fix, num_threads=cfg.pretrain.num_threads,
+        interval=cfg.interval,
     )
     s = [r for r in rows if r["kind"] == "scratch"]
     f = [r for r in rows if r["kind"] == "finetune"]
@@ -232,6 +302,7 @@ def run(cfg: TransferRunConfig, store: Store, zoo_root: str | Path | None = None
         ],
         "ossified_observed": [o for o in oss if o["ossified"]],
         "analysis_error": error,
+        "protocol": protocol_summary(cfg),
     }
     if result is not None:
         fit = result.summary
@@ -241,7 +312,9 @@ def run(cfg: TransferRunConfig, store: Store, zoo_root: str | Path | None = None
         summary.update({"k": fit["k"], "k_ci": fit["k_ci"], "names": fit["names"]})
         # how many bootstrap resamples the intervals rest on: a resample whose scratch law or transfer fit fails
         # is dropped, so the intervals are only as good as this count (issue 26)
-        summary["bootstrap"] = {"resamples": result.analysis.n_boot, "fitted": fit["ols"].get("n_bootstrap_ok")}
+        summary["bootstrap"] = {"method": result.analysis.interval, "resamples": result.analysis.n_boot,
+                                "fitted": fit["ols"].get("n_bootstrap_ok"),
+                                "fitted_robust": fit["robust"].get("n_bootstrap_ok")}
         summary["D_T"] = [{"N": int(r.N), "D_F": int(r.D_F), "D_T": float(r.D_T)}
                           for r in result.analysis.rows if r.used]
         summary["anchors"] = {"hernandez2021_text_to_python": {"alpha": 0.18, "beta": 0.38}}
@@ -257,6 +330,9 @@ def run(cfg: TransferRunConfig, store: Store, zoo_root: str | Path | None = None
         summary["ossified_rows"] = fit["ossified_rows"]
         summary["rows"] = fit["rows"]
         summary["warnings"] = fit["warnings"]
+    if cfg.budget_size is not None:
+        summary["budget_axis"] = budget_axis_summary(cfg, brows, result, trun.path / "budget_axis.csv")
+        summary.setdefault("warnings", []).extend(summary["budget_axis"].get("warnings", []))
     summary["wall_seconds"] = time.perf_counter() - t0
     summary["run_id"] = trun.id
     summary["report"] = (str(write_transfer_report(cfg, rows, result, error, oss, zb, store, trun.report_path,

@@ -61,6 +61,13 @@ def write_transfer_report(
         page = Page("Effective data transferred", source)
         page.text(f"The transfer analysis could not be made: {error}", cls="flag")
     page.heading("The sweep")
+    proto = summary.get("protocol", {})
+    if proto:
+        page.text(
+            f"Protocol: {proto['name']}: {proto['note']}. Pretraining tokens per size: "
+            + ", ".join(f"{s} {t:,} ({proto['tokens_per_param'][s]:.3g} per parameter)"
+                        for s, t in proto["pretrain_tokens"].items()) + "."
+        )
     page.text(
         f"Pretraining: sizes {', '.join(cfg.sizes)} on '{cfg.pretrain_corpus}' for "
         + (f"{cfg.pretrain_tokens:,} tokens each" if cfg.pretrain_tokens else
@@ -84,9 +91,12 @@ def write_transfer_report(
             + f". Fitted N exponent beta = {summary['beta']['value']:.3g} {_ci(summary['beta'])} (textbook alpha); "
             f"D_F exponent alpha = {summary['alpha']['value']:.3g} {_ci(summary['alpha'])} (textbook beta); "
             + (f"the intervals rest on {summary['bootstrap']['fitted']} of {summary['bootstrap']['resamples']} "
-               "bootstrap resamples (the others could not be fitted). " if summary.get("bootstrap") else "")
+               f"{summary['bootstrap']['method']} bootstrap resamples (the others could not be fitted). "
+               if summary.get("bootstrap") else "")
             + "Hernandez et al. (text->python): alpha 0.18, beta 0.38."
         )
+    if "budget_axis" in summary:
+        _budget_section(page, summary["budget_axis"])
     page.heading("Ossification (observed)")
     flagged = [o for o in oss if o["ossified"]]
     page.text(
@@ -114,3 +124,55 @@ def write_transfer_report(
     page.heading("Runs")
     page.table(rows)
     return page.write(path)
+
+
+def _budget_section(page: Page, b: dict[str, Any]) -> None:
+    """The third axis: D_T of one size against its pretraining budget, the power law and Barnett's form."""
+    page.heading(f"The pretraining budget at fixed N ({b['size']}, N = {b['N']:,})")
+    if "error" in b:
+        page.text(f"The budget axis could not be fitted: {b['error']}", cls="flag")
+        return
+    pw, bn, cmp_ = b.get("power_law", {}), b.get("barnett", {}), b.get("comparison", {})
+    parts = []
+    if "gamma" in pw:
+        bs = pw.get("bootstrap", {})
+        ci = pw.get("gamma_ci", [float("nan")] * 2)
+        parts.append(f"Power law {pw['form']}: gamma = {pw['gamma']:.3g} [{ci[0]:.3g}, {ci[1]:.3g}] "
+                     f"({bs.get('fitted', 0)} of {bs.get('resamples', 0)} residual-bootstrap resamples fitted), "
+                     f"over {pw['n_rows']} runs.")
+    elif "error" in pw:
+        parts.append(f"Power law: {pw['error']}.")
+    if "G" in bn:
+        bs = bn.get("bootstrap", {})
+        ci = bn.get("G_ci", [float("nan")] * 2)
+        parts.append(f"{bn['reference']}; E held at {bn['E']:.4g} ({bn['E_held_at']}): A = {bn['A']:.3g}, "
+                     f"a = {bn['a']:.3g}, G = {bn['G']:.3g} [{ci[0]:.3g}, {ci[1]:.3g}], b = {bn['b']:.3g}; "
+                     f"the gap is {bn['gap_share']:.0%} of the fine-tuning-data term at the largest budget "
+                     f"({bs.get('fitted', 0)} of {bs.get('resamples', 0)} resamples fitted).")
+    elif "error" in bn:
+        parts.append(f"Barnett's form: {bn['error']}.")
+    if "closer" in cmp_:
+        parts.append(f"RMS of log D_T residuals: power law {cmp_['power_law_rms_log_D_T']:.3g}, Barnett "
+                     f"{cmp_['barnett_rms_log_D_T']:.3g}.")
+    page.text(" ".join(parts))
+    rows = b.get("rows", [])
+    fig = go.Figure()
+    dfs = sorted({r["D_F"] for r in rows})
+    for j, f in enumerate(dfs):
+        pts = [r for r in rows if r["D_F"] == f and r["used"]]
+        fig.add_trace(go.Scatter(x=[r["P"] for r in pts], y=[r["D_T"] for r in pts], mode="markers",
+                                 name=f"D_F={f:,.0f}", marker=dict(color=PALETTE[j % len(PALETTE)], size=9)))
+        for c in cmp_.get("curves", []):
+            if c["D_F"] != f:
+                continue
+            for key, dash, label in (("power_law", "dash", "power law"), ("barnett", "dot", "Barnett")):
+                if key in c:
+                    fig.add_trace(go.Scatter(x=c["P"], y=c[key], mode="lines", name=f"{label}, D_F={f:,.0f}",
+                                             line=dict(color=PALETTE[j % len(PALETTE)], dash=dash)))
+    fig.update_layout(xaxis=dict(type="log", title="pretraining tokens P"),
+                      yaxis=dict(type="log", title="effective data transferred D_T (tokens)"), height=420)
+    page.figure(fig, "D_T of the budget axis's fine-tuning runs against their pretraining budget, with the fitted "
+                     "power law (dashed) and the D_T that Barnett's fitted form implies through the scratch law "
+                     "(dotted; it levels off where the transfer gap G dominates), to 4x the largest budget. Runs "
+                     "with no positive D_T are not drawn.")
+    page.table([{k: r[k] for k in ("P", "D_F", "loss", "D_T", "used")} for r in rows])

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator, model_validator
 
 from transferlab.core.config import PresetRegistry, StudyConfig
@@ -23,8 +25,12 @@ class TransferRunConfig(StudyConfig):
                              description="zoo sizes (model sizes N) every D and D_F is run at: xxs, xs, s, m, l, xl")
     pretrain_corpus: str = Field("prose", description="the source corpus the zoo pretrains on")
     target_corpus: str = Field("code", description="the target corpus of the scratch and fine-tuning runs")
-    pretrain_tokens_per_param: float | None = Field(20.0, gt=0, description="pretraining tokens per parameter")
-    pretrain_tokens: int | None = Field(None, ge=1, description="a fixed pretraining budget instead")
+    pretrain_tokens_per_param: float | None = Field(
+        20.0, gt=0, description="pretraining tokens per non-embedding parameter: a budget that grows with N "
+                                "(null: pretrain_tokens)")
+    pretrain_tokens: int | None = Field(
+        None, ge=1, description="a fixed pretraining budget in tokens, the same text for every size (Hernandez et "
+                                "al.'s protocol; set pretrain_tokens_per_param to null)")
     scratch_D: list[int] = Field(default_factory=lambda: [4_000, 16_000, 64_000, 256_000],
                                  description="target pool sizes of the from-scratch runs (tokens)")
     finetune_D: list[int] = Field(default_factory=lambda: [4_000, 16_000, 64_000],
@@ -44,6 +50,17 @@ class TransferRunConfig(StudyConfig):
     max_steps: int = Field(600, ge=1, description="most steps of a target run")
     patience: int = Field(3, ge=0, description="early stopping: evaluations without a better val loss")
     bootstrap: int = Field(200, ge=0, description="bootstrap resamples of the transfer fit")
+    interval: Literal["residual", "pairs"] = Field(
+        "residual", description="bootstrap method of the intervals: residual (new losses simulated from the fitted "
+                                "laws with resampled residuals; every resample keeps every size and D) or pairs "
+                                "(resample the runs; most resamples lose a size and cannot be fitted)")
+    budget_size: str | None = Field(
+        None, description="the third axis: the zoo size (one of sizes) pretrained at every budget_tokens and "
+                          "fine-tuned at every finetune_D (null: no budget axis)")
+    budget_tokens: list[int] = Field(
+        default_factory=list, description="pretraining budgets (tokens, at least 3) of the budget axis; D_T's "
+                                          "dependence on them is fitted as a power law and by Barnett's "
+                                          "transfer-gap form")
     fix: dict[str, float] = Field(default_factory=dict, description="scratch-law parameters held fixed")
     seed: int = Field(0, ge=0, description="seed of the fits' bootstrap")
     workers: int = Field(
@@ -54,6 +71,13 @@ class TransferRunConfig(StudyConfig):
     @classmethod
     def _v_sizes(cls, v: list[str] | str) -> list[str]:
         return _sizes(v)
+
+    @field_validator("budget_tokens")
+    @classmethod
+    def _budgets(cls, v: list[int]) -> list[int]:
+        if any(x <= 0 for x in v):
+            raise ValueError("pretraining budgets must be positive token counts")
+        return sorted(set(v))
 
     @field_validator("scratch_D", "finetune_D")
     @classmethod
@@ -72,17 +96,37 @@ class TransferRunConfig(StudyConfig):
             )
         if self.pretrain.seq_len != self.target.seq_len:
             raise ValueError("pretrain.seq_len and target.seq_len must be equal (the models' context)")
+        if (self.budget_size is None) != (not self.budget_tokens):
+            raise ValueError("set budget_size and budget_tokens together (the budget axis), or neither")
+        if self.budget_size is not None:
+            if self.budget_size not in self.sizes:
+                raise ValueError(f"budget_size {self.budget_size!r} must be one of sizes {self.sizes} (its scratch "
+                                 "runs give D_T)")
+            if len(self.budget_tokens) < 3:
+                raise ValueError(f"budget_tokens needs at least 3 budgets to fit D_T against them, got "
+                                 f"{self.budget_tokens}")
+            if min(self.budget_tokens) < self.pretrain.seq_len + 1:
+                raise ValueError(f"every budget must hold one window of pretrain.seq_len + 1 = "
+                                 f"{self.pretrain.seq_len + 1} tokens")
         return self
+
+    @property
+    def protocol(self) -> str:
+        """``fixed-budget``: every size pretrained on the same tokens (Hernandez et al.); ``tokens-per-param``:
+        a budget that grows with N (Chinchilla's 20 tokens per parameter in ``full`` and ``quick``)."""
+        return "fixed-budget" if self.pretrain_tokens is not None else "tokens-per-param"
 
     def steps_for(self, D: int) -> int:
         """At most ``max_epochs`` passes over D, clamped to [min_steps, max_steps]."""
         raw = -int(-self.max_epochs * D // (self.target.batch_size * self.target.seq_len))
         return min(self.max_steps, max(self.min_steps, raw))
 
-    def zoo(self, sizes: list[str] | None = None) -> ZooConfig:
-        """The zoo build of the sweep (of ``sizes`` only, when given)."""
+    def zoo(self, sizes: list[str] | None = None, tokens: int | None = None) -> ZooConfig:
+        """The zoo build of the sweep (of ``sizes`` only, when given; at a fixed budget of ``tokens``, when
+        given: the budget axis)."""
         return ZooConfig(
-            sizes=sizes or self.sizes, tokens_per_param=self.pretrain_tokens_per_param, tokens=self.pretrain_tokens,
+            sizes=sizes or self.sizes, tokens_per_param=None if tokens is not None else self.pretrain_tokens_per_param,
+            tokens=tokens if tokens is not None else self.pretrain_tokens,
             corpus=self.pretrain_corpus, vocab_size=self.vocab_size,
             # the zoo build's order (prose, code), so a zoo built by `transferlab zoo build` is reused
             tokenizer_corpora=[c for c in ("prose", "code") if c in {self.pretrain_corpus, self.target_corpus}]
@@ -96,15 +140,29 @@ PRESETS = PresetRegistry()
 PRESETS.add(
     "full",
     "5 sizes (xxs..l: 13k..804k non-embedding params, 60x) pretrained to 20 tokens/param on prose, then 4 scratch D "
-    "x 3 D_F on code with early stopping (Hernandez et al.'s protocol); one process per core",
+    "x 3 D_F on code with early stopping (Hernandez et al.'s fine-tuning protocol, but a pretraining budget that grows "
+    "with N, unlike theirs: see fixed-pretrain); one process per core",
     sizes=["xxs", "xs", "s", "m", "l"], bootstrap=1000, workers=0,
 )
 PRESETS.add(
     "quick",
     "3 sizes (xs, s, m: 6x) pretrained to 20 tokens/param on prose with a 2,048-token BPE, 4 scratch D x 2 D_F "
     "(4k, 16k) on code, at most 400 steps a run, one process per core: <= 15 min on 2 cores from an empty store "
-    "(the smaller sizes ossify at D_F = 64k in `full`, so quick stops at 16k)",
+    "(the smaller sizes ossify at D_F = 64k in `full`, so quick stops at 16k); the budget grows with N, so beta mixes "
+    "model size and pretraining data (fixed-pretrain holds the budget fixed)",
     sizes=["xs", "s", "m"], finetune_D=[4_000, 16_000], vocab_size=2048, max_steps=400, bootstrap=200, workers=0,
+)
+PRESETS.add(
+    "fixed-pretrain",
+    "Hernandez et al.'s protocol: quick's 3 sizes (xs, s, m), grid and runs, but every size pretrained on the same "
+    "3,019,520 tokens of prose (s's 20 tokens/param, so 54 / 20 / 9 tokens per parameter for xs / s / m) instead of "
+    "a budget that grows with N; plus the budget axis: s pretrained to 2.5, 5, 10 and 20 tokens/param (377k..3.0M "
+    "tokens) and fine-tuned at each D_F. Shares quick's scratch runs and s model. Departs from the paper: its "
+    "pretraining was large for every size, here m sees fewer tokens than its Chinchilla budget. ~14 min on one core from an empty store (its runs' times, "
+    "docs/RESULTS.md), ~6 min after quick",
+    sizes=["xs", "s", "m"], finetune_D=[4_000, 16_000], vocab_size=2048, max_steps=400, bootstrap=200, workers=0,
+    pretrain_tokens_per_param=None, pretrain_tokens=3_019_520,
+    budget_size="s", budget_tokens=[377_440, 754_880, 1_509_760, 3_019_520],
 )
 PRESETS.add(
     "mini",
