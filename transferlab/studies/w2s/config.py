@@ -31,6 +31,8 @@ def loss_param_names(name: str) -> set[str]:
 
 FEATURES_STUDY = "w2s-features"  # the store's folder for cached features (runs the study makes for itself)
 BASELINE_STUDY = "w2s-baseline"  # ... and for the cached floor and ceiling
+ICL_MODEL_STUDY = "w2s-icl-model"  # ... and for the in-context model of the icl-concepts miniature
+ICL_TASK = "icl-concepts"  # the miniature of Somerstep et al.'s setting (studies/w2s/icl.py)
 
 
 class W2SConfig(StudyConfig):
@@ -94,6 +96,36 @@ class W2SConfig(StudyConfig):
         "(the keys are its constructor's arguments; default: each loss's defaults)")
     knn_k: int = Field(10, ge=1, description="knn-refine: neighbours in the strong features whose weak labels are "
                        "averaged")
+    # ICL refinement (Somerstep et al., arXiv:2405.16236): the icl-refine label method, and the icl-concepts
+    # miniature of the paper's setting (studies/w2s/icl.py). Every key of this group starts with icl_.
+    icl_k: int = Field(8, ge=1, le=64, description="icl-refine: weakly labelled demonstrations in each prompt "
+                       "(the refinement batch size)")
+    icl_template: str = Field("{text}\nLabel: {label}\n\n", description="icl-refine on text tasks: how one "
+                              "demonstration is written, with {text} and {label} (its label word) once each; the "
+                              "query is the template cut before {label}")
+    icl_label_words: list[str] | None = Field(None, description="icl-refine on text tasks: one word per class, in "
+                                              "class order, whose next-token probabilities are the label (default: "
+                                              "the class names); their first tokens must differ")
+    icl_read: Literal["sample", "probs"] = Field("sample", description="icl-refine: the refined label is a label "
+                                                 "sampled from the next-token probabilities over the label words "
+                                                 "(sample, as the paper does) or those probabilities (probs)")
+    icl_ks: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32], description="icl-concepts: the "
+                              "refinement batch sizes swept (the misalignment of the refined labels and a student "
+                              "at each)")
+    icl_bits: int = Field(6, ge=2, le=8, description="icl-concepts: boolean features of an input (2^bits inputs, "
+                          "each one token)")
+    icl_noise: float = Field(0.1, gt=0, lt=0.5, description="icl-concepts: label noise of the concept prior's "
+                             "likelihood (pretraining labels flip with this probability)")
+    icl_weak_error: float = Field(0.25, gt=0, lt=0.5, description="icl-concepts: fraction of the inputs the biased "
+                                  "weak labeller gets wrong (a fixed set per seed: a bias, not noise)")
+    icl_pretrain_steps: int = Field(3000, ge=1, description="icl-concepts: steps pretraining the in-context "
+                                    "model on the concept prior (trained once, cached in the store)")
+    icl_d_model: int = Field(64, ge=16, description="icl-concepts: width of the in-context model (a Llama decoder, "
+                             "heads of width 16)")
+    icl_layers: int = Field(2, ge=1, description="icl-concepts: layers of the in-context model")
+    icl_ft_steps: int = Field(150, ge=1, description="icl-concepts: steps fine-tuning each student and the "
+                              "ceiling (the in-context model on one-token prompts x -> label)")
+    icl_ft_lr: float = Field(1e-3, gt=0, description="icl-concepts: AdamW learning rate of that fine-tuning")
     # analysis
     min_gap: float = Field(0.01, ge=0, description="refuse the run when the ceiling beats the weak model by less "
                            "than this accuracy (PGR would be undefined); a seed with a smaller gap gets no PGR of "
@@ -169,6 +201,56 @@ class W2SConfig(StudyConfig):
         if len(set(v)) != len(v):
             raise ValueError("a label method is listed twice")
         return v
+
+    @field_validator("icl_ks", "icl_label_words", mode="before")
+    @classmethod
+    def _split_commas_icl(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [s.strip() for s in v.split(",") if s.strip()]
+        return v
+
+    @field_validator("icl_template")
+    @classmethod
+    def _icl_template(cls, v: str) -> str:
+        from transferlab.studies.w2s.icl_refine import check_template
+
+        problem = check_template(v)
+        if problem:
+            raise ValueError(f"the template {problem}; e.g. '{{text}}\\nLabel: {{label}}\\n\\n'")
+        return v
+
+    @field_validator("icl_ks")
+    @classmethod
+    def _icl_ks(cls, v: list[int]) -> list[int]:
+        if not v or any(k < 1 or k > 64 for k in v) or len(set(v)) != len(v):
+            raise ValueError("give distinct batch sizes between 1 and 64, e.g. 1,2,4,8,16,32")
+        return sorted(v)
+
+    @field_validator("icl_label_words")
+    @classmethod
+    def _icl_words(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (len(v) < 2 or len(set(v)) != len(v) or any(not w.strip() for w in v)):
+            raise ValueError("give at least two distinct, non-empty label words, one per class, e.g. no,yes")
+        return v
+
+    @model_validator(mode="after")
+    def _icl_setting(self) -> W2SConfig:
+        if self.task == ICL_TASK:
+            extra = [m for m in self.methods if m not in ("xent", "icl-refine")]
+            if extra:
+                raise ValueError(f"task {ICL_TASK} trains xent (naive) and icl-refine students only, not "
+                                 f"{', '.join(extra)}; set losses=[xent] label_methods=[icl-refine]")
+            too_long = [k for k in {*self.icl_ks, self.icl_k} if k > 39]
+            if too_long:
+                raise ValueError(f"task {ICL_TASK}'s in-context model reads at most 39 demonstrations, not "
+                                 f"{max(too_long)}; keep icl_k and icl_ks <= 39")
+            if self.backend != "heads" or uses_model_names(self):
+                raise ValueError(f"task {ICL_TASK} trains its own in-context model: leave backend, weak_model and "
+                                 "strong_model unset")
+        elif "icl-refine" in self.label_methods and not self.strong_model:
+            raise ValueError("icl-refine needs a causal LM to prompt: set strong_model=zoo:<size> or a local "
+                             f"Hugging Face folder (or use task={ICL_TASK}, the miniature)")
+        return self
 
     @property
     def methods(self) -> list[str]:
@@ -274,3 +356,14 @@ PRESETS.add(
     label_methods=["knn-refine", "bootstrap"],
     seeds=5,
 )
+PRESETS.add(
+    "icl-refine",
+    "Somerstep et al.'s refinement by in-context learning, in miniature (task icl-concepts): a small Llama decoder "
+    "pretrained on (x, c(x)) sequences from a prior over 42 sparse-parity concepts (trained once, cached in the "
+    "store), a biased weak labeller (25% of inputs wrong, always the same), naive fine-tuning on its labels vs "
+    "fine-tuning on labels refined from k = 1..32 weakly labelled demonstrations, 5 seeds. Departs from the paper: "
+    "boolean concepts and one-token inputs instead of language and LLMs, a student that is the in-context model "
+    "fine-tuned on one-token prompts, and an empirical exponential fit instead of the paper's bound",
+    task=ICL_TASK, losses=["xent"], label_methods=["icl-refine"], seeds=5,
+)
+

@@ -21,7 +21,7 @@ from transferlab.core.devices import torch_threads
 from transferlab.metrics import auroc, check_gap, ece
 from transferlab.store.run import Run, Store
 from transferlab.studies.w2s.analysis import mean_curve, paired_tests, summarize_method
-from transferlab.studies.w2s.config import BASELINE_STUDY, W2SConfig, refuse_gold
+from transferlab.studies.w2s.config import BASELINE_STUDY, ICL_TASK, W2SConfig, refuse_gold
 from transferlab.studies.w2s.protocol import Baseline, Splits, Trainer, make_splits, split_sizes
 from transferlab.studies.w2s.study import W2SStudy
 from transferlab.studies.w2s.tasks import build_data
@@ -32,7 +32,8 @@ BASELINE_FILE = "baseline.safetensors"
 # The floor and ceiling are keyed on every other field of W2SConfig, so a field added later enters their key unless
 # it is listed here (a wrong guess recomputes a baseline; it never reuses a stale one). tests/test_w2s_study.py and
 # tests/test_w2s_finetune.py run the baseline code of both trainers and check that it reads none of these.
-STUDENT_FIELDS = frozenset({"losses", "label_methods", "student_early_stop", "loss_params", "knn_k", "min_gap"})
+STUDENT_FIELDS = frozenset({"losses", "label_methods", "student_early_stop", "loss_params", "knn_k", "min_gap",
+                            "icl_k", "icl_template", "icl_label_words", "icl_read", "icl_ks"})
 
 
 class BaselineConfig(StudyConfig):
@@ -49,6 +50,10 @@ def make_config(**values: Any) -> W2SConfig:
 def make_trainer(cfg: W2SConfig, store: Store | None) -> tuple[W2SConfig, Trainer]:
     """The trainer strategy of ``cfg.backend``, with the config it runs under (model references resolved to
     the weights they name, so a run keys on them). Everything a trainer refuses is refused here."""
+    if cfg.task == ICL_TASK:  # the miniature of Somerstep et al.: its own in-context model and data
+        from transferlab.studies.w2s.icl_trainer import ICLConceptTrainer
+
+        return cfg, ICLConceptTrainer(cfg, store)
     if cfg.backend == "finetune":
         from transferlab.studies.w2s.finetune import FinetuneTrainer, check_finetune
 
