@@ -202,3 +202,16 @@ def test_icl_concepts_run_carries_the_refinement_contract_and_reuses_its_model(s
     s2 = run(make_config(**{**base, "icl_ks": [2, 4], "icl_read": "probs"}), store, write_report=False)
     assert s2["icl_model"]["reused"] is True and s2["timing_s"]["baseline_reused"] is True
     assert len(store.index.rows(study="w2s-icl-model")) == 1
+
+
+def test_the_icl_baseline_reads_no_student_field():
+    """The floor and ceiling of icl-concepts are keyed without the refinement's own settings (k, template, label
+    words, reading): the baseline code must not read them."""
+    from tests.test_w2s_study import baseline_reads
+    from transferlab.studies.w2s.run import STUDENT_FIELDS
+
+    cfg = make_config(task="icl-concepts", losses=["xent"], label_methods=["icl-refine"], seeds=1, n_examples=200,
+                      icl_bits=3, icl_d_model=32, icl_layers=1, icl_pretrain_steps=5, icl_ft_steps=5)
+    reads = baseline_reads(cfg)
+    assert {"icl_pretrain_steps", "icl_weak_error", "icl_ft_steps", "seed"} <= reads
+    assert reads & STUDENT_FIELDS == set()

@@ -116,9 +116,9 @@ class W2SConfig(StudyConfig):
                           "each one token)")
     icl_noise: float = Field(0.1, gt=0, lt=0.5, description="icl-concepts: label noise of the concept prior's "
                              "likelihood (pretraining labels flip with this probability)")
-    icl_weak_error: float = Field(0.25, gt=0, lt=0.5, description="icl-concepts: fraction of the inputs the biased "
+    icl_weak_error: float = Field(0.2, gt=0, lt=0.5, description="icl-concepts: fraction of the inputs the biased "
                                   "weak labeller gets wrong (a fixed set per seed: a bias, not noise)")
-    icl_pretrain_steps: int = Field(3000, ge=1, description="icl-concepts: steps pretraining the in-context "
+    icl_pretrain_steps: int = Field(2000, ge=1, description="icl-concepts: steps pretraining the in-context "
                                     "model on the concept prior (trained once, cached in the store)")
     icl_d_model: int = Field(64, ge=16, description="icl-concepts: width of the in-context model (a Llama decoder, "
                              "heads of width 16)")
@@ -360,7 +360,7 @@ PRESETS.add(
     "icl-refine",
     "Somerstep et al.'s refinement by in-context learning, in miniature (task icl-concepts): a small Llama decoder "
     "pretrained on (x, c(x)) sequences from a prior over 42 sparse-parity concepts (trained once, cached in the "
-    "store), a biased weak labeller (25% of inputs wrong, always the same), naive fine-tuning on its labels vs "
+    "store), a biased weak labeller (20% of inputs wrong, always the same), naive fine-tuning on its labels vs "
     "fine-tuning on labels refined from k = 1..32 weakly labelled demonstrations, 5 seeds. Departs from the paper: "
     "boolean concepts and one-token inputs instead of language and LLMs, a student that is the in-context model "
     "fine-tuned on one-token prompts, and an empirical exponential fit instead of the paper's bound",

@@ -11,7 +11,7 @@ from rich.markup import escape
 from transferlab.store import Store
 from transferlab.store.run import Run
 from transferlab.studies.base import Line, RunOptions, Study, StudyResult
-from transferlab.studies.w2s.config import BASELINE_STUDY, FEATURES_STUDY, ICL_MODEL_STUDY, PRESETS, W2SConfig
+from transferlab.studies.w2s.config import BASELINE_STUDY, FEATURES_STUDY, ICL_MODEL_STUDY, ICL_TASK, PRESETS, W2SConfig
 from transferlab.studies.w2s.losses import LOSSES
 
 CONTRACT_KEYS = ("weak_acc", "ceiling_acc", "student_acc", "pgr")
@@ -84,6 +84,8 @@ class W2SStudy(Study[W2SConfig, RunOptions]):
         tasks = list_tasks()
         return {"tasks": tasks}, [
             *(f"{t['name']:<24} {t['kind']:<10} {t['description']}" for t in tasks),
+            f"{ICL_TASK:<24} {'miniature':<10} Somerstep et al.'s setting: boolean concepts, an in-context model "
+            "pretrained on their prior, a biased weak labeller (w2s --preset icl-refine)",
             "(or a .csv/.jsonl file with a label column and text or features, or hf:PATH[:TEXT:LABEL] for a "
             "Hugging Face dataset saved on disk: sciq, boolq, anthropic_hh shapes or named columns)"]
 
