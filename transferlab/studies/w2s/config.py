@@ -112,8 +112,8 @@ class W2SConfig(StudyConfig):
     icl_ks: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32], description="icl-concepts: the "
                               "refinement batch sizes swept (the misalignment of the refined labels and a student "
                               "at each)")
-    icl_bits: int = Field(6, ge=2, le=8, description="icl-concepts: boolean features of an input (2^bits inputs, "
-                          "each one token)")
+    icl_bits: int = Field(6, ge=2, le=8, description="icl-concepts: boolean features of an input (2^bits inputs; "
+                          "a labelled example x -> y is one token)")
     icl_noise: float = Field(0.1, gt=0, lt=0.5, description="icl-concepts: label noise of the concept prior's "
                              "likelihood (pretraining labels flip with this probability)")
     icl_weak_error: float = Field(0.2, gt=0, lt=0.5, description="icl-concepts: fraction of the inputs the biased "
@@ -124,7 +124,7 @@ class W2SConfig(StudyConfig):
                              "heads of width 16)")
     icl_layers: int = Field(2, ge=1, description="icl-concepts: layers of the in-context model")
     icl_ft_steps: int = Field(150, ge=1, description="icl-concepts: steps fine-tuning each student and the "
-                              "ceiling (the in-context model on one-token prompts x -> label)")
+                              "ceiling (the in-context model taught to answer with no demonstrations)")
     icl_ft_lr: float = Field(1e-3, gt=0, description="icl-concepts: AdamW learning rate of that fine-tuning")
     # analysis
     min_gap: float = Field(0.01, ge=0, description="refuse the run when the ceiling beats the weak model by less "
@@ -361,9 +361,11 @@ PRESETS.add(
     "Somerstep et al.'s refinement by in-context learning, in miniature (task icl-concepts): a small Llama decoder "
     "pretrained on (x, c(x)) sequences from a prior over 42 sparse-parity concepts (trained once, cached in the "
     "store), a biased weak labeller (20% of inputs wrong, always the same), naive fine-tuning on its labels vs "
-    "fine-tuning on labels refined from k = 1..32 weakly labelled demonstrations, 5 seeds. Departs from the paper: "
-    "boolean concepts and one-token inputs instead of language and LLMs, a student that is the in-context model "
-    "fine-tuned on one-token prompts, and an empirical exponential fit instead of the paper's bound",
-    task=ICL_TASK, losses=["xent"], label_methods=["icl-refine"], seeds=5,
+    "fine-tuning on labels refined from k = 1..32 weakly labelled demonstrations (the icl-refine student: k = 32), "
+    "5 seeds. Departs from the paper: "
+    "boolean concepts with one token per labelled example instead of language and LLMs, a student that is the "
+    "in-context model fine-tuned to answer without demonstrations (it can memorize the 64 inputs), and an "
+    "empirical exponential fit instead of the paper's bound",
+    task=ICL_TASK, losses=["xent"], label_methods=["icl-refine"], icl_k=32, seeds=5,
 )
 

@@ -120,7 +120,7 @@ def icl_refined_labels(cfg: W2SConfig, store: Store | None, data: Classification
     """(S, n, K) labels for the icl-refine students: the weak labels, with every transfer and val example
     relabelled by the strong causal LM from ``icl_k`` weakly labelled transfer examples in its prompt."""
     from transferlab.core.errors import ConfigError
-    from transferlab.studies.w2s.icl_refine import refine_texts, sample_labels
+    from transferlab.studies.w2s.icl_refine import load_lm, refine_texts, sample_labels
     from transferlab.studies.w2s.zoo_features import resolve_model, zoo_root
 
     assert data.texts is not None and cfg.strong_model is not None
@@ -129,12 +129,13 @@ def icl_refined_labels(cfg: W2SConfig, store: Store | None, data: Classification
         raise ConfigError(f"icl_label_words has {len(words)} words but the task has {data.n_classes} classes "
                           f"({', '.join(data.classes)})", where="icl_label_words", fix="give one word per class, "
                           "in class order")
-    path = resolve_model(cfg.strong_model, zoo_root(cfg, store), cfg.zoo_corpus, role="strong").path
+    lm = load_lm(resolve_model(cfg.strong_model, zoo_root(cfg, store), cfg.zoo_corpus, role="strong").path,
+                 cfg.device)
     out = weak_all.clone()
     for s, sp in enumerate(splits):
         queries = torch.cat([sp.transfer, sp.val])
         seed = cfg.seed + s
-        probs = refine_texts(path, data.texts, weak_all[s], queries, sp.transfer, k=cfg.icl_k,
+        probs = refine_texts(lm, data.texts, weak_all[s], queries, sp.transfer, k=cfg.icl_k,
                              template=cfg.icl_template, words=words, seed=seed, max_length=cfg.max_length,
                              device=cfg.device)
         if cfg.icl_read == "sample":

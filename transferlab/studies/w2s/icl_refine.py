@@ -128,18 +128,24 @@ def next_token_label_probs(model: Any, tok: Any, prompts: list[str], label_ids: 
     return out
 
 
-def refine_texts(model_path: str | Path, texts: list[str], weak: torch.Tensor, queries: torch.Tensor,
-                 pool: torch.Tensor, *, k: int, template: str, words: list[str], seed: int, max_length: int,
-                 device: str = "cpu") -> torch.Tensor:
-    """ICL refinement of ``queries`` (indices into ``texts``) by the causal LM at ``model_path``: k demonstrations
-    from ``pool`` with their weak labels (the argmax of ``weak``'s rows) in each prompt. (len(queries), K)
-    probabilities over the label words."""
+def load_lm(model_path: str | Path, device: str = "cpu") -> tuple[Any, Any, str]:
+    """(model, tokenizer, device) of a local causal LM (a zoo model's folder or the user's)."""
     from transferlab.core.devices import resolve_device
-    from transferlab.models.hf_causal import context_length, load_causal_lm, load_tokenizer
+    from transferlab.models.hf_causal import load_causal_lm, load_tokenizer
 
     dev = resolve_device(device, where="device")
-    model = load_causal_lm(model_path).to(dev)
-    tok = load_tokenizer(model_path, role="strong")
+    return load_causal_lm(model_path).to(dev), load_tokenizer(model_path, role="strong"), str(dev)
+
+
+def refine_texts(model_path: str | Path | tuple[Any, Any, str], texts: list[str], weak: torch.Tensor,
+                 queries: torch.Tensor, pool: torch.Tensor, *, k: int, template: str, words: list[str], seed: int,
+                 max_length: int, device: str = "cpu") -> torch.Tensor:
+    """ICL refinement of ``queries`` (indices into ``texts``) by the causal LM at ``model_path`` (or an already
+    loaded ``(model, tokenizer, device)``): k demonstrations from ``pool`` with their weak labels (the argmax of
+    ``weak``'s rows) in each prompt. (len(queries), K) probabilities over the label words."""
+    from transferlab.models.hf_causal import context_length
+
+    model, tok, dev = model_path if isinstance(model_path, tuple) else load_lm(model_path, device)
     label_ids = label_token_ids(tok, template, words)
     hard = weak.argmax(-1)
     demos = pick_demos(queries, pool, k, torch.Generator().manual_seed(seed))
@@ -148,4 +154,4 @@ def refine_texts(model_path: str | Path, texts: list[str], weak: torch.Tensor, q
     ctx = context_length(model)
     per_text = max_length * (k + 1) + 8 * (k + 1)  # text tokens plus the template's own per example
     limit = min(ctx, per_text) if ctx else per_text
-    return next_token_label_probs(model, tok, prompts, label_ids, max_length=limit, device=str(dev))
+    return next_token_label_probs(model, tok, prompts, label_ids, max_length=limit, device=dev)

@@ -185,8 +185,9 @@ ICL_KEEPS = (
     "labels; refinement as in the paper: the strong model reads k weakly labelled examples in its prompt and its "
     "next-token probabilities over the label words give the refined label (sampled by default); a student "
     "fine-tuned on the refined labels; misalignment as the total-variation distance to the target concept's label "
-    "distribution, against k. What it drops: language and real LLMs (the concepts are 42 boolean functions, inputs "
-    "are single tokens, the student memorizes a 2^d-row table); the paper's persona, math and explanation tasks "
+    "distribution, against k. What it drops: language and real LLMs (the concepts are 42 boolean functions, a "
+    "labelled example is one token, so the label words of an input x are its two tokens x -> 0 and x -> 1, and the "
+    "student can memorize a 2^d-row table); the paper's persona, math and explanation tasks "
     "and its LLM judges; its theorem's constants (the fitted rate is an empirical decay, not its bound)."
 )
 
@@ -210,12 +211,14 @@ def refinement_figure(summary: dict[str, Any]) -> go.Figure:
         fig.add_trace(go.Scatter(x=grid, y=[fit["amplitude"] * math.exp(-fit["decay_rate"] * k) for k in grid],
                                  mode="lines", line={"dash": "dash"},
                                  name=f"fit A·exp(-r k): r = {fit['decay_rate']:.3f}, R² = {fit['r2']:.3f}"))
-    for key, label, dash in (("naive_misalignment", "naive fine-tuning on weak labels", "dot"),
+    for key, label, dash in (("naive_misalignment", "student of naive fine-tuning on weak labels", "dot"),
                              ("weak_misalignment", "weak labels", "dashdot")):
-        if ref.get(key):
-            fig.add_hline(y=ref[key]["value"], line_dash=dash, annotation_text=label)
-    fig.update_layout(title="Misalignment against the refinement batch size k (mean over seeds, 95% t-interval)",
-                      xaxis={"title": "k (weakly labelled demonstrations in the prompt)", "type": "log"},
+        if ref.get(key):  # a level as a trace (hline annotations land off the line on a log axis)
+            fig.add_trace(go.Scatter(x=[ks[0], ks[-1]], y=[ref[key]["value"]] * 2, mode="lines", name=label,
+                                     line={"dash": dash, "color": "black"}))
+    fig.update_layout(title="Misalignment against the refinement batch size k (mean over seeds, 95% t-interval; "
+                            "an exponential is a straight line here)",
+                      xaxis={"title": "k (weakly labelled demonstrations in the prompt)"},
                       yaxis={"title": "misalignment (TV to the target concept)", "type": "log"}, height=440)
     return fig
 
