@@ -147,13 +147,21 @@ def fit_exponential_decay(ks: list[int] | np.ndarray, values: list[float] | np.n
 
 
 def refinement_summary(ks: list[int], misalignment: dict[int, list[float]], naive: list[float], weak: list[float],
-                       student_misalignment: dict[int, list[float]]) -> dict[str, Any]:
-    """The refinement curve: at each k the refined labels' misalignment (mean over seeds with a 95% t-interval)
-    and the misalignment of the student trained on them; the exponential fit of the mean curve; the naive
-    student's and the weak labels' misalignment. Inputs are per-seed lists."""
+                       student_misalignment: dict[int, list[float]],
+                       bayes: dict[int, list[float]] | None = None) -> dict[str, Any]:
+    """The refinement curve: at each k the refined labels' misalignment (mean over seeds with a 95% t-interval),
+    the misalignment of the student trained on them and (``bayes``) that of the Bayes predictor on the same
+    demonstrations; the exponential fit of the mean curve (and of the Bayes curve); the naive student's and the
+    weak labels' misalignment. Inputs are per-seed lists."""
     rows = [{"k": int(k), "misalignment": _ci(misalignment[k]),
              "misalignment_per_seed": [float(v) for v in misalignment[k]],
              "student_misalignment": _ci(student_misalignment[k])} for k in ks]
+    if bayes:
+        for r in rows:
+            r["bayes_misalignment"] = _ci(bayes[r["k"]])
     fit = fit_exponential_decay(ks, [r["misalignment"]["value"] for r in rows])
-    return {"k": [int(k) for k in ks], "per_k": rows, "decay_rate": fit["decay_rate"], "r2": fit["r2"], "fit": fit,
-            "naive_misalignment": _ci(naive), "weak_misalignment": _ci(weak)}
+    out = {"k": [int(k) for k in ks], "per_k": rows, "decay_rate": fit["decay_rate"], "r2": fit["r2"], "fit": fit,
+           "naive_misalignment": _ci(naive), "weak_misalignment": _ci(weak)}
+    if bayes:
+        out["bayes_fit"] = fit_exponential_decay(ks, [r["bayes_misalignment"]["value"] for r in rows])
+    return out

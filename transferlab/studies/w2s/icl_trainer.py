@@ -26,6 +26,7 @@ from transferlab.studies.w2s.analysis import refinement_summary, summarize_metho
 from transferlab.studies.w2s.config import ICL_MODEL_STUDY, ICL_TASK, W2SConfig
 from transferlab.studies.w2s.icl import (
     ConceptSpec,
+    bayes_label_probs,
     concept_table,
     finetune,
     misalignment,
@@ -33,7 +34,7 @@ from transferlab.studies.w2s.icl import (
     pretrain,
     refine,
 )
-from transferlab.studies.w2s.icl_refine import sample_labels
+from transferlab.studies.w2s.icl_refine import pick_demos, sample_labels
 from transferlab.studies.w2s.protocol import WEAK_SEED_OFFSET, Baseline, Splits, Trainer, onehot, select_rule, student_metrics
 from transferlab.zoo.model import ZooLM, new_lm
 
@@ -166,7 +167,9 @@ class ICLConceptTrainer(Trainer):
         by_k: dict[int, list[dict[str, Any]]] = {k: [] for k in ks}
         mis: dict[int, list[float]] = {k: [] for k in ks}
         student_mis: dict[int, list[float]] = {k: [] for k in ks}
+        bayes: dict[int, list[float]] = {k: [] for k in ks}
         naive_mis, weak_mis = [], []
+        table = concept_table(self.spec.bits)
         for s, sp in enumerate(splits):
             seed = cfg.seed + s
             w = base.weak[s]
@@ -185,9 +188,15 @@ class ICLConceptTrainer(Trainer):
             queries = torch.cat([sp.transfer, sp.val])
             n_tr = len(sp.transfer)
             for k in ks:
-                gen = torch.Generator().manual_seed(seed + REFINE_SEED_OFFSET + 97 * k)
+                gseed = seed + REFINE_SEED_OFFSET + 97 * k
+                gen = torch.Generator().manual_seed(gseed)
                 probs = refine(self.model, self.spec, self.x, hard, queries, sp.transfer, k, gen)
                 mis[k].append(float(misalignment(probs[:n_tr], y[sp.transfer], cfg.icl_noise).mean()))
+                # the Bayes predictor of the prior on the same demonstrations: what the model approximates
+                demos = pick_demos(sp.transfer, sp.transfer, k, torch.Generator().manual_seed(gseed))
+                p1 = bayes_label_probs(table, self.spec, self.x[demos], hard[demos], self.x[sp.transfer])
+                bayes[k].append(float(misalignment(torch.stack([1 - p1, p1], 1), y[sp.transfer],
+                                                   cfg.icl_noise).mean()))
                 labels = sample_labels(probs, gen) if cfg.icl_read == "sample" else probs
                 p, best = self._finetune(sp, labels[:n_tr], labels[n_tr:], seed, select_rule(cfg))
                 row = metrics(p, best)
@@ -196,7 +205,7 @@ class ICLConceptTrainer(Trainer):
                 if k == cfg.icl_k and "icl-refine" in rows:
                     rows["icl-refine"].append(row)
         weak_acc, ceil_acc = base.accuracies(y, splits)
-        summary = refinement_summary(ks, mis, naive_mis, weak_mis, student_mis)
+        summary = refinement_summary(ks, mis, naive_mis, weak_mis, student_mis, bayes)
         for r in summary["per_k"]:
             sm = summarize_method(weak_acc, ceil_acc, by_k[r["k"]], min_gap=cfg.min_gap)
             r["student_acc"], r["pgr"] = sm["student_acc"], sm["pgr"]

@@ -198,7 +198,10 @@ def refinement_figure(summary: dict[str, Any]) -> go.Figure:
     ref = summary["refinement"]
     ks = [r["k"] for r in ref["per_k"]]
     fig = go.Figure()
-    for key, label in (("misalignment", "refined labels"), ("student_misalignment", "student on refined labels")):
+    for key, label in (("misalignment", "refined labels"), ("student_misalignment", "student on refined labels"),
+                       ("bayes_misalignment", "Bayes predictor of the prior (same demonstrations)")):
+        if key not in ref["per_k"][0]:
+            continue
         vals = [_err(r[key]) for r in ref["per_k"]]
         fig.add_trace(go.Scatter(x=ks, y=[v[0] for v in vals], mode="lines+markers", name=label,
                                  error_y={"type": "data", "array": [v[1] for v in vals],
@@ -230,16 +233,21 @@ def refinement_section(page: Page, summary: dict[str, Any]) -> None:
         "misalignment: the total-variation distance between a label distribution and the target concept's "
         "(1 - noise on c*(x)), averaged over examples; the line is the exponential fitted to the mean curve")
     rows = [{"k": r["k"], "misalignment": _fmt(r["misalignment"]),
+             "Bayes misalignment": _fmt(r["bayes_misalignment"]) if "bayes_misalignment" in r else None,
              "student misalignment": _fmt(r["student_misalignment"]), "student_acc": _fmt(r["student_acc"]),
              "pgr": _fmt(r["pgr"])} for r in ref["per_k"]]
     if ref.get("naive_pgr"):
         rows.append({"k": "naive (weak labels)", "misalignment": _fmt(ref["weak_misalignment"]),
+                     "Bayes misalignment": None,
                      "student misalignment": _fmt(ref["naive_misalignment"]),
                      "student_acc": _fmt(summary["losses"]["xent"]["student_acc"]) if "xent" in summary["losses"]
                      else None, "pgr": _fmt(ref["naive_pgr"])})
     page.table(rows)
     info = summary.get("icl_model") or {}
+    bayes = ref.get("bayes_fit") or {}
     page.key_values({"decay rate r (per demonstration)": ref["decay_rate"], "R² (log scale)": ref["r2"],
+                     "Bayes predictor's decay rate (R²)": f"{bayes.get('decay_rate', float('nan')):.4f} "
+                     f"({bayes.get('r2', float('nan')):.4f})",
                      "labels": f"{ref.get('read')} (from the next-token probabilities over the label words)",
                      "in-context model": f"{info.get('concepts')} concepts over {info.get('bits')} bits, "
                      f"{info.get('pretrain_steps')} pretraining steps, "

@@ -179,6 +179,7 @@ def _refinement(summary: dict[str, Any]) -> dict[str, Any]:
         "k": ref["k"],
         "misalignment": [_interval(r["misalignment"]) for r in rows],
         "student_misalignment": [_interval(r["student_misalignment"]) for r in rows],
+        "bayes_misalignment": [_interval(r["bayes_misalignment"]) for r in rows if "bayes_misalignment" in r],
         "student_acc": [_interval(r["student_acc"]) for r in rows],
         "pgr": [_interval(r["pgr"]) for r in rows],
         "decay_rate": ref["decay_rate"],
