@@ -221,3 +221,22 @@ def test_the_icl_baseline_reads_no_student_field():
     reads = baseline_reads(cfg)
     assert {"icl_pretrain_steps", "icl_weak_error", "icl_ft_steps", "seed"} <= reads
     assert reads & STUDENT_FIELDS == set()
+
+
+def test_icl_keys_stay_out_of_earlier_run_ids_and_key_what_they_change():
+    from transferlab.studies.w2s.config import W2SConfig
+    from transferlab.studies.w2s.run import baseline_config
+
+    assert W2SConfig.HASH_WHEN_CHANGED == {k for k in W2SConfig.model_fields if k.startswith("icl_")}
+    default = make_config()
+    assert default.config_hash() == default.model_copy(update={"icl_ks": [1, 2, 4, 8, 16, 32]}).config_hash()
+
+    def keys(**values):
+        cfg = make_config(**values)
+        return cfg.config_hash(), baseline_config(cfg, {"transfer": 1}, []).config_hash()
+
+    run0, base0 = keys()
+    run1, base1 = keys(icl_k=4)  # a student's setting: a new run on the same floor and ceiling
+    run2, base2 = keys(icl_bits=5)  # the miniature's world: a new floor and ceiling
+    assert run1 != run0 and base1 == base0
+    assert run2 != run0 and base2 != base0

@@ -313,6 +313,11 @@ class W2SConfig(StudyConfig):
             "lora": self.lora if self.weak_lora is None else self.weak_lora})
 
 
+# The icl_ keys came after w2s runs were stored: at their defaults they stay out of the run id (and of the floor and
+# ceiling's key), so those runs keep their ids.
+W2SConfig.HASH_WHEN_CHANGED = frozenset(k for k in W2SConfig.model_fields if k.startswith("icl_"))
+
+
 def uses_model_names(cfg: W2SConfig) -> bool:
     """Weak/strong models are named: the encoder is not used."""
     return bool(cfg.weak_model or cfg.strong_model or cfg.mid_models)

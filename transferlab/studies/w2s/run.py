@@ -73,7 +73,8 @@ def make_trainer(cfg: W2SConfig, store: Store | None) -> tuple[W2SConfig, Traine
 def baseline_config(cfg: W2SConfig, sizes: dict[str, int], ladder: list[str]) -> BaselineConfig:
     """The key of the floor and ceiling: the run's config without the student's own fields (speed-only fields
     drop out of every hash), the content of its input files, the split sizes and the ladder of views."""
-    ident = {k: v for k, v in cfg.to_dict().items() if k not in STUDENT_FIELDS}
+    ident = {k: v for k, v in cfg.to_dict().items()
+             if k not in STUDENT_FIELDS and not (k in cfg.HASH_WHEN_CHANGED and cfg.at_default(k))}
     ident["inputs"] = cfg.inputs()
     ident["ladder"] = list(ladder)
     return BaselineConfig(identity=ident, sizes=sizes)
