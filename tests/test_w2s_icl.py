@@ -114,7 +114,9 @@ def test_icl_config_errors_are_one_line():
            ({"icl_label_words": "yes,yes"}, "distinct"),
            ({"label_methods": ["icl-refine"]}, "needs a causal LM"),
            ({"task": "icl-concepts", "losses": ["logconf"], "label_methods": ["icl-refine"]}, "xent"),
-           ({"task": "icl-concepts", "icl_ks": "1,40"}, "at most 39")]
+           ({"task": "icl-concepts", "icl_ks": "1,40"}, "at most 39"),
+           ({"task": "icl-concepts", "icl_label_words": "no,yes"}, "apply to text tasks"),
+           ({"task": "synthetic-noisy", "icl_bits": 4}, "apply to task icl-concepts only")]
     for values, match in bad:
         with pytest.raises(ConfigError, match=match) as err:
             make_config(**values)
@@ -228,15 +230,16 @@ def test_icl_keys_stay_out_of_earlier_run_ids_and_key_what_they_change():
     from transferlab.studies.w2s.run import baseline_config
 
     assert W2SConfig.HASH_WHEN_CHANGED == {k for k in W2SConfig.model_fields if k.startswith("icl_")}
-    default = make_config()
-    assert default.config_hash() == default.model_copy(update={"icl_ks": [1, 2, 4, 8, 16, 32]}).config_hash()
+    default = make_config(task="icl-concepts")
+    assert make_config(task="icl-concepts", icl_ks=[1, 2, 4, 8, 16, 32]).config_hash() == default.config_hash()
+    assert make_config(task="icl-concepts", icl_ks=[1, 2]).config_hash() != default.config_hash()
 
     def keys(**values):
         cfg = make_config(**values)
         return cfg.config_hash(), baseline_config(cfg, {"transfer": 1}, []).config_hash()
 
-    run0, base0 = keys()
-    run1, base1 = keys(icl_k=4)  # a student's setting: a new run on the same floor and ceiling
-    run2, base2 = keys(icl_bits=5)  # the miniature's world: a new floor and ceiling
+    run1, base1 = keys(task="icl-concepts", icl_k=4)  # a student's setting: a new run on the same floor and ceiling
+    run2, base2 = keys(task="icl-concepts", icl_bits=5)  # the miniature's world: a new floor and ceiling
+    run0, base0 = keys(task="icl-concepts")
     assert run1 != run0 and base1 == base0
     assert run2 != run0 and base2 != base0

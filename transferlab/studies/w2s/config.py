@@ -33,6 +33,8 @@ FEATURES_STUDY = "w2s-features"  # the store's folder for cached features (runs 
 BASELINE_STUDY = "w2s-baseline"  # ... and for the cached floor and ceiling
 ICL_MODEL_STUDY = "w2s-icl-model"  # ... and for the in-context model of the icl-concepts miniature
 ICL_TASK = "icl-concepts"  # the miniature of Somerstep et al.'s setting (studies/w2s/icl.py)
+ICL_MINIATURE_FIELDS = frozenset({"icl_ks", "icl_bits", "icl_noise", "icl_weak_error", "icl_pretrain_steps",
+                                  "icl_d_model", "icl_layers", "icl_ft_steps", "icl_ft_lr"})  # icl-concepts' own
 
 
 class W2SConfig(StudyConfig):
@@ -235,6 +237,14 @@ class W2SConfig(StudyConfig):
 
     @model_validator(mode="after")
     def _icl_setting(self) -> W2SConfig:
+        text_only = [k for k in ("icl_template", "icl_label_words") if not self.at_default(k)]
+        if self.task == ICL_TASK and text_only:
+            raise ValueError(f"{', '.join(text_only)} apply to text tasks; task {ICL_TASK}'s label words are its "
+                             "example tokens: leave them unset")
+        mini_only = [k for k in type(self).model_fields if k in ICL_MINIATURE_FIELDS and not self.at_default(k)]
+        if self.task != ICL_TASK and mini_only:
+            raise ValueError(f"{', '.join(mini_only)} apply to task {ICL_TASK} only; leave them unset or set "
+                             f"task={ICL_TASK}")
         if self.task == ICL_TASK:
             extra = [m for m in self.methods if m not in ("xent", "icl-refine")]
             if extra:
