@@ -35,7 +35,15 @@ from transferlab.studies.w2s.icl import (
     refine,
 )
 from transferlab.studies.w2s.icl_refine import pick_demos, sample_labels
-from transferlab.studies.w2s.protocol import WEAK_SEED_OFFSET, Baseline, Splits, Trainer, onehot, select_rule, student_metrics
+from transferlab.studies.w2s.protocol import (
+    WEAK_SEED_OFFSET,
+    Baseline,
+    Splits,
+    Trainer,
+    onehot,
+    select_rule,
+    student_metrics,
+)
 from transferlab.zoo.model import ZooLM, new_lm
 
 PRETRAIN_PAIRS = 40  # (x, y) pairs per pretraining sequence: contexts of up to 39 demonstrations
@@ -168,18 +176,16 @@ class ICLConceptTrainer(Trainer):
         mis: dict[int, list[float]] = {k: [] for k in ks}
         student_mis: dict[int, list[float]] = {k: [] for k in ks}
         bayes: dict[int, list[float]] = {k: [] for k in ks}
-        naive_mis, weak_mis = [], []
+        naive_mis, weak_mis, naive_rows = [], [], []
         table = concept_table(self.spec.bits)
         for s, sp in enumerate(splits):
             seed = cfg.seed + s
             w = base.weak[s]
             yt, wt = y[sp.test], w[sp.test]
 
-            def metrics(p: torch.Tensor, best: int) -> dict[str, Any]:
-                return student_metrics(seed, p[sp.test].numpy(), wt.numpy(), yt.numpy(), best, [])
-
             p, best = self._finetune(sp, w[sp.transfer], w[sp.val], seed, select_rule(cfg))
-            naive = metrics(p, best)
+            naive = student_metrics(seed, p[sp.test].numpy(), wt.numpy(), yt.numpy(), best, [])
+            naive_rows.append(naive)
             naive_mis.append(float(misalignment(p[sp.test], yt, cfg.icl_noise).mean()))
             weak_mis.append(float(misalignment(wt, yt, cfg.icl_noise).mean()))
             if "xent" in rows:
@@ -199,7 +205,7 @@ class ICLConceptTrainer(Trainer):
                                                    cfg.icl_noise).mean()))
                 labels = sample_labels(probs, gen) if cfg.icl_read == "sample" else probs
                 p, best = self._finetune(sp, labels[:n_tr], labels[n_tr:], seed, select_rule(cfg))
-                row = metrics(p, best)
+                row = student_metrics(seed, p[sp.test].numpy(), wt.numpy(), yt.numpy(), best, [])
                 student_mis[k].append(float(misalignment(p[sp.test], yt, cfg.icl_noise).mean()))
                 by_k[k].append(row)
                 if k == cfg.icl_k and "icl-refine" in rows:
@@ -209,9 +215,7 @@ class ICLConceptTrainer(Trainer):
         for r in summary["per_k"]:
             sm = summarize_method(weak_acc, ceil_acc, by_k[r["k"]], min_gap=cfg.min_gap)
             r["student_acc"], r["pgr"] = sm["student_acc"], sm["pgr"]
-        summary["naive_pgr"] = summarize_method(weak_acc, ceil_acc,
-                                                rows.get("xent") or [], min_gap=cfg.min_gap)["pgr"] \
-            if rows.get("xent") else None
+        summary["naive_pgr"] = summarize_method(weak_acc, ceil_acc, naive_rows, min_gap=cfg.min_gap)["pgr"]
         summary["read"] = cfg.icl_read
         self.refinement = summary
         return rows
