@@ -243,3 +243,36 @@ def test_w2s_device_is_used_or_refused(cli, tmp_path):
         code, _, err = cli(["w2s", "--set", "device=cuda", "--store", str(tmp_path)])
         assert code == 2 and "no CUDA GPU" in err and len(err.strip().splitlines()) == 1
         assert not (tmp_path / "w2s").exists()
+
+
+def test_icl_refine_on_zoo_models_relabels_from_the_strong_lm(zoo_store, cli, monkeypatch):
+    """icl-refine on a zoo causal LM: every transfer/val example is relabelled from its prompt; a second run
+    that changes only the refinement reuses the floor and ceiling."""
+    from transferlab.studies.w2s import icl_refine
+
+    seen = []
+    real = icl_refine.next_token_label_probs
+
+    def spy(model, tok, prompts, label_ids, **kw):
+        seen.append((len(prompts), prompts[0], label_ids))
+        return real(model, tok, prompts, label_ids, **kw)
+
+    monkeypatch.setattr(icl_refine, "next_token_label_probs", spy)
+    args = ["w2s", "--task", "stdlib-kind", "--losses", "xent", "--seeds", "2", "--json", *FAST,
+            "--set", "weak_model=zoo:xxs", "--set", "strong_model=zoo:xs",
+            "--set", "label_methods=icl-refine", "--set", "icl_k=2", "--set", "min_gap=0",
+            "--store", str(zoo_store.root)]
+    code, out, err = cli(args)
+    assert code == 0, err
+    data = json.loads(out)
+    assert set(data["losses"]) == {"xent", "icl-refine"}
+    summary = json.loads((Path(data["run_dir"]) / "summary.json").read_text())
+    n_queries = summary["sizes"]["transfer"] + summary["sizes"]["val"]
+    assert [n for n, _, _ in seen] == [n_queries, n_queries]  # one prompt per transfer/val example, per seed
+    prompt = seen[0][1]
+    assert prompt.count("Label: ") == 2 and prompt.endswith("Label:")  # k = 2 demonstrations, then the query
+    assert len(set(seen[0][2])) == 2  # the two class names' first tokens
+    code, out, err = cli([*args[:-2], "--set", "icl_read=probs", "--store", str(zoo_store.root)])
+    assert code == 0, err
+    again = json.loads((Path(json.loads(out)["run_dir"]) / "summary.json").read_text())
+    assert again["timing_s"]["baseline_reused"] is True

@@ -229,13 +229,18 @@ class StudyConfig(BaseModel):
 
         return {p: fingerprint(p) for p in self.input_files()}
 
+    def at_default(self, key: str) -> bool:
+        """Whether the key ``key`` (any spelling) holds its field's default (a ``default_factory``'s value
+        included)."""
+        field = config_keys(type(self)).fields[canonical_key(type(self), key)]
+        return self.value(key) == field.get_default(call_default_factory=True)
+
     def config_hash(self) -> str:
         """Same config => same hash => same run (fields that only affect speed or place are left out, also
         inside nested sub-configs; fields in HASH_WHEN_CHANGED count only when they differ from their default;
         the content of every input file counts, see ``input_files``)."""
-        fields = config_keys(type(self)).fields
         ident = {k: v for k, v in _identity(self.flat()).items()
-                 if not (k in self.HASH_WHEN_CHANGED and self.value(k) == fields[k].default)}
+                 if not (k in self.HASH_WHEN_CHANGED and self.at_default(k))}
         inputs = self.inputs()
         if inputs:  # a key no field can have; configs without input files keep their earlier hashes
             ident["input files@content"] = inputs

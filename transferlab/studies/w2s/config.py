@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from transferlab.core.config import ConfigPart, PresetRegistry, StudyConfig, flat_as, get_dotted
+from transferlab.core.config import ConfigPart, PresetRegistry, StudyConfig, config_keys, flat_as, get_dotted
 from transferlab.core.devices import Device
 from transferlab.core.errors import ConfigError, TransferlabError
 from transferlab.core.memory import check_fits
@@ -31,6 +31,10 @@ def loss_param_names(name: str) -> set[str]:
 
 FEATURES_STUDY = "w2s-features"  # the store's folder for cached features (runs the study makes for itself)
 BASELINE_STUDY = "w2s-baseline"  # ... and for the cached floor and ceiling
+ICL_MODEL_STUDY = "w2s-icl-model"  # ... and for the in-context model of the icl-concepts miniature
+ICL_TASK = "icl-concepts"  # the miniature of Somerstep et al.'s setting (studies/w2s/icl.py)
+ICL_MINIATURE_FIELDS = frozenset({"icl_ks", "icl_bits", "icl_noise", "icl_weak_error", "icl_pretrain_steps",
+                                  "icl_d_model", "icl_layers", "icl_ft_steps", "icl_ft_lr"})  # icl-concepts' own
 
 
 class Task(ConfigPart):
@@ -155,6 +159,50 @@ class Students(ConfigPart):
         "(the keys are its constructor's arguments; default: each loss's defaults)")
     knn_k: int = Field(10, ge=1, description="knn-refine: neighbours in the strong features whose weak labels are "
                        "averaged")
+    # ICL refinement (Somerstep et al., arXiv:2405.16236): the icl-refine label method (studies/w2s/icl_refine.py)
+    icl_k: int = Field(8, ge=1, le=64, description="icl-refine: weakly labelled demonstrations in each prompt "
+                       "(the refinement batch size)")
+    icl_template: str = Field("{text}\nLabel: {label}\n\n", description="icl-refine on text tasks: how one "
+                              "demonstration is written, with {text} and {label} (its label word) once each; the "
+                              "query is the template cut before {label}")
+    icl_label_words: list[str] | None = Field(None, description="icl-refine on text tasks: one word per class, in "
+                                              "class order, whose next-token probabilities are the label (default: "
+                                              "the class names); their first tokens must differ")
+    icl_read: Literal["sample", "probs"] = Field("sample", description="icl-refine: the refined label is a label "
+                                                 "sampled from the next-token probabilities over the label words "
+                                                 "(sample, as the paper does) or those probabilities (probs)")
+    icl_ks: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32], description="icl-concepts: the "
+                              "refinement batch sizes swept (the misalignment of the refined labels and a student "
+                              "at each)")
+
+    @field_validator("icl_ks", "icl_label_words", mode="before")
+    @classmethod
+    def _split_commas_icl(cls, v: Any) -> Any:
+        return _split(v)
+
+    @field_validator("icl_template")
+    @classmethod
+    def _icl_template(cls, v: str) -> str:
+        from transferlab.studies.w2s.icl_refine import check_template
+
+        problem = check_template(v)
+        if problem:
+            raise ValueError(f"the template {problem}; e.g. '{{text}}\\nLabel: {{label}}\\n\\n'")
+        return v
+
+    @field_validator("icl_ks")
+    @classmethod
+    def _icl_ks(cls, v: list[int]) -> list[int]:
+        if not v or any(k < 1 or k > 64 for k in v) or len(set(v)) != len(v):
+            raise ValueError("give distinct batch sizes between 1 and 64, e.g. 1,2,4,8,16,32")
+        return sorted(v)
+
+    @field_validator("icl_label_words")
+    @classmethod
+    def _icl_words(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (len(v) < 2 or len(set(v)) != len(v) or any(not w.strip() for w in v)):
+            raise ValueError("give at least two distinct, non-empty label words, one per class, e.g. no,yes")
+        return v
 
     @field_validator("losses", "label_methods", mode="before")
     @classmethod
@@ -211,6 +259,32 @@ class Students(ConfigPart):
         return self
 
 
+class IclConcepts(ConfigPart):
+    """Task icl-concepts, the miniature of Somerstep et al.'s setting (studies/w2s/icl.py): the concept prior, the
+    biased weak labeller and the in-context model. It defines the task, so it keys the floor and ceiling."""
+
+    bits: int = Field(6, ge=2, le=8, description="icl-concepts: boolean features of an input (2^bits inputs; "
+                      "a labelled example x -> y is one token)", json_schema_extra=flat_as("icl_bits"))
+    noise: float = Field(0.1, gt=0, lt=0.5, description="icl-concepts: label noise of the concept prior's "
+                         "likelihood (pretraining labels flip with this probability)",
+                         json_schema_extra=flat_as("icl_noise"))
+    weak_error: float = Field(0.2, gt=0, lt=0.5, description="icl-concepts: fraction of the inputs the biased "
+                              "weak labeller gets wrong (a fixed set per seed: a bias, not noise)",
+                              json_schema_extra=flat_as("icl_weak_error"))
+    pretrain_steps: int = Field(2000, ge=1, description="icl-concepts: steps pretraining the in-context "
+                                "model on the concept prior (trained once, cached in the store)",
+                                json_schema_extra=flat_as("icl_pretrain_steps"))
+    d_model: int = Field(64, ge=16, description="icl-concepts: width of the in-context model (a Llama decoder, "
+                         "heads of width 16)", json_schema_extra=flat_as("icl_d_model"))
+    layers: int = Field(2, ge=1, description="icl-concepts: layers of the in-context model",
+                        json_schema_extra=flat_as("icl_layers"))
+    ft_steps: int = Field(150, ge=1, description="icl-concepts: steps fine-tuning each student and the "
+                          "ceiling (the in-context model taught to answer with no demonstrations)",
+                          json_schema_extra=flat_as("icl_ft_steps"))
+    ft_lr: float = Field(1e-3, gt=0, description="icl-concepts: AdamW learning rate of that fine-tuning",
+                         json_schema_extra=flat_as("icl_ft_lr"))
+
+
 class Analysis(ConfigPart):
     """How the results are read."""
 
@@ -250,6 +324,8 @@ class W2SConfig(StudyConfig):
     heads: Heads = Field(default_factory=Heads, description="heads backend: training of every head")
     finetune: Finetune = Field(default_factory=Finetune, description="finetune backend: training of the models")
     students: Students = Field(default_factory=Students, description="the students on weak labels")
+    icl_concepts: IclConcepts = Field(default_factory=IclConcepts, description="task icl-concepts: the "
+                                      "miniature of refinement by in-context learning")
     analysis: Analysis = Field(default_factory=Analysis, description="how the results are read")
     zoo_root: str | None = Field(None, description="the model zoo's folder for zoo: references (default: "
                                  "<store>/zoo)")
@@ -268,6 +344,34 @@ class W2SConfig(StudyConfig):
     def methods(self) -> list[str]:
         """Every student arm: the losses, then the label methods (trained with xent on their labels)."""
         return self.students.methods
+
+    @model_validator(mode="after")
+    def _icl_setting(self) -> W2SConfig:
+        text_only = [k for k in ("icl_template", "icl_label_words") if not self.at_default(k)]
+        if self.task.name == ICL_TASK and text_only:
+            raise ValueError(f"{', '.join(text_only)} apply to text tasks; task {ICL_TASK}'s label words are its "
+                             "example tokens: leave them unset")
+        mini_only = [k for k in sorted(ICL_MINIATURE_FIELDS) if not self.at_default(k)]
+        if self.task.name != ICL_TASK and mini_only:
+            raise ValueError(f"{', '.join(mini_only)} apply to task {ICL_TASK} only; leave them unset or set "
+                             f"task={ICL_TASK}")
+        if self.task.name == ICL_TASK:
+            extra = [m for m in self.methods if m not in ("xent", "icl-refine")]
+            if extra:
+                raise ValueError(f"task {ICL_TASK} trains xent (naive) and icl-refine students only, not "
+                                 f"{', '.join(extra)}; set losses=[xent] label_methods=[icl-refine]")
+            too_long = [k for k in {*self.students.icl_ks, self.students.icl_k} if k > 39]
+            if too_long:
+                raise ValueError(f"task {ICL_TASK}'s in-context model reads at most 39 demonstrations, not "
+                                 f"{max(too_long)}; keep icl_k and icl_ks <= 39")
+            if self.backend != "heads" or uses_model_names(self):
+                raise ValueError(f"task {ICL_TASK} trains its own in-context model: leave backend, weak_model and "
+                                 "strong_model unset")
+        elif "icl-refine" in self.students.label_methods and not self.strong.model:
+            raise ValueError("icl-refine needs a causal LM to prompt: set strong_model=zoo:<size> or a local "
+                             f"Hugging Face folder (or use task={ICL_TASK}, the miniature)")
+        return self
+
 
     @model_validator(mode="after")
     def _device_exists(self) -> W2SConfig:
@@ -303,6 +407,11 @@ class W2SConfig(StudyConfig):
         w, ft = self.weak, self.finetune
         return self.updated(ft_lr=w.lr or ft.lr, ft_steps=w.steps or ft.steps,
                             lora=ft.lora if w.lora is None else w.lora)
+
+
+# The icl_ keys came after w2s runs were stored: at their defaults they stay out of the run id (and of the floor and
+# ceiling's key), so those runs keep their ids.
+W2SConfig.HASH_WHEN_CHANGED = frozenset(k for k in config_keys(W2SConfig).paths if k.startswith("icl_"))
 
 
 def uses_model_names(cfg: W2SConfig) -> bool:
@@ -348,3 +457,16 @@ PRESETS.add(
     label_methods=["knn-refine", "bootstrap"],
     seeds=5,
 )
+PRESETS.add(
+    "icl-refine",
+    "Somerstep et al.'s refinement by in-context learning, in miniature (task icl-concepts): a small Llama decoder "
+    "pretrained on (x, c(x)) sequences from a prior over 42 sparse-parity concepts (trained once, cached in the "
+    "store), a biased weak labeller (20% of inputs wrong, always the same), naive fine-tuning on its labels vs "
+    "fine-tuning on labels refined from k = 1..32 weakly labelled demonstrations (the icl-refine student: k = 32), "
+    "5 seeds. Departs from the paper: "
+    "boolean concepts with one token per labelled example instead of language and LLMs, a student that is the "
+    "in-context model fine-tuned to answer without demonstrations (it can memorize the 64 inputs), and an "
+    "empirical exponential fit instead of the paper's bound",
+    task=ICL_TASK, losses=["xent"], label_methods=["icl-refine"], icl_k=32, seeds=5,
+)
+

@@ -165,7 +165,7 @@ def check_finetune(cfg: W2SConfig) -> None:
                           fix="--set weak_model=<local HF folder> --set strong_model=<local HF folder>")
     if cfg.students.label_methods:
         raise ConfigError(f"{', '.join(cfg.students.label_methods)} need cached features", where="backend=finetune",
-                          fix="use backend=heads for knn-refine and bootstrap")
+                          fix="use backend=heads for knn-refine, bootstrap and icl-refine")
     weak_lora = cfg.for_weak().finetune.lora
     if cfg.finetune.lora or weak_lora:  # a model LoRA cannot adapt is refused before any model trains
         from transferlab.models.hf_classifier import check_lora

@@ -56,7 +56,9 @@ class HeadsTrainer(Trainer):
 
     def students(self, splits: list[Splits], base: Baseline, methods: list[str]) -> dict[str, list[dict[str, Any]]]:
         assert self.views is not None
-        return train_students(self.views, splits, base, self.cfg, methods)
+        refined = icl_refined_labels(self.cfg, self.store, self.data, splits, base.weak) \
+            if "icl-refine" in methods else None
+        return train_students(self.views, splits, base, self.cfg, methods, refined=refined)
 
     def ladder(self, splits: list[Splits], base: Baseline, ceil_acc: list[float]) -> list[dict[str, Any]]:
         assert self.views is not None
@@ -114,6 +116,35 @@ def knn_refine(x: torch.Tensor, idx: torch.Tensor, weak: torch.Tensor, k: int) -
     return weak[nb].mean(1)
 
 
+def icl_refined_labels(cfg: W2SConfig, store: Store | None, data: ClassificationData, splits: list[Splits],
+                       weak_all: torch.Tensor) -> torch.Tensor:
+    """(S, n, K) labels for the icl-refine students: the weak labels, with every transfer and val example
+    relabelled by the strong causal LM from ``icl_k`` weakly labelled transfer examples in its prompt."""
+    from transferlab.core.errors import ConfigError
+    from transferlab.studies.w2s.icl_refine import load_lm, refine_texts, sample_labels
+    from transferlab.studies.w2s.zoo_features import resolve_model, zoo_root
+
+    assert data.texts is not None and cfg.strong.model is not None
+    words = cfg.students.icl_label_words or list(data.classes)
+    if len(words) != data.n_classes:
+        raise ConfigError(f"icl_label_words has {len(words)} words but the task has {data.n_classes} classes "
+                          f"({', '.join(data.classes)})", where="icl_label_words", fix="give one word per class, "
+                          "in class order")
+    lm = load_lm(resolve_model(cfg.strong.model, zoo_root(cfg, store), cfg.zoo_corpus, role="strong").path,
+                 cfg.device)
+    out = weak_all.clone()
+    for s, sp in enumerate(splits):
+        queries = torch.cat([sp.transfer, sp.val])
+        seed = cfg.seed + s
+        probs = refine_texts(lm, data.texts, weak_all[s], queries, sp.transfer, k=cfg.students.icl_k,
+                             template=cfg.students.icl_template, words=words, seed=seed, max_length=cfg.strong.max_length,
+                             device=cfg.device)
+        if cfg.students.icl_read == "sample":
+            probs = sample_labels(probs, torch.Generator().manual_seed(seed))
+        out[s][queries] = probs.to(out.dtype)
+    return out
+
+
 def bootstrap_labels(views: Views, splits: list[Splits], weak_all: torch.Tensor, cfg: W2SConfig) -> torch.Tensor:
     """Weak -> each intermediate ladder view in turn (xent, weak-labelled selection) -> strong."""
     labels = weak_all  # (S, n, K)
@@ -127,9 +158,10 @@ def bootstrap_labels(views: Views, splits: list[Splits], weak_all: torch.Tensor,
     return labels
 
 
-def train_students(views: Views, splits: list[Splits], base: Baseline, cfg: W2SConfig, methods: list[str]
-                   ) -> dict[str, list[dict[str, Any]]]:
-    """One head per (method, seed) on the strong view, all trained together. The same init seed for every
+def train_students(views: Views, splits: list[Splits], base: Baseline, cfg: W2SConfig, methods: list[str],
+                   refined: torch.Tensor | None = None) -> dict[str, list[dict[str, Any]]]:
+    """One head per (method, seed) on the strong view, all trained together (``refined``: the
+    icl-refine labels, :func:`icl_refined_labels`). The same init seed for every
     method: the comparison between methods is paired by seed."""
     from transferlab.studies.w2s.losses import LABEL_METHODS
 
@@ -139,7 +171,7 @@ def train_students(views: Views, splits: list[Splits], base: Baseline, cfg: W2SC
     jobs, keys = [], []
     for m in methods:
         for s, sp in enumerate(splits):
-            sup = boot if m == "bootstrap" else weak_all
+            sup = boot if m == "bootstrap" else refined if m == "icl-refine" else weak_all
             assert sup is not None
             tr, va = sup[s][sp.transfer], sup[s][sp.val]
             if m == "knn-refine":

@@ -74,6 +74,8 @@ def balanced_hard_labels(probs: Tensor, class_mass: Tensor, iters: int = 50) -> 
 LABEL_METHODS = {
     "knn-refine": "Somerstep et al.-style label refinement: k-NN over weak labels in the "
     "strong representation, then xent",
+    "icl-refine": "Somerstep et al.'s refinement: the strong causal LM relabels each example from k weakly "
+    "labelled demonstrations in its prompt (next-token probabilities over the label words), then xent",
     "bootstrap": "bootstrapping through intermediate model sizes (weak -> mid -> strong), xent",
 }
 

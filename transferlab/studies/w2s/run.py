@@ -21,7 +21,7 @@ from transferlab.core.devices import torch_threads
 from transferlab.metrics import auroc, check_gap, ece
 from transferlab.store.run import Run, Store
 from transferlab.studies.w2s.analysis import mean_curve, paired_tests, summarize_method
-from transferlab.studies.w2s.config import BASELINE_STUDY, STUDENT_PARTS, W2SConfig, refuse_gold
+from transferlab.studies.w2s.config import BASELINE_STUDY, ICL_TASK, STUDENT_PARTS, W2SConfig, refuse_gold
 from transferlab.studies.w2s.protocol import Baseline, Splits, Trainer, make_splits, split_sizes
 from transferlab.studies.w2s.study import W2SStudy
 from transferlab.studies.w2s.tasks import build_data
@@ -44,6 +44,10 @@ def make_config(**values: Any) -> W2SConfig:
 def make_trainer(cfg: W2SConfig, store: Store | None) -> tuple[W2SConfig, Trainer]:
     """The trainer strategy of ``cfg.backend``, with the config it runs under (model references resolved to
     the weights they name, so a run keys on them). Everything a trainer refuses is refused here."""
+    if cfg.task.name == ICL_TASK:  # the miniature of Somerstep et al.: its own in-context model and data
+        from transferlab.studies.w2s.icl_trainer import ICLConceptTrainer
+
+        return cfg, ICLConceptTrainer(cfg, store)
     if cfg.backend == "finetune":
         from transferlab.studies.w2s.finetune import FinetuneTrainer, check_finetune
 
@@ -66,7 +70,8 @@ def baseline_config(cfg: W2SConfig, sizes: dict[str, int], ladder: list[str]) ->
     recomputes a baseline and never reuses a stale one; speed-only fields drop out of every hash), the content of
     its input files, the split sizes and the ladder of views. tests/test_w2s_study.py and tests/test_w2s_finetune.py
     run the baseline code of both trainers and check that it reads nothing of the student parts."""
-    ident = cfg.flat(without=STUDENT_PARTS)
+    ident = {k: v for k, v in cfg.flat(without=STUDENT_PARTS).items()
+             if not (k in cfg.HASH_WHEN_CHANGED and cfg.at_default(k))}  # keys added later, at their defaults
     ident["inputs"] = cfg.inputs()
     ident["ladder"] = list(ladder)
     return BaselineConfig(identity=ident, sizes=sizes)

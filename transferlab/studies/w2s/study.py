@@ -11,7 +11,7 @@ from rich.markup import escape
 from transferlab.store import Store
 from transferlab.store.run import Run
 from transferlab.studies.base import Line, RunOptions, Study, StudyResult
-from transferlab.studies.w2s.config import BASELINE_STUDY, FEATURES_STUDY, PRESETS, W2SConfig
+from transferlab.studies.w2s.config import BASELINE_STUDY, FEATURES_STUDY, ICL_MODEL_STUDY, ICL_TASK, PRESETS, W2SConfig
 from transferlab.studies.w2s.losses import LOSSES
 
 CONTRACT_KEYS = ("weak_acc", "ceiling_acc", "student_acc", "pgr")
@@ -33,7 +33,7 @@ class W2SFlags(BaseModel):
 class W2SStudy(Study[W2SConfig, RunOptions]):
     command = "w2s"
     name = "w2s"
-    child_studies = (FEATURES_STUDY, BASELINE_STUDY)
+    child_studies = (FEATURES_STUDY, BASELINE_STUDY, ICL_MODEL_STUDY)
     summary = "a strong student trained on a weak supervisor's labels (Burns et al. 2023); PGR per loss"
     config_cls = W2SConfig
     default_preset = None  # W2SConfig() is the default setup
@@ -84,6 +84,8 @@ class W2SStudy(Study[W2SConfig, RunOptions]):
         tasks = list_tasks()
         return {"tasks": tasks}, [
             *(f"{t['name']:<24} {t['kind']:<10} {t['description']}" for t in tasks),
+            f"{ICL_TASK:<24} {'miniature':<10} Somerstep et al.'s setting: boolean concepts, an in-context model "
+            "pretrained on their prior, a biased weak labeller (w2s --preset icl-refine)",
             "(or a .csv/.jsonl file with a label column and text or features, or hf:PATH[:TEXT:LABEL] for a "
             "Hugging Face dataset saved on disk: sciq, boolq, anthropic_hh shapes or named columns)"]
 
@@ -100,6 +102,12 @@ class W2SStudy(Study[W2SConfig, RunOptions]):
             lines.append(Line(f"  {m:<11} weak {d['weak_acc']['value']:.3f}  student {d['student_acc']['value']:.3f}  "
                               f"ceiling {d['ceiling_acc']['value']:.3f}  PGR {p['value']:.3f} {_pgr_ci(p)}",
                               markup=True))
+        ref = summary.get("refinement")
+        if ref:
+            mis = "  ".join(f"k={r['k']}: {r['misalignment']['value']:.3f}" for r in ref["per_k"])
+            lines.append(f"  refinement misalignment  {mis}")
+            lines.append(f"  decay rate {ref['decay_rate']:.3f} per demonstration (R² {ref['r2']:.3f}); naive "
+                         f"fine-tuning misalignment {ref['naive_misalignment']['value']:.3f}")
         return [*lines, f"report: {result.report}"]
 
     def report_from_run(self, cfg: W2SConfig, summary: dict[str, Any], run: Run, store: Store) -> Path | None:
@@ -156,7 +164,31 @@ def json_view(summary: dict[str, Any]) -> dict[str, Any]:
         "report": str(Path(summary["run_dir"]) / "report.html") if summary.get("run_dir") else None,
         "reused": summary.get("reused", False),
         **_model_ladder(summary),
+        **_refinement(summary),
     }
+
+
+def _refinement(summary: dict[str, Any]) -> dict[str, Any]:
+    """icl-concepts runs: misalignment of the refined labels at each k (95% t-interval over seeds), the fitted
+    exponential decay rate with its R², and the naive student's misalignment and PGR."""
+    ref = summary.get("refinement")
+    if not ref:
+        return {}
+    rows = ref["per_k"]
+    return {"refinement": {
+        "k": ref["k"],
+        "misalignment": [_interval(r["misalignment"]) for r in rows],
+        "student_misalignment": [_interval(r["student_misalignment"]) for r in rows],
+        "bayes_misalignment": [_interval(r["bayes_misalignment"]) for r in rows if "bayes_misalignment" in r],
+        "student_acc": [_interval(r["student_acc"]) for r in rows],
+        "pgr": [_interval(r["pgr"]) for r in rows],
+        "decay_rate": ref["decay_rate"],
+        "r2": ref["r2"],
+        "naive_misalignment": _interval(ref["naive_misalignment"]),
+        "naive_pgr": _interval(ref["naive_pgr"]) if ref.get("naive_pgr") else None,
+        "weak_misalignment": _interval(ref["weak_misalignment"]),
+        "read": ref.get("read"),
+    }}
 
 
 def _model_ladder(summary: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from transferlab.core.config import StudyConfig
 from transferlab.core.errors import ConfigError
 from transferlab.data.classification import TASKS, ClassificationData, is_user_file, load_task
 from transferlab.store.run import Store
-from transferlab.studies.w2s.config import FEATURES_STUDY, W2SConfig
+from transferlab.studies.w2s.config import FEATURES_STUDY, ICL_TASK, W2SConfig
 
 FEATURES_FILE = "features.safetensors"
 
@@ -50,6 +50,10 @@ class FeatureCacheConfig(StudyConfig):
 
 
 def build_data(cfg: W2SConfig) -> ClassificationData:
+    if cfg.task.name == ICL_TASK:  # the miniature's own draw (studies/w2s/icl_trainer.py)
+        from transferlab.studies.w2s.icl_trainer import concept_data
+
+        return concept_data(cfg)[0]
     kwargs: dict[str, Any] = {}
     if is_user_file(cfg.task.name):
         kwargs["classes"] = cfg.task.classes
