@@ -167,3 +167,23 @@ def test_the_page_in_headless_chromium(toured):
     assert got["N24"] == pytest.approx(float(compute_optimal(law, 1e24)[0]), rel=1e-9) and got["N24"] > 10 * n22
     assert "inference-aware" in got["plan"]
     assert got["eft0"].startswith("β = 0") and got["eft0"] != got["eftMax"]
+
+
+def test_progress_bars_join_the_tour_display():
+    """rich allows one live display: inside the tour's, every study's bar is a row of it, removed when done."""
+    from transferlab.core import progress
+
+    was = progress.is_quiet()
+    progress.set_quiet(False)
+    try:
+        with progress.progress_group() as group:
+            group.add_task("tour", total=10, info="")
+            with progress.progress_bar("a study's steps", total=5) as bar:
+                bar.update(advance=2, loss=0.5)
+                assert [t.description for t in group.tasks] == ["tour", "a study's steps"]
+                assert group.tasks[1].completed == 2
+            assert [t.description for t in group.tasks] == ["tour"]
+        with progress.progress_bar("alone", total=1) as bar:  # outside a group: its own display, as before
+            bar.update(advance=1)
+    finally:
+        progress.set_quiet(was)
