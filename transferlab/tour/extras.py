@@ -107,6 +107,7 @@ class LMPlasticity(Callback):
 
 def monitors(ctx: Any) -> dict[str, Any]:
     """Pretrain (or reuse) one zoo model with the plasticity monitors; its records and the power-law fit."""
+    from transferlab.store.run import Run
     from transferlab.train.lm import CausalLMLogits, spread_windows, windows
     from transferlab.train.monitors import fit_power_law
     from transferlab.zoo.build import ZooConfig, prepare
@@ -117,7 +118,7 @@ def monitors(ctx: Any) -> dict[str, Any]:
     spec = MONITOR_ZOO.get(ctx.scale, MONITOR_ZOO["mini"])
     cfg = ZooConfig(corpus="prose", heldout=["prose"], **spec)
     zoo = Zoo(ctx.zoo_root if ctx.zoo_root is not None else ctx.store.root / "zoo")
-    tok_dir, tok, data, _ = prepare(cfg, zoo)
+    _, tok, data, _ = prepare(cfg, zoo)
     size = cfg.sizes[0]
     seq = cfg.train.seq_len
     shape = shape_of(size, len(tok), seq)
@@ -126,9 +127,6 @@ def monitors(ctx: Any) -> dict[str, Any]:
     cb = LMPlasticity(lambda: CausalLMLogits(new_lm(shape, cfg.train.seed)), probe, heldout)
     entry = pretrain(zoo, ctx.store, size, data, tok, cfg.train, cfg.tokens_for(size), tag="tour-monitors",
                      callbacks=[cb])
-    records = ctx.store.run_dir(LM_STUDY, entry["run_id"])
-    from transferlab.store.run import Run
-
     recs = Run(ctx.store, LM_STUDY, entry["run_id"]).metrics()
     tps = entry.get("tokens_seen", 0) / max(1, entry.get("steps", 1))
     train = [(int(r["step"]) * tps, float(r["train_loss"])) for r in recs if r.get("train_loss") and r["step"] > 0]
@@ -144,4 +142,4 @@ def monitors(ctx: Any) -> dict[str, Any]:
             "records": [{k: r.get(k) for k in ("step", "train_loss", "val_loss", "loss_pred", "loss_pred_lo",
                                                "loss_pred_hi", "loss_deviation", "fisher_trace",
                                                "dormant_fraction", "effective_rank")} for r in recs],
-            "tokens_per_step": tps, "power_law": fit, "run_dir": str(records)}
+            "tokens_per_step": tps, "power_law": fit, "run_dir": str(ctx.store.run_dir(LM_STUDY, entry["run_id"]))}

@@ -145,7 +145,7 @@ def build_scale(page: Canvas, data: dict[str, Any]) -> View:
 
 # ---- 2. sizing -----------------------------------------------------------------------------------
 _SIZING_JS = """
-(function(){var L=%(law)s;var def=%(defaults)s;
+(function(){var L=%(law)s;
 function nopt(C){var s=L.alpha+L.beta,G=Math.pow(L.alpha*L.A/(L.beta*L.B),1/s);return G*Math.pow(C/6,L.beta/s);}
 function loss(N,D){return L.E+L.A/Math.pow(N,L.alpha)+L.B/Math.pow(D,L.beta);}
 function dfor(N,t){var R=t-L.E-L.A/Math.pow(N,L.alpha);return R>0?Math.pow(L.B/R,1/L.beta):Infinity;}
@@ -167,7 +167,8 @@ function update(){var lc=parseFloat(document.getElementById('tour-budget').value
  '</td><td>'+(p.Do/p.No).toFixed(1)+'</td><td>'+p.loss.toFixed(4)+'</td><td>'+fmt(p.toto)+'</td></tr></table>'+
  '<p class="note">Serving 1e'+li.toFixed(1)+' tokens, the inference-aware model saves '+
  (100*(1-p.toto/p.tot)).toFixed(1)+'%% of the total compute.</p>';
- var cs=[],a=[],b=[];for(var e=18;e<=26.001;e+=0.25){var c=Math.pow(10,e),q=plan(c,Dinf);cs.push(c);a.push(q.N);b.push(q.No);}
+ var cs=[],a=[],b=[];for(var e=18;e<=26.001;e+=0.25){var c=Math.pow(10,e),q=plan(c,Dinf);cs.push(c);a.push(q.N);
+  b.push(q.No);}
  Plotly.react('tour-sizing-fig',[{x:cs,y:a,mode:'lines',name:'compute-optimal N'},
   {x:cs,y:b,mode:'lines',name:'inference-aware N (1e'+li.toFixed(1)+' inference tokens)'},
   {x:[C],y:[p.N],mode:'markers',marker:{size:11},name:'your budget: compute-optimal'},
@@ -203,7 +204,7 @@ def build_sizing(page: Canvas, data: dict[str, Any]) -> View:
         'min="15" max="30" value="22"> FLOPs</label><label>inference tokens: 10^<input id="tour-dinf" '
         'type="number" step="0.1" min="0" max="16" value="12"></label><div id="tour-plan"></div>'
         '<div id="tour-sizing-fig" class="plotly-fig" style="width:100%;height:430px"></div></div>'
-        f"<script>{_SIZING_JS % {'law': script_json(law), 'defaults': script_json({'N': n, 'No': ot.N})}}</script>")
+        f"<script>{_SIZING_JS % {'law': script_json(law)}}</script>")
     co = f.get("compute_optimal") or {}
     v.numbers += [
         _num("α, β", f"{_f(f['alpha'], 4)} {_ci(*f['alpha_ci'])}, {_f(f['beta'], 4)} {_ci(*f['beta_ci'])}",
@@ -223,9 +224,11 @@ def build_sizing(page: Canvas, data: dict[str, Any]) -> View:
 
 # ---- 3. grokking ---------------------------------------------------------------------------------
 _GROK_JS = """
-(function(){var d=%(data)s;var s=document.getElementById('tour-grok-step'),lab=document.getElementById('tour-grok-phase'),
+(function(){var d=%(data)s;var s=document.getElementById('tour-grok-step'),
+lab=document.getElementById('tour-grok-phase'),
 vals=document.getElementById('tour-grok-values'),btn=document.getElementById('tour-grok-play'),timer=null;
-function phase(t){if(d.t_mem===null||t<d.t_mem)return 'memorizing';if(d.t_gen===null||t<d.t_gen)return 'circuit formation';
+function phase(t){if(d.t_mem===null||t<d.t_mem)return 'memorizing';
+ if(d.t_gen===null||t<d.t_gen)return 'circuit formation';
  return 'generalized';}
 function show(){var i=parseInt(s.value),t=d.step[i];lab.textContent=phase(t);
  vals.textContent='step '+t+' · train loss '+d.train[i].toPrecision(3)+' · validation loss '+d.val[i].toPrecision(3)+
@@ -343,8 +346,9 @@ def build_grokking(page: Canvas, data: dict[str, Any]) -> View:
                           + f" ({law.get('heldout_rule', '')}).")
     else:
         v.gaps.append(f"The delay law could not be fitted on this small sweep: {law.get('why_not') or 'no trials'}.")
-    v.numbers.append(_num("sweep trials", f"{len(trials)} ({sum(t.get('steps_to_generalize') is not None for t in trials)}"
-                          " generalized)", "`sweep grok --plan delay-law`: 20 trials"))
+    n_gen = sum(t.get("steps_to_generalize") is not None for t in trials)
+    v.numbers.append(_num("sweep trials", f"{len(trials)} ({n_gen} generalized)",
+                          "`sweep grok --plan delay-law`: 20 trials"))
     v.reports.append(("delay-law sweep report", sw.get("report")))
     # (c) the diagnosis of a run that does not grok
     st = data["stalled"]
@@ -474,13 +478,14 @@ def build_eft(page: Canvas, data: dict[str, Any]) -> View:
         for val, name in ((g["small_ft"], "small-ft"), (g["large_ft"], "large-ft")):
             fig.add_hline(y=val, line_dash="dot", annotation_text=name)
         fig.update_layout(title="Target loss against β", xaxis_title="β", yaxis_title="loss (nats/token)", height=380)
+        eft_data = {"up": up, "down": down, "small_ft": g["small_ft"], "large_ft": g["large_ft"]}
         page.raw('<div class="tour-widget"><label>β: <input id="tour-eft-beta" type="range" min="0" '
                  f'max="{len(up) - 1}" step="1" value="{min(range(len(up)), key=lambda i: abs(up[i]["beta"] - 1))}"'
                  ' aria-label="beta"></label><div id="tour-eft-out" class="note"></div>'
                  '<div id="tour-eft-fig" class="plotly-fig" style="width:100%;height:380px"></div>'
                  f"<script>(function(){{var s={script_json_raw(fig.to_json())};Plotly.newPlot('tour-eft-fig',s.data,"
                  "s.layout,{responsive:true,displaylogo:false});})();</script>"
-                 f"<script>{_EFT_JS % {'data': script_json({'up': up, 'down': down, 'small_ft': g['small_ft'], 'large_ft': g['large_ft']})}}"
+                 f"<script>{_EFT_JS % {'data': script_json(eft_data)}}"
                  "</script></div>")
     ci = g.get("up_fraction_ci95") or [None, None]
     bci = g.get("base_fraction_ci95") or [None, None]
@@ -559,8 +564,8 @@ def build_monitors(page: Canvas, data: dict[str, Any]) -> View:
     if mon:
         fig = make_subplots(rows=1, cols=3, subplot_titles=[k[1] for k in keys])
         for i, (k, name, scale) in enumerate(keys, 1):
-            fig.add_trace(go.Scatter(x=[r["step"] for r in mon], y=[r[k] for r in mon], name=name, mode="lines+markers"),
-                          row=1, col=i)
+            fig.add_trace(go.Scatter(x=[r["step"] for r in mon], y=[r[k] for r in mon], name=name,
+                                     mode="lines+markers"), row=1, col=i)
             fig.update_yaxes(type=scale, row=1, col=i)
             fig.update_xaxes(title_text="step", row=1, col=i)
         fig.update_layout(title="Plasticity monitors during pretraining", height=360, showlegend=False)
@@ -637,7 +642,9 @@ def write_page(path: Path, sections: Sequence[Section], results: dict[str, dict[
         row = status[sec.name]
         if row["status"] != "done":
             page.raw(f'<div class="tour-fail"><b>This section failed:</b> {esc(row.get("error"))}<br>rerun it: '
-                     f'<code>{esc(row.get("rerun"))}</code></div>')
+                     f'<code>{esc(row.get("rerun"))}</code>'
+                     + (f'<details><summary>traceback</summary><pre>{esc(row["traceback"])}</pre></details>'
+                        if row.get("traceback") else "") + "</div>")
         else:
             canvas = Canvas()
             try:

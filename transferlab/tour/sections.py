@@ -68,9 +68,9 @@ class Context:
 
 @dataclass(frozen=True)
 class Section:
-    """One section of the chapter: its name (for ``--sections``), title, the study runs it needs, an optional
-    ``extra`` computation, the figure builder (``build``, in tour/page.py, by name), and the seconds it took from
-    an empty store on 2 cores at each scale (the ETA; measured, docs/RESULTS.md)."""
+    """One section of the chapter: its name (for ``--sections``; its page builder in tour/page.py has the same
+    name), title, the study runs it needs, an optional ``extra`` computation, and the seconds it took from an empty
+    store on 2 cores at each scale (the ETA on its progress bar; measured, docs/RESULTS.md "transferlab tour")."""
 
     name: str
     title: str
@@ -78,7 +78,6 @@ class Section:
     expected_s: Mapping[str, float]
     extra: Callable[[Context], dict[str, Any]] | None = None
     extra_command: Callable[[str], str] | None = None
-    full_report: str = ""  # what the section's full study report is, for the link's text
 
     @property
     def studies(self) -> list[str]:
@@ -126,10 +125,10 @@ SECTIONS: tuple[Section, ...] = (
     Section(
         "scale", "Scale multiplies data",
         (Step("transfer", "transfer", why="scratch and fine-tuned runs on code for each pretrained size"),),
-        expected_s={"mini": 210, "micro": 10}, full_report="the transfer sweep's report"),
+        expected_s={"mini": 100, "micro": 10}),
     Section(
-        "sizing", "Sizing and over-training", (), expected_s={"mini": 40, "micro": 2},
-        extra=_chinchilla, extra_command=_chinchilla_command, full_report="the Chinchilla fit's report"),
+        "sizing", "Sizing and over-training", (), expected_s={"mini": 3, "micro": 2},
+        extra=_chinchilla, extra_command=_chinchilla_command),
     Section(
         "grokking", "Grokking",
         (Step("run", "grok", why="the phase transition: the chapter's figure, step by step"),
@@ -142,25 +141,25 @@ SECTIONS: tuple[Section, ...] = (
          Step("stalled", "grok", preset={"mini": "default"}, overrides=("weight_decay=0.05", *GROK_SMALL),
               at_scale={"mini": ("steps=1200", "eval_every=20"), "micro": ("steps=300",)},
               why="a run that does not grok: the same MLP with 20x less weight decay (0.05), stopped early")),
-        expected_s={"mini": 200, "micro": 7}, full_report="the grokking run's report"),
+        expected_s={"mini": 185, "micro": 7}),
     Section(
         "w2s", "Weak-to-strong generalization",
         (Step("w2s", "w2s", overrides=("losses=[xent,confidence,logconf]",),
               why="floor, ceiling and three students: naive cross-entropy, the chapter's confidence loss and Burns "
                   "et al.'s auxiliary confidence loss"),),
-        expected_s={"mini": 45, "micro": 1}, full_report="the weak-to-strong report"),
+        expected_s={"mini": 30, "micro": 1}),
     Section(
         "eft", "Emulated fine-tuning",
         (Step("eft", "eft-demo", why="two bases, both fine-tuned, and their emulated mixes"),),
-        expected_s={"mini": 180, "micro": 4}, full_report="the EFT demo's report"),
+        expected_s={"mini": 100, "micro": 4}),
     Section(
         "correlations", "Cross-stage correlations",
         (Step("pairs", "correlate-zoo", at_scale={"micro": ("sizes=[xxs]", "mixtures=[100,50,0]")},
               why="zoo models before and after SFT, scored on the same benchmarks"),),
-        expected_s={"mini": 120, "micro": 8}, full_report="the correlate-zoo report"),
+        expected_s={"mini": 45, "micro": 8}),
     Section(
-        "monitors", "Monitoring plasticity", (), expected_s={"mini": 60, "micro": 2},
-        extra=_monitors, extra_command=_monitors_command, full_report="the zoo pretraining run's metrics"),
+        "monitors", "Monitoring plasticity", (), expected_s={"mini": 20, "micro": 2},
+        extra=_monitors, extra_command=_monitors_command),
 )
 
 
