@@ -47,9 +47,9 @@ def toured(tmp_path_factory):
 
 
 def test_the_declaration_gives_the_choices():
-    assert section_names() == ["scale", "sizing", "grokking", "w2s", "eft", "correlations", "monitors"]
+    assert section_names() == ["scale", "sizing", "grok", "w2s", "eft", "correlations", "monitors"]
     assert {"mini", "micro"} <= set(scales())
-    grok = next(s for s in SECTIONS if s.name == "grokking")
+    grok = next(s for s in SECTIONS if s.name == "grok")
     cmds = grok.commands("mini")
     assert cmds[0] == "transferlab grok --preset mini"
     assert cmds[1].startswith("transferlab sweep grok --preset default") and "--grid weight_decay=1,2,4" in cmds[1]
@@ -97,23 +97,23 @@ def test_a_failing_section_keeps_the_others(toured, capsys, monkeypatch):
 
     monkeypatch.setattr(W2SStudy, "run", boom)
     out = store.parent / "partial.html"
-    code, res = _tour(capsys, store, "--sections", "grokking,w2s", "--sections", "monitors", "--out", str(out))
+    code, res = _tour(capsys, store, "--sections", "grok,w2s", "--sections", "monitors", "--out", str(out))
     assert code == 1
     rows = {s["name"]: s for s in res["sections"]}
-    assert list(rows) == ["grokking", "w2s", "monitors"]  # the chapter's order, whatever order was asked
-    assert rows["grokking"]["status"] == "done" and rows["monitors"]["status"] == "done"
+    assert list(rows) == ["grok", "w2s", "monitors"]  # the chapter's order, whatever order was asked
+    assert rows["grok"]["status"] == "done" and rows["monitors"]["status"] == "done"
     assert rows["w2s"]["status"] == "failed" and "injected failure" in rows["w2s"]["error"]
     assert rows["w2s"]["rerun"].startswith("transferlab tour --sections w2s --scale micro")
     assert res["failed"] == ["w2s"]
     html = out.read_text()
     assert "This section failed" in html and "injected failure" in html
-    assert 'id="tour-grok-phase"' in html  # the grokking section kept its widget
+    assert 'id="tour-grok-phase"' in html  # the grok section kept its widget
 
 
 def test_bad_sections_and_scale_exit_2_with_a_suggestion(tmp_path, capsys):
-    assert main(["tour", "--sections", "grokk", "--store", str(tmp_path / "s")]) == 2
+    assert main(["tour", "--sections", "w2s,monitor", "--store", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "unknown section 'grokk'" in err[0] and "did you mean 'grokking'" in err[0]
+    assert len(err) == 1 and "unknown section 'monitor'" in err[0] and "did you mean 'monitors'" in err[0]
     assert main(["tour", "--scale", "mimi", "--store", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown scale 'mimi'" in err[0] and "did you mean 'mini'" in err[0]

@@ -5,7 +5,7 @@ one scale (``mini``; ``micro`` in tests), reusing what the store already holds, 
 the chapter. The sections are one declaration, :data:`transferlab.tour.sections.SECTIONS`.
 
     from transferlab.tour import run_tour
-    out = run_tour("runs", sections=["grokking", "w2s"], scale="mini")   # {"page", "wall_s", "sections", ...}
+    out = run_tour("runs", sections=["grok", "w2s"], scale="mini")   # {"page", "wall_s", "sections", ...}
 """
 
 from transferlab.tour.run import run_tour

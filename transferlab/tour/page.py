@@ -608,7 +608,7 @@ def build_monitors(page: Canvas, data: dict[str, Any]) -> View:
 
 
 BUILDERS: dict[str, Callable[[Canvas, dict[str, Any]], View]] = {
-    "scale": build_scale, "sizing": build_sizing, "grokking": build_grokking, "w2s": build_w2s,
+    "scale": build_scale, "sizing": build_sizing, "grok": build_grokking, "w2s": build_w2s,
     "eft": build_eft, "correlations": build_correlations, "monitors": build_monitors}
 
 

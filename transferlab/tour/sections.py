@@ -130,7 +130,7 @@ SECTIONS: tuple[Section, ...] = (
         "sizing", "Sizing and over-training", (), expected_s={"mini": 3, "micro": 2},
         extra=_chinchilla, extra_command=_chinchilla_command),
     Section(
-        "grokking", "Grokking",
+        "grok", "Grokking",
         (Step("run", "grok", why="the phase transition: the chapter's figure, step by step"),
          Step("delay", "grok", preset={"mini": "default"}, overrides=("stop_after_generalized=100", *GROK_SMALL),
               at_scale={"mini": ("steps=3000", "eval_every=20")},
