@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
         sections: Optional[List[str]] = typer.Option(
             None, "--sections", help=f"Run only these sections (repeatable or comma-separated): {listing}."),
         scale: str = typer.Option("mini", "--scale", help=f"The presets every study runs at: {choices} (mini: the "
-                                  "ones to run first, about 15 min on 2 cores from an empty store; micro: "
+                                  "ones to run first: 8 min on 2 cores from an empty store, measured; micro: "
                                   "test-sized)."),
         out: Optional[Path] = typer.Option(None, "--out", help="The page's path (default: "
                                            "<store>/tour/tour-<scale>.html)."),
