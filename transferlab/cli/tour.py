@@ -24,8 +24,8 @@ def register(app: typer.Typer) -> None:
                                   "ones to run first: 8 min on 2 cores from an empty store, measured; micro: "
                                   "test-sized)."),
         out: Optional[Path] = typer.Option(None, "--out", help="The page's path (default: "
-                                           "<store>/tour/tour-<scale>.html)."),
-        zoo: Optional[Path] = typer.Option(None, "--zoo", help="Zoo folder (default: <store>/zoo)."),
+                                           "STORE/tour/tour-SCALE.html)."),
+        zoo: Optional[Path] = typer.Option(None, "--zoo", help="Zoo folder (default: STORE/zoo)."),
         store: Optional[Path] = StoreOpt,
         json_out: bool = JsonOpt,
     ) -> None:
