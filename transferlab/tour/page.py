@@ -396,7 +396,7 @@ def build_w2s(page: Canvas, data: dict[str, Any]) -> View:
         reports=[("weak-to-strong report", w.get("report"))])
     names = list(losses)
     fig = go.Figure()
-    fig.add_trace(go.Bar(x=["weak (floor)"] + [LOSS_NAMES.get(n, n) for n in names] + ["strong ceiling"],
+    fig.add_trace(go.Bar(x=["weak (floor)"] + [f"student, {n}" for n in names] + ["strong ceiling"],
                          y=[first["weak_acc"]["value"]] + [losses[n]["student_acc"]["value"] for n in names]
                          + [first["ceiling_acc"]["value"]],
                          error_y={"type": "data", "symmetric": False,
@@ -409,7 +409,7 @@ def build_w2s(page: Canvas, data: dict[str, Any]) -> View:
     lo = min(first["weak_acc"]["lo"], *(losses[n]["student_acc"]["lo"] for n in names))
     fig.update_layout(title="Held-out accuracy: floor, students, ceiling (95% intervals over seeds)",
                       yaxis={"title": "accuracy", "range": [max(0.0, lo - 0.05), 1.0]}, height=420)
-    page.figure(fig, "")
+    page.figure(fig, "; ".join(f"{n}: {LOSS_NAMES.get(n, n)}" for n in names))
     v.numbers.append(_num("weak floor / strong ceiling", f"{_f(first['weak_acc']['value'])} / "
                           f"{_f(first['ceiling_acc']['value'])}", "the gap PGR measures the student in"))
     for n in names:
