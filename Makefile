@@ -1,5 +1,6 @@
 # transferlab: two commands on a fresh clone.
 #   make demo   -> .venv with CPU torch -> default grokking study -> prints the report path
+#   make tour   -> every study's mini preset -> one offline page that reads like the chapter
 #   make test   -> .venv with dev extras -> the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,7 +13,7 @@ CONSTRAINTS ?= constraints-zoo.txt
 PIN := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 BIN := $(VENV)/bin
 
-.PHONY: demo test venv dev lint clean browser
+.PHONY: demo tour test venv dev lint clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +33,10 @@ dev: $(VENV)/.installed-dev
 
 demo: $(VENV)/.installed
 	$(BIN)/transferlab grok
+
+# the chapter, run on this machine: every study's mini preset (what ./runs holds is reused), one offline page
+tour: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/transferlab tour
 
 # The report tests open pages in headless Chromium (Debian package `chromium`).
 browser:

@@ -114,6 +114,9 @@ def test_weight_norm_dormant_units_and_effective_rank():
     assert d0["units"] == 10 and d0["dormant_units"] == 3 and d0["dormant_fraction"] == pytest.approx(0.3)
     d1 = monitor.dormant_units(model, x, tau=0.1)
     assert d1["dormant_units"] == 4 and d1["per_layer"] == {"1": 0.4}
+    # the same units read as the input of the layer after them (a gated MLP's hidden units: no activation module)
+    d2 = monitor.dormant_units(model, x, tau=0.1, modules={"2": model[2]}, inputs_of=True)
+    assert d2["dormant_units"] == 4 and d2["units"] == 10 and d2["per_layer"] == {"2": 0.4}
     # Effective rank: k equal singular values -> k; rank one -> 1.
     q, _ = torch.linalg.qr(torch.randn(50, 50))
     feats = q[:, :5] * 3.0

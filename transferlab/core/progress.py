@@ -17,6 +17,7 @@ from rich.progress import (
 
 _quiet = False
 console = Console(stderr=True)
+_outer: Progress | None = None  # a live display that progress bars join as rows (``progress_group``)
 
 
 def set_quiet(quiet: bool) -> None:
@@ -51,13 +52,8 @@ class ProgressHandle:
         self._progress.update(self._task, info=info, **kw)
 
 
-@contextmanager
-def progress_bar(description: str, total: float | None) -> Iterator[ProgressHandle]:
-    """A progress bar with step, free-form info (losses, accuracy) and ETA."""
-    if _quiet:
-        yield ProgressHandle(None, None)
-        return
-    columns = [
+def _columns() -> list:
+    return [
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -66,6 +62,39 @@ def progress_bar(description: str, total: float | None) -> Iterator[ProgressHand
         TextColumn("eta"),
         TimeRemainingColumn(),
     ]
-    with Progress(*columns, console=console, transient=False, refresh_per_second=4) as prog:
+
+
+@contextmanager
+def progress_bar(description: str, total: float | None) -> Iterator[ProgressHandle]:
+    """A progress bar with step, free-form info (losses, accuracy) and ETA. Inside ``progress_group`` it is a
+    row of the group's display (rich allows one live display at a time), removed when it ends."""
+    if _quiet:
+        yield ProgressHandle(None, None)
+        return
+    if _outer is not None:
+        outer = _outer
+        task = outer.add_task(description, total=total, info="")
+        try:
+            yield ProgressHandle(outer, task)
+        finally:
+            outer.remove_task(task)
+        return
+    with Progress(*_columns(), console=console, transient=False, refresh_per_second=4) as prog:
         task = prog.add_task(description, total=total, info="")
         yield ProgressHandle(prog, task)
+
+
+@contextmanager
+def progress_group() -> Iterator[Progress | None]:
+    """One live display for a command made of other commands' work (the tour): its own rows are added to the
+    yielded Progress, and every ``progress_bar`` opened meanwhile becomes a row of it. None when quiet."""
+    global _outer
+    if _quiet or _outer is not None:
+        yield _outer if not _quiet else None
+        return
+    with Progress(*_columns(), console=console, transient=False, refresh_per_second=4) as prog:
+        _outer = prog
+        try:
+            yield prog
+        finally:
+            _outer = None

@@ -94,6 +94,12 @@ class Page:
                            "</table></div>")
         return self
 
+    def raw(self, markup: str) -> Page:
+        """Markup the caller built itself (a widget), added as it is: every user string in it must already be
+        escaped with :func:`esc`, and JSON inside a script made safe with :func:`script_json`."""
+        self._parts.append(markup)
+        return self
+
     def key_values(self, items: dict[str, Any]) -> Page:
         return self.table([{"quantity": k, "value": v} for k, v in items.items()])
 
@@ -118,6 +124,20 @@ class Page:
 def _height(fig: go.Figure) -> int:
     h = fig.layout.height
     return int(h) if h else 450
+
+
+def script_json(obj: Any) -> str:
+    """Data for a <script>: JSON (NaN/Inf as null) that cannot close the tag."""
+    def clean(x: Any) -> Any:
+        if isinstance(x, float) and x != x or x in (float("inf"), float("-inf")):
+            return None
+        if isinstance(x, dict):
+            return {str(k): clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+
+    return _script_safe(json.dumps(clean(obj), allow_nan=False, default=str))
 
 
 def _script_safe(spec: str) -> str:

@@ -265,11 +265,13 @@ def activation_modules(model: nn.Module) -> dict[str, nn.Module]:
 
 @torch.no_grad()
 def dormant_units(model: nn.Module, inputs: Batch, *, tau: float = 0.025,
-                  modules: Mapping[str, nn.Module] | Iterable[str] | None = None) -> dict[str, Any]:
+                  modules: Mapping[str, nn.Module] | Iterable[str] | None = None,
+                  inputs_of: bool = False) -> dict[str, Any]:
     """tau-dormant units (Sokar et al. 2023): unit i of a layer is dormant when
     E_x|h_i(x)| / ((1/H) sum_k E_x|h_k(x)|) <= tau. Units are the last dimension of each hooked
-    module's output; the expectation runs over every other dimension (batch, positions).
-    ``tau=0`` counts only units that are exactly zero on the batch."""
+    module's output (``inputs_of``: of its first input, e.g. a gated MLP's hidden units entering its
+    down projection, where the activation is a function, not a module); the expectation runs over every
+    other dimension (batch, positions). ``tau=0`` counts only units that are exactly zero on the batch."""
     named = dict(model.named_modules())
     if modules is None:
         mods = activation_modules(model)
@@ -284,14 +286,15 @@ def dormant_units(model: nn.Module, inputs: Batch, *, tau: float = 0.025,
     counts: dict[str, int] = {}
 
     def hook(name):
-        def fn(_m, _inp, out):
-            h = out[0] if isinstance(out, tuple) else out
+        def fn(_m, inp, out=None):
+            h = inp[0] if inputs_of else out[0] if isinstance(out, tuple) else out
             flat = h.detach().abs().reshape(-1, h.shape[-1]).double()
             sums[name] = sums.get(name, 0) + flat.sum(0)
             counts[name] = counts.get(name, 0) + flat.shape[0]
         return fn
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in mods.items()]
+    handles = [m.register_forward_pre_hook(hook(n)) if inputs_of else m.register_forward_hook(hook(n))
+               for n, m in mods.items()]
     try:
         _forward(model, inputs)
     finally:

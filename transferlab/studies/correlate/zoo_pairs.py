@@ -194,6 +194,9 @@ def run(cfg: ZooPairsConfig, store: Store | str | Path, zoo_root: str | Path | N
 
     t0 = time.perf_counter()
     st = store if isinstance(store, Store) else Store(store)
+    done = st.done(CorrelateZooStudy.name, cfg)  # a finished run is reused, as every study's (nothing is rescored)
+    if done is not None and (not report or (done.get("report") and Path(done["report"]).is_file())):
+        return {**done, "reused": True}
     rows, models, bench_info, samples = build_pairs(cfg, st, zoo_root)
     zrun = st.open_run(CorrelateZooStudy.name, cfg)
     zrun.start()

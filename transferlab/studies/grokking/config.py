@@ -231,6 +231,12 @@ PRESETS.add(
     checkpoint_every=1000, stop_after_generalized=200,
 )
 PRESETS.add(
+    "micro",
+    "test-sized: the default MLP on x+y mod 23 at 60% train, lr 1e-2, at most 600 steps evaluated every 10, "
+    "no monitors; a second or two (measured: memorizes at step 20, 99% validation at 370)",
+    p=23, train_fraction=0.6, lr=1e-2, steps=600, eval_every=10, monitor_every=0, stop_after_generalized=50,
+)
+PRESETS.add(
     "power2022",
     "Power et al. 2022 (arXiv 2201.02177) as their public reproduction (danielmamay/grokking) sets it up: x/y "
     "mod 97 fed as [x, ∘, y, =], 50% train, 2-layer post-LN decoder d_model 128, 4 heads, ReLU MLP 512, no "

@@ -445,6 +445,11 @@ PRESETS.add(
     task="stdlib-kind", losses=["xent", "logconf"], seeds=3,
 )
 PRESETS.add(
+    "micro",
+    "test-sized: the synthetic task (400 examples), 60 steps a head, 3 seeds (PGR's interval needs 3); a second",
+    task="synthetic-noisy", n_examples=400, steps=60, seeds=3,
+)
+PRESETS.add(
     "paper",
     "Burns et al.-style comparison: 6 losses x 5 seeds",
     losses=["xent", "confidence", "logconf", "product", "window", "adaptconf"],
