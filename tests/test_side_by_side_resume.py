@@ -119,3 +119,22 @@ def test_our_side_writes_its_curve_and_reuses_a_finished_run(tmp_path):
     assert all(r["collapse_frac"] is not None and r["zero_loss_frac"] is not None for r in rows)
     again = side_by_side.ours_resumable("prieto2025-stablemax", **kw)  # a rerun reuses the finished run
     assert again["run_id"] == first["run_id"] and again["curve"] == first["curve"]
+
+
+def test_plot_draws_both_sides_and_the_papers_curve_on_the_whole_budget(tmp_path):
+    sys.path.insert(0, str(REPRO))
+    try:
+        import prieto2025_side_by_side as prieto
+        import side_by_side
+    finally:
+        sys.path.remove(str(REPRO))
+    row = dict(train_acc=1.0, val_acc=0.0, train_loss=1e-3, val_loss=8.0, weight_norm_sq=1e5, collapse_frac=1.0,
+               zero_loss_frac=0.0)
+    side_by_side.write_curve_csv([{"step": 0, **row}, {"step": 200, **row, "val_acc": 0.002}], tmp_path / "ours.csv")
+    side_by_side.write_curve_csv([{"step": 0, **row}], tmp_path / "reference.csv")
+    prieto.plot(tmp_path, tmp_path / "page.html", "StableMax <side by side>")
+    page = (tmp_path / "page.html").read_text()
+    assert "StableMax &lt;side by side&gt;" in page  # escaped
+    assert "official code to step 0, ours (prieto2025-stablemax) to step 200" in page
+    assert "paper, Fig. 1(b) test accuracy (read by eye)" in page
+    assert page.count('"range":[0,80000]') == 6  # every panel on the paper's budget
