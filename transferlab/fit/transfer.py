@@ -36,7 +36,8 @@ Procedure (each step is a pure function here):
      loss the two fitted laws predict, ``L_s(N, D_F + k D_F^alpha N^beta)``, times a drawn log residual
      of those rows. The residuals are centred and scaled by sqrt(n / (n - p)) (p: the parameters each fit
      has), since a fit's residuals are smaller than its errors; without it the 95% interval of beta covered
-     the truth in 82% of synthetic quick-sized data sets (``bench/transfer_interval_coverage.py``). It refits the scratch law (warm-started batch), recomputes D_E and D_T and refits
+     the truth in 82% of synthetic quick-sized data sets (``bench/transfer_interval_coverage.py``). It refits
+     the scratch law (warm-started batch), recomputes D_E and D_T and refits
      k, alpha, beta. The design never changes, so a resample fails only if a refit does not converge
      or a drawn loss leaves fewer rows with D_T > 0 than the fit needs: in practice all of them fit.
    - ``"pairs"``: resample the runs themselves (scratch runs and fine-tuning rows, each with
@@ -68,8 +69,8 @@ from transferlab.fit.bootstrap import (
     bootstrap_chinchilla_residual,
     inflated_residuals,
     percentile_interval,
-    residual_losses,
     resample_counts,
+    residual_losses,
 )
 from transferlab.fit.chinchilla import DELTA, ChinchillaFit, ChinchillaLaw, fit_chinchilla
 from transferlab.fit.powerlaw import PowerLawFit, fit_power_law

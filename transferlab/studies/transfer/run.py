@@ -108,7 +108,8 @@ def sweep_rows(
              for t in extra}
     rows, brows = [], []
     for i, (size, kind, D, t) in enumerate(plan + bplan):
-        say(f"transfer run {i + 1}/{len(plan) + len(bplan)}: {kind} {size} D={D}" + (f" (pretrained {t:,})" if t else ""))
+        say(f"transfer run {i + 1}/{len(plan) + len(bplan)}: {kind} {size} D={D}"
+            + (f" (pretrained {t:,})" if t else ""))
         base = (by_size[size] if t is None else bases[t]) if kind == "finetune" else None
         (rows if t is None else brows).append(target_row(cfg, zb, store, size, kind, D, target, base, t))
     return rows, zb, _budget_rows(cfg, rows, brows)

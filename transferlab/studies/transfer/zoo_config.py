@@ -158,8 +158,8 @@ PRESETS.add(
     "3,019,520 tokens of prose (s's 20 tokens/param, so 54 / 20 / 9 tokens per parameter for xs / s / m) instead of "
     "a budget that grows with N; plus the budget axis: s pretrained to 2.5, 5, 10 and 20 tokens/param (377k..3.0M "
     "tokens) and fine-tuned at each D_F. Shares quick's scratch runs and s model. Departs from the paper: its "
-    "pretraining was large for every size, here m sees fewer tokens than its Chinchilla budget. ~14 min on one core from an empty store (its runs' times, "
-    "docs/RESULTS.md), ~6 min after quick",
+    "pretraining was large for every size, here m sees fewer tokens than its Chinchilla budget. ~14 min on one "
+    "core from an empty store (its runs' times, docs/RESULTS.md), ~6 min after quick",
     sizes=["xs", "s", "m"], finetune_D=[4_000, 16_000], vocab_size=2048, max_steps=400, bootstrap=200, workers=0,
     pretrain_tokens_per_param=None, pretrain_tokens=3_019_520,
     budget_size="s", budget_tokens=[377_440, 754_880, 1_509_760, 3_019_520],

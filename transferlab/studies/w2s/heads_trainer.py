@@ -137,8 +137,8 @@ def icl_refined_labels(cfg: W2SConfig, store: Store | None, data: Classification
         queries = torch.cat([sp.transfer, sp.val])
         seed = cfg.seed + s
         probs = refine_texts(lm, data.texts, weak_all[s], queries, sp.transfer, k=cfg.students.icl_k,
-                             template=cfg.students.icl_template, words=words, seed=seed, max_length=cfg.strong.max_length,
-                             device=cfg.device)
+                             template=cfg.students.icl_template, words=words, seed=seed,
+                             max_length=cfg.strong.max_length, device=cfg.device)
         if cfg.students.icl_read == "sample":
             probs = sample_labels(probs, torch.Generator().manual_seed(seed))
         out[s][queries] = probs.to(out.dtype)

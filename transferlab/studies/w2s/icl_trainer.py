@@ -70,9 +70,9 @@ class ICLModelConfig(StudyConfig):
 
 
 def model_config(cfg: W2SConfig) -> ICLModelConfig:
-    return ICLModelConfig(bits=cfg.icl_concepts.bits, noise=cfg.icl_concepts.noise, d_model=cfg.icl_concepts.d_model, layers=cfg.icl_concepts.layers,
-                          pairs=PRETRAIN_PAIRS, steps=cfg.icl_concepts.pretrain_steps, batch=PRETRAIN_BATCH, lr=PRETRAIN_LR,
-                          seed=cfg.task.seed)
+    ic = cfg.icl_concepts
+    return ICLModelConfig(bits=ic.bits, noise=ic.noise, d_model=ic.d_model, layers=ic.layers, pairs=PRETRAIN_PAIRS,
+                          steps=ic.pretrain_steps, batch=PRETRAIN_BATCH, lr=PRETRAIN_LR, seed=cfg.task.seed)
 
 
 def spec_of(cfg: W2SConfig) -> ConceptSpec:
