@@ -85,7 +85,9 @@ def plan(cmd: str, run_id: str, csv: str) -> tuple[list[str], str]:
     bare = args == words and _needs_arguments(words)  # named in prose (the README's table), not a command line
     if needs_models or bare or words[:2] == ["zoo", "corpus"]:
         return [*words, "--help"], "help"
-    answers_at_once = {"--print-config", "--list-presets", "--help", "--explain"} & set(args)
+    answers_at_once = {"--print-config", "--print-plan", "--list-presets", "--help", "--explain"} & set(args)
+    if words[:1] == ["tour"] and not answers_at_once:  # runs every study: its plan validates every config
+        return [*args, "--print-plan"], "print-config"
     trains = tuple(words) in study_words or words[0] == "sweep" or words[:2] == ["zoo", "build"]
     if trains and not answers_at_once:
         return [*args, "--print-config"], "print-config"
@@ -127,6 +129,7 @@ def test_every_readme_command_runs(cli, tmp_path, monkeypatch):
                                        ("transferlab fit chinchilla", "help"),
                                        ("transferlab runs ls", "as written"),
                                        ("transferlab zoo corpus prose --json", "help"),
-                                       ("transferlab sweep grok --plan delay-law --json", "print-config")])
+                                       ("transferlab sweep grok --plan delay-law --json", "print-config"),
+                                       ("transferlab tour", "print-config")])
 def test_the_plan_of_a_command(cmd, form):
     assert plan(cmd, "abc", "x.csv")[1] == form

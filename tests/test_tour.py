@@ -110,6 +110,27 @@ def test_a_failing_section_keeps_the_others(toured, capsys, monkeypatch):
     assert 'id="tour-grok-phase"' in html  # the grok section kept its widget
 
 
+def test_print_plan_runs_and_writes_nothing(toured, capsys, tmp_path):
+    """--print-plan validates every step's config and says which runs the store holds, without running."""
+    store, _, _ = toured
+    before = _store_state(store)
+    code, plan = _tour(capsys, store, "--print-plan")
+    assert code == 0 and _store_state(store) == before
+    assert [s["name"] for s in plan["sections"]] == section_names()
+    steps = {st["command"]: st["done"] for s in plan["sections"] for st in s["steps"]}
+    for s in SECTIONS:
+        for cmd in s.commands("micro"):
+            assert cmd in steps, cmd
+    assert steps["transferlab grok --preset micro"] is True  # done by the tour above
+    sweep = next(c for c in steps if c.startswith("transferlab sweep"))
+    assert steps[sweep] is None  # a sweep is only listed
+    empty = tmp_path / "empty"
+    code, plan = _tour(capsys, empty, "--print-plan")
+    assert code == 0 and not empty.exists()  # nothing created
+    assert all(st["done"] in (False, None) for s in plan["sections"] for st in s["steps"])
+    assert any(st["done"] is False for s in plan["sections"] for st in s["steps"])
+
+
 def test_bad_sections_and_scale_exit_2_with_a_suggestion(tmp_path, capsys):
     assert main(["tour", "--sections", "w2s,monitor", "--store", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -26,6 +26,9 @@ def register(app: typer.Typer) -> None:
         out: Optional[Path] = typer.Option(None, "--out", help="The page's path (default: "
                                            "STORE/tour/tour-SCALE.html)."),
         zoo: Optional[Path] = typer.Option(None, "--zoo", help="Zoo folder (default: STORE/zoo)."),
+        print_plan: bool = typer.Option(False, "--print-plan", help="Print what the tour would run (each "
+                                        "section's commands, their configs validated, and which the store already "
+                                        "holds done), then exit without running or writing anything."),
         store: Optional[Path] = StoreOpt,
         json_out: bool = JsonOpt,
     ) -> None:
@@ -37,6 +40,22 @@ def register(app: typer.Typer) -> None:
 
         check_sections(sections)
         check_scale(scale)
+        if print_plan:
+            from rich.markup import escape
+
+            from transferlab.tour.run import plan_tour
+
+            plan = plan_tour(store_path(store), sections=sections, scale=scale)
+            if json_out:
+                emit_json(plan)
+                return
+            for sec in plan["sections"]:
+                show(f"[bold]{sec['name']}[/bold] ({sec['title']}, ~{sec['expected_s']:.0f} s from an empty store)")
+                for st in sec["steps"]:
+                    mark = {True: "done", False: "to run", None: ""}[st["done"]]
+                    show(f"  {mark:<7} {escape(st['command'])}")
+            show(f"scale {plan['scale']}: ~{plan['expected_s']:.0f} s on 2 cores from an empty store")
+            return
         check_paths(store, out, "--out")
         res = run_tour(store_path(store), sections=sections, scale=scale, out=out, zoo_root=zoo)
         if json_out:

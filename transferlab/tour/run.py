@@ -164,6 +164,32 @@ def run_tour(store: Store | str | Path, sections: list[str] | None = None, scale
             "failed": [r["name"] for r in rows if r["status"] == "failed"]}
 
 
+def plan_tour(store: str | Path, sections: list[str] | None = None, scale: str = "mini") -> dict[str, Any]:
+    """What ``tour`` would run, without running or writing anything: per section, each step's command (its
+    config validated) and whether the store already holds it done (sweeps and the extra computations are
+    reported as commands only). ``tour --print-plan``."""
+    chosen = check_sections(sections)
+    check_scale(scale)
+    root = Path(store)
+    st = Store(root) if (root / "index.sqlite").is_file() else None  # an empty store is not created
+    out = []
+    for sec in chosen:
+        steps = []
+        for step in sec.steps:
+            from transferlab.studies.registry import get_study
+
+            study = get_study(step.study)
+            cfg = study.make_config(step.preset_for(scale), step.overrides_for(scale))
+            done = None if step.grid else (st is not None and st.done(study.name, cfg) is not None)
+            steps.append({"command": step.command(scale), "why": step.why, "done": done})
+        if sec.extra_command is not None:
+            steps.append({"command": sec.extra_command(scale), "why": "computed by the tour", "done": None})
+        out.append({"name": sec.name, "title": sec.title, "expected_s": float(sec.expected_s.get(scale, 60.0)),
+                    "steps": steps})
+    return {"scale": scale, "store": str(root), "sections": out,
+            "expected_s": sum(s["expected_s"] for s in out)}
+
+
 def rerun_command(name: str, scale: str, store: Path, out: Path | None = None) -> str:
     import shlex
 
