@@ -274,11 +274,14 @@ def _scalar_kind(annotation) -> str | None:
 
 
 def generated_cases() -> list[tuple[str, list[str], str]]:
-    """For every scalar field of every command's config: values it must refuse."""
+    """For every scalar field of every command's config (the fields of its parts included): values it must
+    refuse."""
+    from transferlab.core.config import config_keys
+
     cases = []
     for cmd, (spec, base) in COMMANDS.items():
         cls = _config_class(spec)
-        for name, field in cls.model_fields.items():
+        for name, field in config_keys(cls).fields.items():  # every key by its flat name, a nested part's too
             if name in SKIP_FIELDS:
                 continue
             kind = _scalar_kind(field.annotation)
