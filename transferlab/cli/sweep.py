@@ -93,6 +93,7 @@ def _sweep(command: str, grid: list[str] | None, sample: list[str] | None, trial
     begin(json_out)
     study = get_study(command)
     plan_overrides: list[str] = []
+    plan_variants: list[dict[str, Any]] | None = None  # a plan's variants of every grid point (runner's samples)
     if plan is not None:
         plans = dict(study.sweep_plans)
         if plan not in plans:
@@ -106,6 +107,7 @@ def _sweep(command: str, grid: list[str] | None, sample: list[str] | None, trial
         preset = sp.preset
         plan_overrides = [f"{k}={v}" for k, v in sp.overrides.items()]
         seeds = sp.seeds if seeds is None else seeds
+        plan_variants = getattr(sp, "variants", None) or None
     if not grid and not sample:
         plans = dict(study.sweep_plans)
         raise ConfigError("nothing to sweep", where="--grid",
@@ -114,8 +116,8 @@ def _sweep(command: str, grid: list[str] | None, sample: list[str] | None, trial
     seeds = 1 if seeds is None else seeds
     grid_values = parse_grid(grid or [])
     space = parse_sample(sample or [])
-    samples = draw_samples(space, trials, sample_seed) if space else None
-    swept = [*grid_values, *space]
+    samples = draw_samples(space, trials, sample_seed) if space else plan_variants
+    swept = [*grid_values, *space, *(plan_variants[0] if plan_variants else {})]
     both = sorted({parse_override(item)[0] for item in set_ or []} & set(swept))
     if both:
         raise ConfigError(f"'{both[0]}' is set both by --set and by the sweep (the sweep would override it)",

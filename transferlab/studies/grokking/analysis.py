@@ -500,6 +500,25 @@ def progress_measures(logits_all: torch.Tensor, labels_all: torch.Tensor, train_
     }
 
 
+def ildr(features: torch.Tensor, labels: torch.Tensor) -> float:
+    """ILDR, the inter/intra-class distance ratio (arXiv 2604.20923): how far apart the class centroids of a
+    representation lie against how far examples lie from their own class's centroid, as Fisher's criterion
+    without eigendecomposition. Here: the mean Euclidean distance over pairs of class centroids divided by the
+    mean distance of an example to its class centroid, on held-out examples (``features`` [n, d], ``labels``
+    [n]); classes with no example are skipped. Our reading of the paper's definition (its code was not read)."""
+    f = features.double()
+    classes, inv = torch.unique(labels, return_inverse=True)
+    k = len(classes)
+    if k < 2:
+        return float("nan")
+    sums = torch.zeros(k, f.shape[1], dtype=f.dtype).index_add_(0, inv, f)
+    counts = torch.bincount(inv, minlength=k).to(f.dtype)
+    cent = sums / counts[:, None]
+    intra = float((f - cent[inv]).norm(dim=1).mean())
+    inter = float(torch.pdist(cent).mean())
+    return inter / intra if intra > 0 else float("inf")
+
+
 def early_predictions(runs: Sequence[dict[str, Any]], fraction: float = 0.5) -> list[dict[str, Any]]:
     """Predict each grokked run's T_grok from its own norm decay, seen only up to
     T_mem + ``fraction`` · (T_grok − T_mem), with the norm drop log(V_mem / V_post) taken as the median of

@@ -125,10 +125,40 @@ class ProgressMeasures(Callback):
             rec.update({**m, "key_freqs": freqs})
 
 
+class _Features(nn.Module):
+    """A model seen through its ``features`` (the representation its readout reads), for ``functional_call``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.m = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.m.features(x)
+
+
+class ILDRMeasure(Callback):
+    """The ILDR of every member's readout representation on the validation pairs (arXiv 2604.20923; the
+    forecast's progress measure), at every evaluation, as ``ildr`` in the records."""
+
+    def __init__(self, data: AlgorithmicData):
+        self.data = data
+
+    def on_measure(self, evaluation: Evaluation) -> None:
+        from torch.func import functional_call
+
+        view = _Features(evaluation.forward.base)
+        for i, rec in enumerate(evaluation.records):
+            feats = functional_call(view, {f"m.{n}": v[i] for n, v in evaluation.params.items()},
+                                    (self.data.x_val,))
+            rec["ildr"] = analysis.ildr(feats, self.data.y_val)
+
+
 def measurements(cfg: GrokConfig, data: AlgorithmicData, loss_fn: nn.Module) -> list[Callback]:
     """The engine callbacks that add the study's own measurements to each evaluation: the progress measures
     (x+y with ``progress_measures``) and the monitor table (``monitor_every`` > 0)."""
     out: list[Callback] = []
+    if cfg.forecast_ildr:
+        out.append(ILDRMeasure(data))
     if cfg.progress_measures and cfg.operation == "x+y":
         out.append(ProgressMeasures(cfg, data, every=5))
     if cfg.monitor_every > 0:
