@@ -105,6 +105,43 @@ class StopAfterGeneralized(Callback):
             control.should_stop = True
 
 
+class ForecastStop(Callback):
+    """``forecast_early_stop``: at every 5th evaluation, the forecast (analysis.forecast_generalization) of each
+    live member from its rows so far; training stops when no live member that has not generalized is forecast
+    to generalize within the budget (each forecast 'never', or a step past ``budget``) and one such member
+    exists. ``stopped`` keeps the step and each member's forecast."""
+
+    def __init__(self, cfgs: list[GrokConfig], budget: int, every: int = 5):
+        self.cfgs, self.budget, self.every = cfgs, budget, every
+        self.history: list[list[dict[str, Any]]] = [[] for _ in cfgs]
+        self.stopped: dict[str, Any] | None = None
+        self.n = 0
+
+    def on_resume(self, records: list[list[dict[str, Any]]]) -> None:
+        for k, recs in enumerate(records):
+            self.history[k] = list(recs)
+
+    def on_eval(self, step: int, records: list[dict[str, Any]], alive: list[bool], control: Control) -> None:
+        for k, r in enumerate(records):
+            self.history[k].append(r)
+        self.n += 1
+        if self.n % self.every or step >= self.budget:
+            return
+        verdicts = []
+        for k, (cfg, hist) in enumerate(zip(self.cfgs, self.history)):
+            if not alive[k]:
+                continue
+            fc = analysis.forecast_generalization(hist, cfg.lr, cfg.weight_decay, cfg.model)
+            if fc["basis"] == "already generalized":
+                continue
+            late = fc["never"] or (fc["predicted_generalize_step"] is not None
+                                   and fc["predicted_generalize_step"] > self.budget)
+            verdicts.append((late, fc))
+        if verdicts and all(late for late, _ in verdicts):
+            self.stopped = {"at_step": step, "forecasts": [fc for _, fc in verdicts]}
+            control.should_stop = True
+
+
 class ProgressMeasures(Callback):
     """Nanda et al.'s progress measures (restricted and excluded loss, key frequencies) of every member,
     every ``every`` evaluations and at the last step (x+y only)."""
@@ -249,8 +286,10 @@ def _train(cfg0: GrokConfig, cfgs: list[GrokConfig], runs: list, data: Algorithm
     for r in runs:
         r.start()
     tuner = ReportEvals(reporter) if reporter else None
+    forecaster = ForecastStop(cfgs, cfg0.steps) if cfg0.forecast_early_stop else None
     engine = Engine(StackedForward(base, cfg0.ensemble_mode), params, loss_fn, chain, tdata, schedule, evaluator,
-                    runs=runs, callbacks=[*measurements(cfg0, data, loss_fn), stopper, *([tuner] if tuner else [])],
+                    runs=runs, callbacks=[*measurements(cfg0, data, loss_fn), stopper, *([tuner] if tuner else []),
+                                          *([forecaster] if forecaster else [])],
                     description=description)
     # the clamp's rho: the engine's own state tensor (checkpointed, restored in place on resume)
     clamp_rho = next((st["rho"] for t, st in zip(chain.transforms, engine.states) if isinstance(t, T.ProjectNorm)),
@@ -280,6 +319,8 @@ def _train(cfg0: GrokConfig, cfgs: list[GrokConfig], runs: list, data: Algorithm
             rho = float(clamp_rho[k])
             summary["norm_clamp"] = {"mode": "memorization" if cfg.norm_clamp == "memorization" else "fixed",
                                      "rho": rho if math.isfinite(rho) else None}
+        if forecaster is not None and forecaster.stopped is not None:
+            summary["forecast_stopped"] = {"at_step": forecaster.stopped["at_step"], "budget": cfg0.steps}
         diagnosis = analysis.diagnose(records, cfg.lr, cfg.weight_decay, cfg.weight_decay_style)
         if diagnosis is not None and result.diverged[k] is None:
             summary["diagnosis"] = diagnosis
@@ -350,6 +391,15 @@ def member_json(m: MemberResult) -> dict[str, Any]:
             "weight_decay": m.config["weight_decay"], "status": s.get("status"),
             **{k: s.get(k) for k in PHASE_KEYS},
             "wall_seconds": s.get("wall_seconds"), "threads": s.get("threads"),
+            "forecasts": member_forecasts(m),
+            **({"forecast_stopped": s["forecast_stopped"]} if s.get("forecast_stopped") else {}),
             **({"norm_clamp": s["norm_clamp"]} if s.get("norm_clamp") else {}),
             **({"diagnosis": {"code": s["diagnosis"]["code"], "message": s["diagnosis"]["message"]}}
                if s.get("diagnosis") else {})}
+
+
+def member_forecasts(m: MemberResult) -> list[dict[str, Any]]:
+    """The forecast of the generalization step made at ten points of the member's run, each from its rows up to
+    that point (analysis.forecasts)."""
+    c = m.config
+    return analysis.forecasts(m.records, c["lr"], c["weight_decay"], c.get("model", "mlp"))
