@@ -323,18 +323,31 @@ def compare_forms(points: Sequence[dict[str, Any]], fit_pts: Sequence[dict[str, 
             if wi is not None:
                 loo.append((_predict_form(form, wi, p), p["delay"]))
         w_ho = _fit_form(form, fit_u)
-        ho = [(_predict_form(form, w_ho, p), p["delay"]) for p in test_pts] if w_ho else []
+        # several architectures: each its own constants (arXiv 2605.18845 fits κ per architecture), the pooled
+        # fit where an architecture has too few calibration trials
+        archs = sorted({str(p.get("architecture")) for p in fit_u})
+        w_arch = {a: _fit_form(form, [p for p in fit_u if str(p.get("architecture")) == a])
+                  for a in archs} if len(archs) > 1 else {}
+
+        def predict(p: dict[str, Any], w_all: list[float] = w_ho or [], by: dict = w_arch) -> float:
+            return _predict_form(form, by.get(str(p.get("architecture"))) or w_all, p)
+
+        ho = [(predict(p), p["delay"]) for p in test_pts] if w_ho else []
         names = {"law": ["c"], "affine": ["a", "c"], "inverse": ["K"]}[form]
         key = {"law": 0, "affine": 1, "inverse": 0}[form]
         boot = _bootstrap_params(form, fit_u, key)
         out[form] = {"form": text, "params": dict(zip(names, w)),
                      "mape_loo": _mape([a for a, _ in loo], [b for _, b in loo]),
                      "mape_heldout": _mape([a for a, _ in ho], [b for _, b in ho]) if ho else None,
-                     "calibration": "seed 0's trials (V_post per architecture and operation from them)",
+                     "calibration": "seed 0's trials (V_post per architecture and operation from them"
+                                    + ("; constants per architecture)" if w_arch else ")"),
                      "constant": w_ho[key] if w_ho else None, "constant_name": names[key],
+                     **({"constant_by_architecture": {a: w[key] for a, w in w_arch.items() if w}} if w_arch else {}),
                      "constant_ci": boot, "theory_constant": THEORY_FORM_CONSTANT[form],
                      "params_calibrated": dict(zip(names, w_ho)) if w_ho else None,
                      **heldout_stats([(pr, p) for (pr, _), p in zip(ho, test_pts)])}
+        if w_arch:
+            out[form]["constant_note"] = "constant: fitted on all calibration trials; predictions use each architecture's"
     return out
 
 
