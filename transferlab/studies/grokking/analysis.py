@@ -329,10 +329,8 @@ def compare_forms(points: Sequence[dict[str, Any]], fit_pts: Sequence[dict[str, 
         w_arch = {a: _fit_form(form, [p for p in fit_u if str(p.get("architecture")) == a])
                   for a in archs} if len(archs) > 1 else {}
 
-        def predict(p: dict[str, Any], w_all: list[float] = w_ho or [], by: dict = w_arch) -> float:
-            return _predict_form(form, by.get(str(p.get("architecture"))) or w_all, p)
-
-        ho = [(predict(p), p["delay"]) for p in test_pts] if w_ho else []
+        ho = [(_predict_form(form, w_arch.get(str(p.get("architecture"))) or w_ho, p), p["delay"])
+              for p in test_pts] if w_ho else []
         names = {"law": ["c"], "affine": ["a", "c"], "inverse": ["K"]}[form]
         key = {"law": 0, "affine": 1, "inverse": 0}[form]
         boot = _bootstrap_params(form, fit_u, key)
@@ -347,7 +345,8 @@ def compare_forms(points: Sequence[dict[str, Any]], fit_pts: Sequence[dict[str, 
                      "params_calibrated": dict(zip(names, w_ho)) if w_ho else None,
                      **heldout_stats([(pr, p) for (pr, _), p in zip(ho, test_pts)])}
         if w_arch:
-            out[form]["constant_note"] = "constant: fitted on all calibration trials; predictions use each architecture's"
+            out[form]["constant_note"] = ("constant: fitted on all calibration trials; predictions use each "
+                                          "architecture's")
     return out
 
 
@@ -401,8 +400,8 @@ def task_of(t: dict[str, Any]) -> tuple[Any, Any]:
 
 def first_passage_form(cand: Sequence[dict[str, Any]], rule_seed: Any = None) -> dict[str, Any] | None:
     """arXiv 2605.18845's protocol: for each architecture, one hyperparameter cell (the lr x wd of the median
-    lr·wd among the cells of the calibration seed's generalized trials) calibrates κ (relative least squares over that cell's
-    trials, one per operation) and V* (each operation's norm at generalization in that cell); every other
+    lr·wd among the cells of the calibration seed's generalized trials) calibrates κ (relative least squares over
+    that cell's trials, one per operation) and V* (each operation's norm at generalization in that cell); every other
     generalized trial is predicted as T_mem + log(V_mem / V*) / (2κ·lr·wd). ``cand``: the usable trials."""
     seed0 = rule_seed if rule_seed is not None else min((t.get("seed") for t in cand), default=None,
                                                       key=lambda s: (s is None, s))
