@@ -107,3 +107,16 @@ def test_early_stop_and_forecasts_in_the_json(cli, tmp_path):
     fcs = res["forecasts"]
     assert fcs and all(f["made_at_step"] <= res["forecast_stopped"]["at_step"] for f in fcs)
     assert fcs[-1]["never"] and fcs[-1]["predicted_generalize_step"] is None
+
+
+def test_early_stop_replay_stops_the_stalled_run_and_not_the_grokking_one():
+    grokking = _run()["records"]
+    assert A.early_stop_step(grokking, 3e-3, 1.0, budget=3000, calibration=CAL) is None
+    assert A.early_stop_step(grokking, 3e-3, 1.0, budget=1250, calibration=CAL) is None  # 1.25 x T_grok
+    # the law says 2.7 / 5e-5 = 54,000 steps after memorization: past a budget of 3,000 at the first check
+    at = A.early_stop_step(grokking, 1e-3, 0.05, budget=3000, calibration=CAL)
+    assert at is not None and at <= 150
+    stalled = [{"step": s, "train_acc": 1.0 if s >= 100 else 0.5, "val_acc": 0.01, "val_loss": 1.0,
+                "weight_norm_sq": 1000.0, "ildr": 0.2} for s in range(0, 5001, 10)]
+    at = A.early_stop_step(stalled, 3e-3, 1.0, budget=5000, calibration=CAL)
+    assert at is not None and 1900 <= at <= 2100  # the 'never' rule: twice the law's 900 steps after memorization

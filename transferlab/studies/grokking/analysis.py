@@ -916,3 +916,27 @@ def forecast_errors(runs: Sequence[dict[str, Any]], fractions: Sequence[float] =
         summary[f"median_abs_rel_error_at_{f:g}"] = _median(errs) if errs else None
         summary[f"n_forecast_at_{f:g}"] = len(errs)
     return summary
+
+
+def forecast_says_late(fc: dict[str, Any], budget: int) -> bool:
+    """Whether a forecast says its run will not generalize within ``budget`` steps (never, or past it)."""
+    pred = fc.get("predicted_generalize_step")
+    return bool(fc.get("never")) or (pred is not None and pred > budget)
+
+
+def early_stop_step(records: Sequence[dict[str, Any]], lr: float, weight_decay: float, budget: int,
+                    model: str = "mlp", every: int = 5,
+                    calibration: dict[str, dict[str, float]] | None = None) -> int | None:
+    """The step at which ``forecast_early_stop`` would have stopped this run alone (its rule, ForecastStop in
+    run.py: every ``every``-th evaluation before the budget, a member not yet generalized whose forecast is late),
+    replayed on its rows; None when it would have run on."""
+    for i in range(every - 1, len(records), every):
+        step = int(records[i]["step"])
+        if step >= budget:
+            return None
+        fc = forecast_generalization(records[:i + 1], lr, weight_decay, model, calibration)
+        if fc["basis"] == "already generalized":
+            return None
+        if forecast_says_late(fc, budget):
+            return step
+    return None

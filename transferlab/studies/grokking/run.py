@@ -134,9 +134,7 @@ class ForecastStop(Callback):
             fc = analysis.forecast_generalization(hist, cfg.lr, cfg.weight_decay, cfg.model)
             if fc["basis"] == "already generalized":
                 continue
-            late = fc["never"] or (fc["predicted_generalize_step"] is not None
-                                   and fc["predicted_generalize_step"] > self.budget)
-            verdicts.append((late, fc))
+            verdicts.append((analysis.forecast_says_late(fc, self.budget), fc))
         if verdicts and all(late for late, _ in verdicts):
             self.stopped = {"at_step": step, "forecasts": [fc for _, fc in verdicts]}
             control.should_stop = True
