@@ -423,6 +423,21 @@ def write_sweep_report(result: dict[str, Any], store: Store) -> tuple[Path, anal
                   "to generalization, with the norm drop taken from the other runs of the sweep (mean absolute "
                   f"error {100 * sum(p['abs_pct_error'] for p in preds) / len(preds):.1f}% over {len(preds)} runs).")
         page.table(preds)
+    seeds = sorted({t.get("seed") for t in done}, key=lambda v: (v is None, v))
+    if len(seeds) > 1 and any(r.get("ildr") for t in done for r in (t.get("records") or [])[-1:]):
+        cal = analysis.calibrate_forecast([t for t in done if t.get("seed") == seeds[0]])
+        fc = analysis.forecast_errors([t for t in done if t.get("seed") != seeds[0]], calibration=cal or None)
+        result["forecast"] = {"calibrated_on_seed": seeds[0], "calibration": cal, **fc}
+        consts = ", ".join(f"{a}: K {c['k']:.3g}, ILDR rise {c['ildr_rise']:.3g}" for a, c in cal.items())
+        page.heading("The forecast, held out")
+        page.text(f"The forecast of each run's generalization step (analysis.forecast_generalization: the law's "
+                  f"K/(lr·wd) blended with the ILDR's climb), its constants calibrated on seed {seeds[0]}'s runs "
+                  f"({consts}), "
+                  "made from each other run's rows up to 25% and 50% of its own T_grok. Median absolute relative "
+                  f"error at 25%: {_pct(fc['median_abs_rel_error_at_0.25'])} ({fc['n_forecast_at_0.25']} runs), at "
+                  f"50%: {_pct(fc['median_abs_rel_error_at_0.5'])} ({fc['n_forecast_at_0.5']} runs); a run not yet "
+                  "memorized at the point has no forecast. Goal: ≤ 20% at 50%.")
+        page.table(fc["runs"])
     path = store.root / GrokStudy.name / "reports" / f"{result['sweep']}.html"
     page.write(path)
     for t in trials:
