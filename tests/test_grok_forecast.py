@@ -120,3 +120,9 @@ def test_early_stop_replay_stops_the_stalled_run_and_not_the_grokking_one():
                 "weight_norm_sq": 1000.0, "ildr": 0.2} for s in range(0, 5001, 10)]
     at = A.early_stop_step(stalled, 3e-3, 1.0, budget=5000, calibration=CAL)
     assert at is not None and 1900 <= at <= 2100  # the 'never' rule: twice the law's 900 steps after memorization
+    # the norm still falls (as x²+xy+y² on the MLP does) but the ILDR does not climb: never, at the same point
+    drifting = [{**r, "weight_norm_sq": 1000.0 * math.exp(-1e-4 * r["step"]), "ildr": 0.2 + 1e-7 * r["step"]}
+                for r in stalled]
+    fc = A.forecast_generalization(drifting[:200], 3e-3, 1.0, "mlp", CAL)
+    assert fc["never"] and "quarter" in fc["basis"]
+    assert not A.forecast_generalization(drifting[:150], 3e-3, 1.0, "mlp", CAL)["never"]

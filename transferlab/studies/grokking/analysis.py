@@ -819,10 +819,10 @@ def forecast_generalization(records: Sequence[dict[str, Any]], lr: float, weight
     - the ILDR (arXiv 2604.20923): ℓ(t) = log(ILDR(t) / ILDR(T_mem)) climbs to about ``ildr_rise`` at T_grok;
       a line through ℓ over the latter half of the rows since T_mem, extended to that level, gives D_ildr.
     They are averaged in log space with the weight w = ℓ(now) / ildr_rise (0 to 1) on D_ildr: the law
-    speaks first, the progress measure takes over as it climbs. The norm trajectory decides "never": when
-    twice the law's delay has passed and neither ‖θ‖² nor the ILDR is moving toward generalization (the norm
-    fell less than 1% over the latter half of the rows and ℓ did not rise), the forecast is that the run will
-    not generalize (``predicted_generalize_step`` None, ``never`` True).
+    speaks first, the progress measure takes over as it climbs. "Never" (``predicted_generalize_step`` None,
+    ``never`` True): when twice the law's delay has passed and either neither ‖θ‖² nor the ILDR is moving toward
+    generalization (the norm fell less than 1% over the latter half of the rows and ℓ did not rise), or the ILDR
+    has climbed less than a quarter of its rise at generalization.
 
     Returns made_at_step, predicted_generalize_step (None: cannot tell yet, or never), never, basis, and the
     parts (t_mem, d_law, d_ildr, weight)."""
@@ -861,12 +861,16 @@ def forecast_generalization(records: Sequence[dict[str, Any]], lr: float, weight
         if slope > 0:
             d_ildr = max(float(now + max(c["ildr_rise"] - ell_now, 0.0) / slope - t_mem), float(now - t_mem))
     out.update(d_ildr=d_ildr, weight=w)
-    if now - t_mem > 2 * d_law and slope <= 0:
+    if now - t_mem > 2 * d_law:
         tail = after[len(after) // 2:]
         v0, v1 = tail[0].get("weight_norm_sq"), tail[-1].get("weight_norm_sq")
-        if v0 and v1 and v1 > 0.99 * v0:
+        if slope <= 0 and v0 and v1 and v1 > 0.99 * v0:
             out.update(never=True, basis="twice the law's delay has passed and neither the norm nor the ILDR "
                                          "moves toward generalization")
+            return out
+        if il0 and ell_now < 0.25 * c["ildr_rise"]:
+            out.update(never=True, basis="twice the law's delay has passed and the ILDR has climbed less than a "
+                                         "quarter of its rise at generalization: no circuit is forming")
             return out
     if d_ildr is None or w <= 0:
         delay, basis = d_law, "the law (ILDR not rising yet)"
