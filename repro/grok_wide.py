@@ -40,19 +40,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--store", required=True)
     ap.add_argument("--set", action="append", default=[], help="the same --set as the sweep was run with")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--report", action="store_true",
+                    help="also write the sweep page of the finished trials (reports/<sweep>-partial.html)")
     args = ap.parse_args(argv)
     store = Store(args.store)
     trials, info = plan_trials(store, args.set)
     done = [t for t in trials if t["status"] in FINAL]
+    if args.report:
+        from transferlab.studies.grokking.report import write_sweep_report
+
+        part = {"sweep": info["sweep"] + "-partial", "trials": [dict(t) for t in done]}
+        info["report"] = str(write_sweep_report(part, store)[0])
+        print(info["report"], file=sys.stderr)
     law = A.delay_law(done)
     cal = A.calibrate_forecast([t for t in done if t.get("seed") == 0])
     held = [t for t in done if t.get("seed") != 0]
     fc = A.forecast_errors(held, calibration=cal)
+    stops = {"own budget": [0, 0], "1.25 x T_grok": [0, 0]}  # stopped, generalized runs replayed
+    for t in held:
+        t_grok = t.get("steps_to_generalize")
+        if t_grok is None or not t["records"]:
+            continue
+        for label, budget in (("own budget", SWEEP_PLANS["delay-law-wide"].overrides["steps"]), ("1.25 x T_grok", int(1.25 * t_grok))):
+            at = A.early_stop_step(t["records"], t["lr"], t["weight_decay"], budget, t.get("model", "mlp"),
+                                   calibration=cal or None)
+            stops[label][0] += at is not None
+            stops[label][1] += 1
     out = {**info, "finished": len(done), "counts": {s: sum(t["status"] == s for t in trials)
                                                      for s in sorted({t["status"] for t in trials})},
            "forms": law.forms, "excluded": law.excluded, "n_used": law.n_used, "n_censored": law.n_censored,
            "forecast_calibration": cal, "forecast": {k: v for k, v in fc.items() if k != "runs"},
-           "forecast_runs": fc["runs"]}
+           "forecast_runs": fc["runs"],
+           "false_stops": {k: {"stopped": v[0], "of_generalized": v[1]} for k, v in stops.items()}}
     if args.json:
         json.dump(out, sys.stdout, indent=1, default=str)
         return 0
@@ -65,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
               f"by op {({k: round(v['mape'], 3) for k, v in f['by_operation'].items()})}")
     print(f"  excluded: {len(law.excluded)}; censored: {law.n_censored}")
     print(f"  forecast (calibrated on seed 0: {cal}): {out['forecast']}")
+    print(f"  early stop replayed on held-out generalized runs: {out['false_stops']}")
     return 0
 
 
