@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         t_grok = t.get("steps_to_generalize")
         if t_grok is None or not t["records"]:
             continue
-        for label, budget in (("own budget", SWEEP_PLANS["delay-law-wide"].overrides["steps"]), ("1.25 x T_grok", int(1.25 * t_grok))):
+        own = int(SWEEP_PLANS["delay-law-wide"].overrides["steps"])
+        for label, budget in (("own budget", own), ("1.25 x T_grok", int(1.25 * t_grok))):
             at = A.early_stop_step(t["records"], t["lr"], t["weight_decay"], budget, t.get("model", "mlp"),
                                    calibration=cal or None)
             stops[label][0] += at is not None
