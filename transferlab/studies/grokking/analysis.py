@@ -821,8 +821,8 @@ def forecast_generalization(records: Sequence[dict[str, Any]], lr: float, weight
     They are averaged in log space with the weight w = ℓ(now) / ildr_rise (0 to 1) on D_ildr: the law
     speaks first, the progress measure takes over as it climbs. "Never" (``predicted_generalize_step`` None,
     ``never`` True): when twice the law's delay has passed and either neither ‖θ‖² nor the ILDR is moving toward
-    generalization (the norm fell less than 1% over the latter half of the rows and ℓ did not rise), or the ILDR
-    has climbed less than a quarter of its rise at generalization.
+    generalization (the norm fell less than 1% over the latter half of the rows and ℓ, below its level at
+    generalization, did not rise), or the ILDR has climbed less than a quarter of its rise at generalization.
 
     Returns made_at_step, predicted_generalize_step (None: cannot tell yet, or never), never, basis, and the
     parts (t_mem, d_law, d_ildr, weight)."""
@@ -864,7 +864,7 @@ def forecast_generalization(records: Sequence[dict[str, Any]], lr: float, weight
     if now - t_mem > 2 * d_law:
         tail = after[len(after) // 2:]
         v0, v1 = tail[0].get("weight_norm_sq"), tail[-1].get("weight_norm_sq")
-        if slope <= 0 and v0 and v1 and v1 > 0.99 * v0:
+        if slope <= 0 and w < 1 and v0 and v1 and v1 > 0.99 * v0:
             out.update(never=True, basis="twice the law's delay has passed and neither the norm nor the ILDR "
                                          "moves toward generalization")
             return out
@@ -872,7 +872,9 @@ def forecast_generalization(records: Sequence[dict[str, Any]], lr: float, weight
             out.update(never=True, basis="twice the law's delay has passed and the ILDR has climbed less than a "
                                          "quarter of its rise at generalization: no circuit is forming")
             return out
-    if d_ildr is None or w <= 0:
+    if w >= 1:
+        delay, basis = float(now - t_mem), "the ILDR is at its level at generalization: any step now"
+    elif d_ildr is None or w <= 0:
         delay, basis = d_law, "the law (ILDR not rising yet)"
     else:
         delay = math.exp((1 - w) * math.log(d_law) + w * math.log(max(d_ildr, 1.0)))
