@@ -126,3 +126,14 @@ def test_early_stop_replay_stops_the_stalled_run_and_not_the_grokking_one():
     fc = A.forecast_generalization(drifting[:200], 3e-3, 1.0, "mlp", CAL)
     assert fc["never"] and "quarter" in fc["basis"]
     assert not A.forecast_generalization(drifting[:150], 3e-3, 1.0, "mlp", CAL)["never"]
+
+
+def test_an_ildr_at_its_level_is_never_never():
+    """A run whose ILDR has climbed its full rise and then sits there (the last few validation pairs take long,
+    as on the small transformer) is forecast to generalize at any step now, and is not stopped."""
+    rows = [{"step": s, "train_acc": 1.0 if s >= 100 else 0.5, "val_acc": 0.98 if s >= 300 else 0.1,
+             "val_loss": 0.1, "weight_norm_sq": 1000.0, "ildr": 0.2 * math.exp(1.5 if s >= 300 else 0.0)}
+            for s in range(0, 3001, 10)]
+    fc = A.forecast_generalization(rows, 3e-3, 1.0, "mlp", CAL)
+    assert not fc["never"] and fc["predicted_generalize_step"] == 3000 and "any step now" in fc["basis"]
+    assert A.early_stop_step(rows, 3e-3, 1.0, budget=4000, calibration=CAL) is None
