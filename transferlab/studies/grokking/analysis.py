@@ -921,6 +921,15 @@ def forecast_errors(runs: Sequence[dict[str, Any]], fractions: Sequence[float] =
         errs = [p[f"error_at_{f:g}"] for p in per if p[f"error_at_{f:g}"] is not None]
         summary[f"median_abs_rel_error_at_{f:g}"] = _median(errs) if errs else None
         summary[f"n_forecast_at_{f:g}"] = len(errs)
+    by: dict[str, dict[str, Any]] = {}
+    for p in per:
+        by.setdefault(str(p["model"]), {})
+    for m, d in by.items():
+        for f in fractions:
+            errs = [p[f"error_at_{f:g}"] for p in per if str(p["model"]) == m and p[f"error_at_{f:g}"] is not None]
+            d[f"median_abs_rel_error_at_{f:g}"] = _median(errs) if errs else None
+            d[f"n_forecast_at_{f:g}"] = len(errs)
+    summary["by_architecture"] = by
     return summary
 
 

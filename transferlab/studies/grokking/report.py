@@ -436,7 +436,10 @@ def write_sweep_report(result: dict[str, Any], store: Store) -> tuple[Path, anal
                   "made from each other run's rows up to 25% and 50% of its own T_grok. Median absolute relative "
                   f"error at 25%: {_pct(fc['median_abs_rel_error_at_0.25'])} ({fc['n_forecast_at_0.25']} runs), at "
                   f"50%: {_pct(fc['median_abs_rel_error_at_0.5'])} ({fc['n_forecast_at_0.5']} runs); a run not yet "
-                  "memorized at the point has no forecast. Goal: ≤ 20% at 50%.")
+                  "memorized at the point has no forecast. Goal: ≤ 20% at 50%. Per architecture: "
+                  + "; ".join(f"{a}: {_pct(d['median_abs_rel_error_at_0.25'])} ({d['n_forecast_at_0.25']}) at 25%, "
+                              f"{_pct(d['median_abs_rel_error_at_0.5'])} ({d['n_forecast_at_0.5']}) at 50%"
+                              for a, d in fc["by_architecture"].items()) + ".")
         page.table(fc["runs"])
     path = store.root / GrokStudy.name / "reports" / f"{result['sweep']}.html"
     page.write(path)
