@@ -117,7 +117,8 @@ def test_forms_recover_the_law_they_were_drawn_from():
     form recovers a and c."""
     law = A.delay_law(_sweep_trials(seeds=(0, 1), noise=0.02))
     f = law.forms
-    assert set(f) == {"law", "affine", "inverse"}
+    assert set(f) == {"law", "affine", "inverse", "first_passage"}
+    assert f["first_passage"]["constant"] == pytest.approx(1.0, rel=0.1) and f["first_passage"]["mape_heldout"] < 0.05
     assert f["law"]["params"]["c"] == pytest.approx(0.5, rel=0.05) and f["law"]["mape_heldout"] < 0.05
     assert f["affine"]["mape_heldout"] < 0.05 and abs(f["affine"]["params"]["a"]) < 0.1
     assert f["inverse"]["mape_heldout"] > 2 * f["law"]["mape_heldout"]
@@ -128,6 +129,58 @@ def test_forms_recover_the_law_they_were_drawn_from():
     assert g["affine"]["params"]["a"] == pytest.approx(2.0, rel=0.1)
     assert g["affine"]["params"]["c"] == pytest.approx(0.5, rel=0.15)
     assert g["affine"]["mape_heldout"] < 0.05 < g["law"]["mape_heldout"]
+
+
+def _wide_trials(noise=0.03, rng_seed=0):
+    """Two architectures with their own norm scales and their own κ (the MLP 1.0, the transformer 0.5), three
+    operations each, lr x wd over 16x, 2 seeds; delays drawn from the first-passage form."""
+    rng = np.random.default_rng(rng_seed)
+    out = []
+    for arch, scale, kappa in (("mlp", 10_000.0, 1.0), ("transformer", 500.0, 0.5)):
+        for op, post_frac in (("x+y", 0.5), ("x-y", 0.45), ("x/y", 0.4)):
+            for seed in (0, 1):
+                for lr in (1e-3, 4e-3):
+                    for wd in (0.5, 1.0, 2.0, 4.0):
+                        v_mem = scale * float(rng.uniform(0.9, 1.1))
+                        post = scale * post_frac * float(np.exp(rng.normal(0, 0.01)))
+                        t_mem = int(rng.uniform(50, 150))
+                        delay = math.log(v_mem / post) / (2 * kappa * lr * wd) * float(np.exp(rng.normal(0, noise)))
+                        out.append({"run_id": f"{arch}{op}{seed}{lr}{wd}", "status": "done", "seed": seed, "lr": lr,
+                                    "weight_decay": wd, "model": arch, "operation": op, "steps_to_memorize": t_mem,
+                                    "steps_to_generalize": t_mem + int(delay), "norm_at_memorize": v_mem,
+                                    "norm_at_generalize": post, "last_step": t_mem + int(delay) + 100})
+    return out
+
+
+def test_forms_across_architectures_and_operations_follow_the_json_contract():
+    """Held out across two architectures (own κ, own norm scales) and three operations: the first-passage form
+    (κ per architecture from one cell) recovers each κ and predicts the rest; every form carries the contract's
+    keys, its MAPE inside its bootstrap interval, and the breakdown per architecture and operation."""
+    law = A.delay_law(_wide_trials())
+    fp = law.forms["first_passage"]
+    assert fp["constant_by_architecture"]["mlp"] == pytest.approx(1.0, rel=0.1)
+    assert fp["constant_by_architecture"]["transformer"] == pytest.approx(0.5, rel=0.1)
+    assert fp["mape_heldout"] < 0.06 and fp["n_heldout"] == 96 - 6  # all but one cell's 3 trials per architecture
+    assert fp["theory_constant"] == 1.0 and "one cell" in fp["calibration"]
+    for name, f in law.forms.items():
+        for key in ("mape_heldout", "mape_heldout_ci", "n_heldout", "constant", "constant_ci", "theory_constant",
+                    "by_architecture", "by_operation"):
+            assert key in f, (name, key)
+        lo, hi = f["mape_heldout_ci"]
+        assert lo <= f["mape_heldout"] <= hi
+        assert set(f["by_architecture"]) == {"mlp", "transformer"} and set(f["by_operation"]) == {"x+y", "x-y", "x/y"}
+        assert sum(v["n"] for v in f["by_architecture"].values()) == f["n_heldout"]
+    # seed-0 forms: V_post per task and constants per architecture, so the law recovers c = 1/(2κ) for each
+    # architecture; the decay rate alone cannot follow the operations' different norm ratios
+    law_f = law.forms["law"]
+    assert law_f["n_heldout"] == 48 and law_f["mape_heldout"] < 0.1
+    assert law_f["constant_by_architecture"]["mlp"] == pytest.approx(0.5, rel=0.1)
+    assert law_f["constant_by_architecture"]["transformer"] == pytest.approx(1.0, rel=0.1)
+    assert law.forms["inverse"]["mape_heldout"] > 2 * law_f["mape_heldout"]
+    # V_post is taken from the trial's own architecture and operation only
+    for p in law.points:
+        scale = 10_000.0 if p["architecture"] == "mlp" else 500.0
+        assert 0.3 * scale < p["norm_post"] < 0.6 * scale
 
 
 def test_delay_law_keeps_censored_trials_and_says_why_it_excludes():

@@ -100,6 +100,7 @@ def _sweep(command: str, grid: list[str] | None, sample: list[str] | None, trial
     begin(json_out)
     study = get_study(command)
     plan_overrides: list[str] = []
+    plan_variants: list[dict[str, Any]] | None = None  # a plan's variants of every grid point (runner's samples)
     if plan is not None:
         plans = dict(study.sweep_plans)
         if plan not in plans:
@@ -113,6 +114,7 @@ def _sweep(command: str, grid: list[str] | None, sample: list[str] | None, trial
         preset = sp.preset
         plan_overrides = [f"{k}={v}" for k, v in sp.overrides.items()]
         seeds = sp.seeds if seeds is None else seeds
+        plan_variants = getattr(sp, "variants", None) or None
     if not grid and not sample:
         plans = dict(study.sweep_plans)
         raise ConfigError("nothing to sweep", where="--grid",
@@ -122,8 +124,9 @@ def _sweep(command: str, grid: list[str] | None, sample: list[str] | None, trial
     cls = study.config_cls
     grid_values = canonical_keys(cls, parse_grid(grid or []), "--grid")
     space = canonical_keys(cls, parse_sample(sample or []), "--sample")
-    samples = draw_samples(space, trials, sample_seed) if space else None
-    swept = [*grid_values, *space]
+    variants = [canonical_keys(cls, v, f"plan {plan}") for v in plan_variants] if plan_variants else None
+    samples = draw_samples(space, trials, sample_seed) if space else variants
+    swept = [*grid_values, *space, *(variants[0] if variants else {})]
     both = sorted({canonical_key(cls, parse_override(item)[0]) for item in set_ or []} & set(swept))
     if both:
         raise ConfigError(f"'{both[0]}' is set both by --set and by the sweep (the sweep would override it)",

@@ -79,11 +79,15 @@ class OneHotMLP(nn.Module):
                     if layer.bias is not None:
                         layer.bias.zero_()
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens: [n, n_inputs] integer ids -> logits [n, n_classes]."""
+    def features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The representation the readout reads (the last hidden layer's activations): [n, width]."""
         h = self.embed[0].index_select(0, tokens[:, 0])
         for i in range(1, self.n_inputs):
             h = h + self.embed[i].index_select(0, tokens[:, i])
         if self.first_bias is not None:
             h = h + self.first_bias
-        return self.readout(self.hidden(self.act(h)))
+        return self.hidden(self.act(h))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens: [n, n_inputs] integer ids -> logits [n, n_classes]."""
+        return self.readout(self.features(tokens))

@@ -104,6 +104,10 @@ class AlgorithmicTransformer(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens: [n, 2] operand ids -> logits [n, n_classes] at the '=' position."""
+        return self.features(tokens) @ self.unembed
+
+    def features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The representation the unembedding reads (the '=' position after the last block and ln_f): [n, d]."""
         eq = torch.full_like(tokens[:, :1], self.eq_token)
         seq = torch.cat([tokens, eq], dim=1)
         pos = self.pos[: seq.shape[1]]
@@ -116,7 +120,7 @@ class AlgorithmicTransformer(nn.Module):
                 # position of every sample (exact; needs no LayerNorm before the projection).
                 projected = tuple(_lookup(self.embed @ W, seq) + pos @ W for W in (block.W_Q, block.W_K, block.W_V))
             x = block(x, last_only=(i == last), projected=projected)
-        return self.ln_f(x[:, -1, :]) @ self.unembed
+        return self.ln_f(x[:, -1, :])
 
 
 class EquationBlock(nn.Module):
@@ -194,6 +198,10 @@ class EquationTransformer(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens: [n, 2] operand ids -> logits [n, p + 2] at the '=' position."""
+        return self.head(self.features(tokens))
+
+    def features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The representation the readout reads (the '=' position after the last block and ln_f): [n, d]."""
         op = torch.full_like(tokens[:, :1], self.op_token)
         eq = torch.full_like(tokens[:, :1], self.eq_token)
         seq = torch.cat([tokens[:, :1], op, tokens[:, 1:], eq], dim=1)
@@ -201,4 +209,4 @@ class EquationTransformer(nn.Module):
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             x = block(x, last_only=(i == last))
-        return self.head(self.ln_f(x[:, -1, :]))
+        return self.ln_f(x[:, -1, :])

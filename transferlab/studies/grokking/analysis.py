@@ -323,12 +323,147 @@ def compare_forms(points: Sequence[dict[str, Any]], fit_pts: Sequence[dict[str, 
             if wi is not None:
                 loo.append((_predict_form(form, wi, p), p["delay"]))
         w_ho = _fit_form(form, fit_u)
-        ho = [(_predict_form(form, w_ho, p), p["delay"]) for p in test_pts] if w_ho else []
+        # several architectures: each its own constants (arXiv 2605.18845 fits κ per architecture), the pooled
+        # fit where an architecture has too few calibration trials
+        archs = sorted({str(p.get("architecture")) for p in fit_u})
+        w_arch = {a: _fit_form(form, [p for p in fit_u if str(p.get("architecture")) == a])
+                  for a in archs} if len(archs) > 1 else {}
+
+        ho = [(_predict_form(form, w_arch.get(str(p.get("architecture"))) or w_ho, p), p["delay"])
+              for p in test_pts] if w_ho else []
         names = {"law": ["c"], "affine": ["a", "c"], "inverse": ["K"]}[form]
+        key = {"law": 0, "affine": 1, "inverse": 0}[form]
+        boot = _bootstrap_params(form, fit_u, key)
         out[form] = {"form": text, "params": dict(zip(names, w)),
                      "mape_loo": _mape([a for a, _ in loo], [b for _, b in loo]),
-                     "mape_heldout": _mape([a for a, _ in ho], [b for _, b in ho]) if ho else None}
+                     "mape_heldout": _mape([a for a, _ in ho], [b for _, b in ho]) if ho else None,
+                     "calibration": "seed 0's trials (V_post per architecture and operation from them"
+                                    + ("; constants per architecture)" if w_arch else ")"),
+                     "constant": w_ho[key] if w_ho else None, "constant_name": names[key],
+                     **({"constant_by_architecture": {a: w[key] for a, w in w_arch.items() if w}} if w_arch else {}),
+                     "constant_ci": boot, "theory_constant": THEORY_FORM_CONSTANT[form],
+                     "params_calibrated": dict(zip(names, w_ho)) if w_ho else None,
+                     **heldout_stats([(pr, p) for (pr, _), p in zip(ho, test_pts)])}
+        if w_arch:
+            out[form]["constant_note"] = ("constant: fitted on all calibration trials; predictions use each "
+                                          "architecture's")
     return out
+
+
+# each form's constant as the theory gives it (weight decay alone: c = 1/2, κ = 1; K has no theory value)
+THEORY_FORM_CONSTANT: dict[str, float | None] = {"law": THEORY_CONSTANT, "affine": THEORY_CONSTANT, "inverse": None,
+                                                 "first_passage": 1.0}
+FIRST_PASSAGE = ("T_grok − T_mem = log(V_mem / V*) / (2κ · lr · wd)  (arXiv 2605.18845: κ per architecture and V* "
+                 "per architecture and operation, from one cell)")
+
+
+def _bootstrap_params(form: str, pts: Sequence[dict[str, Any]], key: int, n_boot: int = 300,
+                      seed: int = 0) -> list[float | None]:
+    """95% percentile interval of one parameter of ``form`` refitted on calibration points resampled with
+    replacement."""
+    if len(pts) < 3:
+        return [None, None]
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(n_boot):
+        sample = [pts[i] for i in rng.integers(0, len(pts), len(pts))]
+        w = _fit_form(form, sample)
+        if w is not None and np.isfinite(w[key]):
+            vals.append(w[key])
+    return [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))] if vals else [None, None]
+
+
+def heldout_stats(pairs: Sequence[tuple[float, dict[str, Any]]], n_boot: int = 2000,
+                  seed: int = 0) -> dict[str, Any]:
+    """Held-out MAPE with its 95% bootstrap interval over the held-out trials, their number, and the MAPE per
+    architecture and per operation. ``pairs``: (prediction, point) for every generalized held-out trial."""
+    errs = np.array([abs(pr - p["delay"]) / p["delay"] for pr, p in pairs if p["delay"] > 0])
+    out: dict[str, Any] = {"n_heldout": int(len(errs)), "mape_heldout_ci": [None, None],
+                           "by_architecture": {}, "by_operation": {}}
+    if len(errs) >= 2:
+        rng = np.random.default_rng(seed)
+        means = errs[rng.integers(0, len(errs), (n_boot, len(errs)))].mean(1)
+        out["mape_heldout_ci"] = [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+    for field_, name in (("architecture", "by_architecture"), ("operation", "by_operation")):
+        groups: dict[str, list[float]] = {}
+        for pr, p in pairs:
+            if p["delay"] > 0:
+                groups.setdefault(str(p.get(field_)), []).append(abs(pr - p["delay"]) / p["delay"])
+        out[name] = {k: {"mape": float(np.mean(v)), "n": len(v)} for k, v in sorted(groups.items())}
+    return out
+
+
+def task_of(t: dict[str, Any]) -> tuple[Any, Any]:
+    """The task a trial's norms belong to: its architecture and operation (None where the sweep fixed them)."""
+    return (t.get("model"), t.get("operation"))
+
+
+def first_passage_form(cand: Sequence[dict[str, Any]], rule_seed: Any = None) -> dict[str, Any] | None:
+    """arXiv 2605.18845's protocol: for each architecture, one hyperparameter cell (the lr x wd of the median
+    lr·wd among the cells of the calibration seed's generalized trials) calibrates κ (relative least squares over
+    that cell's trials, one per operation) and V* (each operation's norm at generalization in that cell); every other
+    generalized trial is predicted as T_mem + log(V_mem / V*) / (2κ·lr·wd). ``cand``: the usable trials."""
+    seed0 = rule_seed if rule_seed is not None else min((t.get("seed") for t in cand), default=None,
+                                                      key=lambda s: (s is None, s))
+    gen = [t for t in cand if t.get("steps_to_generalize") is not None and t.get("norm_at_generalize")
+           and t["steps_to_generalize"] > t["steps_to_memorize"]]
+    archs = sorted({str(t.get("model")) for t in gen})
+    cal_ids: set[int] = set()
+    kappa: dict[str, float] = {}
+    v_star: dict[tuple[Any, Any], float] = {}
+    cells: dict[str, dict[str, float]] = {}
+    rows_all: list[tuple[float, float, float]] = []
+    for arch in archs:
+        mine = [t for t in gen if str(t.get("model")) == arch and t.get("seed") == seed0]
+        if not mine:
+            continue
+        grid = sorted({(t["lr"] * t["weight_decay"], t["lr"], t["weight_decay"]) for t in mine})
+        g_cell, lr_cell, wd_cell = grid[(len(grid) - 1) // 2]
+        cell = [t for t in mine if (t["lr"], t["weight_decay"]) == (lr_cell, wd_cell)]
+        rows = []
+        for t in cell:
+            cal_ids.add(id(t))
+            v_star[task_of(t)] = float(t["norm_at_generalize"])
+            r = math.log(t["norm_at_memorize"] / t["norm_at_generalize"])
+            if r > 0:
+                rows.append((r, g_cell, float(t["steps_to_generalize"] - t["steps_to_memorize"])))
+        if not rows:
+            continue
+        u = np.array([r / (2 * g * d) for r, g, d in rows])  # delay_pred / delay = u / κ
+        kappa[arch] = float((u ** 2).sum() / u.sum())  # relative least squares in 1/κ
+        cells[arch] = {"lr": cell[0]["lr"], "weight_decay": cell[0]["weight_decay"]}
+        rows_all += rows
+    if not kappa:
+        return None
+    pairs = []
+    for t in gen:
+        if id(t) in cal_ids or str(t.get("model")) not in kappa or task_of(t) not in v_star:
+            continue
+        r = math.log(t["norm_at_memorize"] / v_star[task_of(t)])
+        if r <= 0:
+            continue
+        g = t["lr"] * t["weight_decay"]
+        pred = r / (2 * kappa[str(t.get("model"))] * g)
+        pairs.append((pred, {"run_id": t.get("run_id"), "delay": float(t["steps_to_generalize"]
+                                                                        - t["steps_to_memorize"]),
+                             "architecture": t.get("model"), "operation": t.get("operation")}))
+    u_all = np.array([r / (2 * g * d) for r, g, d in rows_all])
+    pooled = float((u_all ** 2).sum() / u_all.sum())
+    ci: list[float | None] = [None, None]
+    if len(u_all) >= 3:
+        rng = np.random.default_rng(0)
+        bs = [float((b ** 2).sum() / b.sum()) for b in (u_all[rng.integers(0, len(u_all), len(u_all))]
+                                                        for _ in range(300))]
+        ci = [float(np.percentile(bs, 2.5)), float(np.percentile(bs, 97.5))]
+    stats_ = heldout_stats(pairs)
+    return {"form": FIRST_PASSAGE, "params": {"kappa": pooled},
+            "mape_loo": None, "mape_heldout": _mape([a for a, _ in pairs], [p["delay"] for _, p in pairs]),
+            "calibration": "one cell per architecture (seed " + str(seed0) + ", the median lr·wd): "
+                           + "; ".join(f"{a}: lr {c['lr']:g}, wd {c['weight_decay']:g}" for a, c in cells.items()),
+            "constant": pooled, "constant_name": "kappa", "constant_ci": ci,
+            "constant_by_architecture": kappa, "theory_constant": THEORY_FORM_CONSTANT["first_passage"],
+            "params_calibrated": {"kappa": pooled, **{f"kappa[{a}]": k for a, k in kappa.items()}},
+            **stats_}
 
 
 def _mape(pred: Sequence[float], actual: Sequence[float]) -> float | None:
@@ -365,7 +500,7 @@ def delay_law(trials: Sequence[dict[str, Any]]) -> DelayLaw:
     sd = float(np.std(list(log_post.values()), ddof=1)) if len(log_post) > 1 else None
 
     def post_for(t: dict[str, Any], pool: Sequence[dict[str, Any]]) -> float | None:
-        others = [log_post[id(o)] for o in pool if id(o) in log_post and o is not t]
+        others = [log_post[id(o)] for o in pool if id(o) in log_post and o is not t and task_of(o) == task_of(t)]
         return math.exp(float(np.mean(others))) if others else None
 
     def point(t: dict[str, Any], pool: Sequence[dict[str, Any]]) -> tuple[dict[str, Any] | None, str | None]:
@@ -383,7 +518,8 @@ def delay_law(trials: Sequence[dict[str, Any]]) -> DelayLaw:
             return None, "generalized no later than it memorized (no delay to explain)"
         return {"run_id": t.get("run_id"), "lr": t["lr"], "weight_decay": t["weight_decay"],
                 "gamma_eff": t["lr"] * t["weight_decay"], "seed": t.get("seed"), "x": x, "delay": float(delay),
-                "censored": censored, "norm_post": post}, None
+                "censored": censored, "norm_post": post, "architecture": t.get("model"),
+                "operation": t.get("operation"), "norm_mem": t["norm_at_memorize"]}, None
 
     points = []
     for t in cand:
@@ -443,8 +579,12 @@ def delay_law(trials: Sequence[dict[str, Any]]) -> DelayLaw:
         rule += f" ({len(test_pts)} generalized held-out trials)"
     for p in points:
         p["predicted"] = c * p["x"]
+    forms = compare_forms(points, fit_pts, test_pts)
+    fp = first_passage_form(cand, rule_seed=seeds[0] if len(seeds) > 1 else None)
+    if fp is not None:
+        forms["first_passage"] = fp
     return DelayLaw(c, ci, sigma, r2, _mape(loo_pred, loo_act), mape_ho, rule, n_unc, n_cens, points, excluded, sd,
-                    forms=compare_forms(points, fit_pts, test_pts))
+                    forms=forms)
 
 
 # ---------------------------------------------------------------------------- progress measures
@@ -498,6 +638,25 @@ def progress_measures(logits_all: torch.Tensor, labels_all: torch.Tensor, train_
         "excluded_loss": ce(excluded[train_idx], labels_all[train_idx]),
         "full_val_loss_fp64": ce(logits_all.double()[val_idx], labels_all[val_idx]),
     }
+
+
+def ildr(features: torch.Tensor, labels: torch.Tensor) -> float:
+    """ILDR, the inter/intra-class distance ratio (arXiv 2604.20923): how far apart the class centroids of a
+    representation lie against how far examples lie from their own class's centroid, as Fisher's criterion
+    without eigendecomposition. Here: the mean Euclidean distance over pairs of class centroids divided by the
+    mean distance of an example to its class centroid, on held-out examples (``features`` [n, d], ``labels``
+    [n]); classes with no example are skipped. Our reading of the paper's definition (its code was not read)."""
+    f = features.double()
+    classes, inv = torch.unique(labels, return_inverse=True)
+    k = len(classes)
+    if k < 2:
+        return float("nan")
+    sums = torch.zeros(k, f.shape[1], dtype=f.dtype).index_add_(0, inv, f)
+    counts = torch.bincount(inv, minlength=k).to(f.dtype)
+    cent = sums / counts[:, None]
+    intra = float((f - cent[inv]).norm(dim=1).mean())
+    inter = float(torch.pdist(cent).mean())
+    return inter / intra if intra > 0 else float("inf")
 
 
 def early_predictions(runs: Sequence[dict[str, Any]], fraction: float = 0.5) -> list[dict[str, Any]]:
@@ -601,3 +760,201 @@ def clamp_laws(trials: Sequence[dict[str, Any]],
         if law is not None:
             out.append(({k: members[0].get(k) for k in keys}, law))
     return out
+
+
+# --------------------------------------------------------------------------- the forecast of T_grok
+# Per architecture: ``k`` = (T_grok − T_mem)·lr·wd, the decay-rate form of the delay law (the best held-out form
+# of the delay-law-wide plan on the MLP), and ``ildr_rise`` = log(ILDR at T_grok / ILDR at T_mem), how far the
+# ILDR climbs by generalization: medians over seed 0's generalized trials of `transferlab sweep grok --plan
+# delay-law-wide` (60 of its 72 trials finished: the MLP on x+y, x−y, x/y; the transformer on x+y, x−y;
+# docs/RESULTS.md, issue 25). The transformer's come from that CPU-sized p = 31 model only (its delays follow
+# lr·wd poorly), so they are no calibration for other transformers; "*" pools both. ``calibrate_forecast``
+# recomputes them from any runs.
+FORECAST_CALIBRATION: dict[str, dict[str, float]] = {
+    "mlp": {"k": 2.91, "ildr_rise": 1.45},
+    "transformer": {"k": 0.81, "ildr_rise": 0.57},
+    "*": {"k": 2.8, "ildr_rise": 1.32},
+}
+
+
+def _median(xs: Sequence[float]) -> float:
+    return float(np.median(np.asarray(xs, float)))
+
+
+def calibrate_forecast(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """The forecast's constants per architecture (``model``) from generalized runs (dicts with model, lr,
+    weight_decay and records, the metrics table): the median K and the median ILDR rise; "*" pools them all."""
+    by: dict[str, dict[str, list[float]]] = {}
+    for r in runs:
+        rec = r.get("records") or []
+        g = (r.get("lr") or 0) * (r.get("weight_decay") or 0)
+        ph = detect_phases(rec) if rec else None
+        if not ph or ph.steps_to_memorize is None or ph.steps_to_generalize is None or g <= 0:
+            continue
+        t_mem, t_grok = ph.steps_to_memorize, ph.steps_to_generalize
+        if t_grok <= t_mem:
+            continue
+        d = by.setdefault(str(r.get("model", "mlp")), {"k": [], "ildr_rise": []})
+        d["k"].append((t_grok - t_mem) * g)
+        il = {int(x["step"]): x.get("ildr") for x in rec}
+        if il.get(t_mem) and il.get(t_grok) and il[t_mem] > 0 and il[t_grok] > 0:
+            d["ildr_rise"].append(math.log(il[t_grok] / il[t_mem]))
+    out: dict[str, dict[str, float]] = {}
+    pooled: dict[str, list[float]] = {"k": [], "ildr_rise": []}
+    for arch, d in by.items():
+        if d["k"] and d["ildr_rise"]:
+            out[arch] = {"k": _median(d["k"]), "ildr_rise": _median(d["ildr_rise"])}
+            pooled["k"] += d["k"]
+            pooled["ildr_rise"] += d["ildr_rise"]
+    if pooled["k"]:
+        out["*"] = {"k": _median(pooled["k"]), "ildr_rise": _median(pooled["ildr_rise"])}
+    return out
+
+
+def forecast_generalization(records: Sequence[dict[str, Any]], lr: float, weight_decay: float,
+                            model: str = "mlp", calibration: dict[str, dict[str, float]] | None = None
+                            ) -> dict[str, Any]:
+    """Forecast a run's generalization step (99% validation accuracy) from its metrics table up to its last
+    row only (a pure function of the rows given: truncating the future cannot change it).
+
+    Two estimates of the delay D = T_grok − T_mem after the memorization step T_mem seen in the rows:
+    - the fitted law: D_law = K / (lr·wd), K per architecture (``FORECAST_CALIBRATION``);
+    - the ILDR (arXiv 2604.20923): ℓ(t) = log(ILDR(t) / ILDR(T_mem)) climbs to about ``ildr_rise`` at T_grok;
+      a line through ℓ over the latter half of the rows since T_mem, extended to that level, gives D_ildr.
+    They are averaged in log space with the weight w = ℓ(now) / ildr_rise (0 to 1) on D_ildr: the law
+    speaks first, the progress measure takes over as it climbs. "Never" (``predicted_generalize_step`` None,
+    ``never`` True): when twice the law's delay has passed and either neither ‖θ‖² nor the ILDR is moving toward
+    generalization (the norm fell less than 1% over the latter half of the rows and ℓ, below its level at
+    generalization, did not rise), or the ILDR has climbed less than a quarter of its rise at generalization.
+
+    Returns made_at_step, predicted_generalize_step (None: cannot tell yet, or never), never, basis, and the
+    parts (t_mem, d_law, d_ildr, weight)."""
+    cal = calibration or FORECAST_CALIBRATION
+    c = cal.get(model) or cal.get("*") or FORECAST_CALIBRATION["*"]
+    out: dict[str, Any] = {"made_at_step": int(records[-1]["step"]) if records else 0,
+                           "predicted_generalize_step": None, "never": False, "basis": ""}
+    if not records:
+        out["basis"] = "no rows yet"
+        return out
+    now = out["made_at_step"]
+    ph = detect_phases(records)
+    if ph.steps_to_generalize is not None:
+        out.update(predicted_generalize_step=ph.steps_to_generalize, basis="already generalized")
+        return out
+    if ph.steps_to_memorize is None:
+        out["basis"] = "not memorized yet"
+        return out
+    t_mem = ph.steps_to_memorize
+    g = lr * weight_decay
+    if g <= 0:
+        out.update(never=True, basis="no weight decay: the law has no rate to predict with")
+        return out
+    d_law = c["k"] / g
+    after = [r for r in records if int(r["step"]) >= t_mem]
+    il0 = after[0].get("ildr")
+    out.update(t_mem=t_mem, d_law=d_law)
+    d_ildr, w, ell_now, slope = None, 0.0, 0.0, 0.0
+    if il0 and il0 > 0 and len(after) >= 4 and all(r.get("ildr") for r in after):
+        steps = np.array([float(r["step"]) for r in after])
+        ell = np.log(np.array([float(r["ildr"]) for r in after]) / il0)
+        half = len(after) // 2
+        slope, icpt = np.polyfit(steps[half:], ell[half:], 1)
+        ell_now = float(icpt + slope * steps[-1])  # the line's value now: one noisy row does not decide
+        w = float(min(max(ell_now / c["ildr_rise"], 0.0), 1.0))
+        if slope > 0:
+            d_ildr = max(float(now + max(c["ildr_rise"] - ell_now, 0.0) / slope - t_mem), float(now - t_mem))
+    out.update(d_ildr=d_ildr, weight=w)
+    if now - t_mem > 2 * d_law:
+        tail = after[len(after) // 2:]
+        v0, v1 = tail[0].get("weight_norm_sq"), tail[-1].get("weight_norm_sq")
+        if slope <= 0 and w < 1 and v0 and v1 and v1 > 0.99 * v0:
+            out.update(never=True, basis="twice the law's delay has passed and neither the norm nor the ILDR "
+                                         "moves toward generalization")
+            return out
+        if il0 and ell_now < 0.25 * c["ildr_rise"]:
+            out.update(never=True, basis="twice the law's delay has passed and the ILDR has climbed less than a "
+                                         "quarter of its rise at generalization: no circuit is forming")
+            return out
+    if w >= 1:
+        delay, basis = float(now - t_mem), "the ILDR is at its level at generalization: any step now"
+    elif d_ildr is None or w <= 0:
+        delay, basis = d_law, "the law (ILDR not rising yet)"
+    else:
+        delay = math.exp((1 - w) * math.log(d_law) + w * math.log(max(d_ildr, 1.0)))
+        basis = f"the law and the ILDR (weight {w:.2f} on the ILDR)"
+    delay = max(delay, float(now - t_mem))  # it has not generalized by now
+    out.update(predicted_generalize_step=int(round(t_mem + delay)), basis=basis)
+    return out
+
+
+def forecasts(records: Sequence[dict[str, Any]], lr: float, weight_decay: float, model: str = "mlp",
+              n: int = 10, calibration: dict[str, dict[str, float]] | None = None) -> list[dict[str, Any]]:
+    """The forecast made at ``n`` evaluations spread over the run (every len/n-th row), each from the rows up to
+    it: [{made_at_step, predicted_generalize_step, never, basis}]."""
+    if not records:
+        return []
+    idx = sorted({max(0, math.ceil(len(records) * (i + 1) / n) - 1) for i in range(n)})
+    keep = ("made_at_step", "predicted_generalize_step", "never", "basis")
+    return [{k: f[k] for k in keep} for f in (forecast_generalization(records[:i + 1], lr, weight_decay, model,
+                                                                       calibration) for i in idx)]
+
+
+def forecast_errors(runs: Sequence[dict[str, Any]], fractions: Sequence[float] = (0.25, 0.5),
+                    calibration: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+    """The forecast made at each fraction of every generalized run's own T_grok (its rows up to that step
+    only), against the T_grok it reached: the median absolute relative error per fraction, and each run's."""
+    per: list[dict[str, Any]] = []
+    for r in runs:
+        rec = r.get("records") or []
+        ph = detect_phases(rec) if rec else None
+        if not ph or ph.steps_to_generalize is None:
+            continue
+        t_grok = ph.steps_to_generalize
+        row: dict[str, Any] = {"run_id": r.get("run_id"), "model": r.get("model", "mlp"),
+                               "operation": r.get("operation"), "t_grok": t_grok}
+        for f in fractions:
+            seen = [x for x in rec if x["step"] <= f * t_grok]
+            fc = forecast_generalization(seen, r["lr"], r["weight_decay"], r.get("model", "mlp"), calibration)
+            pred = fc["predicted_generalize_step"]
+            row[f"predicted_at_{f:g}"] = pred
+            row[f"error_at_{f:g}"] = None if pred is None else abs(pred - t_grok) / t_grok
+        per.append(row)
+    summary: dict[str, Any] = {"n_runs": len(per), "runs": per}
+    for f in fractions:
+        errs = [p[f"error_at_{f:g}"] for p in per if p[f"error_at_{f:g}"] is not None]
+        summary[f"median_abs_rel_error_at_{f:g}"] = _median(errs) if errs else None
+        summary[f"n_forecast_at_{f:g}"] = len(errs)
+    by: dict[str, dict[str, Any]] = {}
+    for p in per:
+        by.setdefault(str(p["model"]), {})
+    for m, d in by.items():
+        for f in fractions:
+            errs = [p[f"error_at_{f:g}"] for p in per if str(p["model"]) == m and p[f"error_at_{f:g}"] is not None]
+            d[f"median_abs_rel_error_at_{f:g}"] = _median(errs) if errs else None
+            d[f"n_forecast_at_{f:g}"] = len(errs)
+    summary["by_architecture"] = by
+    return summary
+
+
+def forecast_says_late(fc: dict[str, Any], budget: int) -> bool:
+    """Whether a forecast says its run will not generalize within ``budget`` steps (never, or past it)."""
+    pred = fc.get("predicted_generalize_step")
+    return bool(fc.get("never")) or (pred is not None and pred > budget)
+
+
+def early_stop_step(records: Sequence[dict[str, Any]], lr: float, weight_decay: float, budget: int,
+                    model: str = "mlp", every: int = 5,
+                    calibration: dict[str, dict[str, float]] | None = None) -> int | None:
+    """The step at which ``forecast_early_stop`` would have stopped this run alone (its rule, ForecastStop in
+    run.py: every ``every``-th evaluation before the budget, a member not yet generalized whose forecast is late),
+    replayed on its rows; None when it would have run on."""
+    for i in range(every - 1, len(records), every):
+        step = int(records[i]["step"])
+        if step >= budget:
+            return None
+        fc = forecast_generalization(records[:i + 1], lr, weight_decay, model, calibration)
+        if fc["basis"] == "already generalized":
+            return None
+        if forecast_says_late(fc, budget):
+            return step
+    return None

@@ -139,6 +139,10 @@ class Schedule(ConfigPart):
                                   "(Nanda et al.'s)")
     explode_factor: float = Field(1e3, ge=0.0, description="stop a member whose training loss exceeds this many "
                                                            "times its first (diverged); 0: only NaN/Inf")
+    forecast_early_stop: bool = Field(False, description="stop the run at an evaluation where the forecast says "
+                                                         "no live member that has not yet generalized will do "
+                                                         "so within the step budget (analysis.forecast_"
+                                                         "generalization; its members are then censored)")
 
 
 class Monitors(ConfigPart):
@@ -150,6 +154,11 @@ class Monitors(ConfigPart):
                                              "at the last step; 0: off", json_schema_extra=flat_as("monitor_every"))
     probe: int = Field(256, ge=1, description="training examples the per-sample gradients are taken on",
                        json_schema_extra=flat_as("monitor_probe"))
+    # the forecast of the generalization step (analysis.forecast_generalization)
+    forecast_ildr: bool = Field(True, description="log the ILDR (inter/intra-class distance ratio of the "
+                                                  "representation the readout reads, on the validation pairs; "
+                                                  "arXiv 2604.20923) at every evaluation: the forecast's "
+                                                  "progress measure")
 
 
 class GrokConfig(StudyConfig):
@@ -172,7 +181,7 @@ class GrokConfig(StudyConfig):
     num_threads: int | None = Field(None, ge=1, description="CPU threads (default: 1 for a small step, else all; "
                                                             "not part of the run's identity)")
 
-    HASH_WHEN_CHANGED = frozenset({"explode_factor", "norm_clamp"})
+    HASH_WHEN_CHANGED = frozenset({"explode_factor", "norm_clamp", "forecast_ildr", "forecast_early_stop"})
 
     @model_validator(mode="after")
     def _check(self) -> GrokConfig:
@@ -358,6 +367,9 @@ class SweepPlan:
     grid: dict[str, list[Any]]
     overrides: dict[str, Any] = field(default_factory=dict)
     seeds: int = 1
+    # each grid point is trained once under each of these (e.g. one per architecture, with its own lr values):
+    # the sweep runner's samples, so every variant must set the same keys
+    variants: list[dict[str, Any]] = field(default_factory=list)
 
 
 SWEEP_PLANS: dict[str, SweepPlan] = {
@@ -393,5 +405,25 @@ SWEEP_PLANS: dict[str, SweepPlan] = {
                    "d_mlp": 128, "n_layers": 1, "lr": 3e-3, "weight_decay": 1.0, "steps": 4000,
                    "stop_after_generalized": 100, "eval_every": 20, "monitor_every": 0, "progress_measures": False},
         seeds=2,
+    ),
+    "delay-law-wide": SweepPlan(
+        "The delay law across models and tasks (issue 25): two architectures, the default MLP (x² MLP, width 256, "
+        "p = 97, 35% train; lr 1.5e-3, 5e-3, 1.5e-2) and Nanda et al.'s 1-layer transformer made CPU-sized as in "
+        "norm-clamp-layernorm (p = 31, 80% train, d_model 64, 4 heads, d_mlp 128; lr 1e-3, 3e-3, 1e-2), x "
+        "three operations (x+y, x-y, x/y) x weight decay 1 and 2, so lr x wd spans 1.5e-3 to 3e-2 (MLP) and "
+        "1e-3 to 2e-2 (transformer), 20x each; 2 seeds: 72 trials, trained as 6 ensembles of 12 (one per "
+        "architecture and operation). Evaluated every 10 steps; a trial runs until its ensemble has generalized "
+        "(+100 steps) or to the cap of 4,000 steps, where it is censored. The forms of the law are calibrated "
+        "on seed 0 (the first-passage form, as arXiv 2605.18845, on one cell per architecture) and predict the "
+        "rest.",
+        preset="default",
+        grid={"operation": ["x+y", "x-y", "x/y"], "weight_decay": [1.0, 2.0]},
+        overrides={"steps": 4000, "stop_after_generalized": 100, "eval_every": 10, "monitor_every": 0,
+                   "progress_measures": False, "checkpoint_every": 1000},
+        seeds=2,
+        variants=[*({"model": "mlp", "p": 97, "train_fraction": 0.35, "d_model": 128, "d_mlp": 512, "lr": lr}
+                    for lr in (1.5e-3, 5e-3, 1.5e-2)),
+                  *({"model": "transformer", "p": 31, "train_fraction": 0.8, "d_model": 64, "d_mlp": 128,
+                     "lr": lr} for lr in (1e-3, 3e-3, 1e-2))],
     ),
 }

@@ -65,6 +65,34 @@ def accuracy_figure(members: Sequence[Any]) -> go.Figure:
     return fig
 
 
+def forecast_figure(members: Sequence[Any]) -> go.Figure | None:
+    """Each member's forecast of its generalization step against the step it was made at (each from the rows up
+    to then), with the step it did generalize at (dashed) and the no-hindsight diagonal."""
+    fig = go.Figure()
+    drawn = False
+    for m in members:
+        fcs = analysis.forecasts(m.records, m.config["lr"], m.config["weight_decay"], m.config.get("model", "mlp"),
+                                 n=20)
+        pts = [(f["made_at_step"], f["predicted_generalize_step"]) for f in fcs if f["predicted_generalize_step"]]
+        if not pts:
+            continue
+        drawn = True
+        label = f"seed {m.config['seed']} lr {m.config['lr']:g} wd {m.config['weight_decay']:g}"
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
+                                 name=f"forecast · {label}"))
+        actual = m.summary.get("steps_to_generalize")
+        if actual is not None:
+            fig.add_hline(y=actual, line_dash="dash", line_color="#2ca02c", opacity=0.6)
+    if not drawn:
+        return None
+    last = max((m.records[-1]["step"] for m in members if m.records), default=0)
+    fig.add_trace(go.Scatter(x=[0, last], y=[0, last], mode="lines", name="made at = predicted",
+                             line={"color": "#aaa", "dash": "dot"}))
+    fig.update_layout(title="Forecast of the generalization step (dashed: where it generalized)",
+                      xaxis_title="forecast made at step", yaxis_title="predicted 99% validation step", height=400)
+    return fig
+
+
 def collapse_figure(records: Sequence[dict[str, Any]]) -> go.Figure:
     fig = go.Figure()
     for key, name in (("collapse_frac", "softmax-collapse fraction"), ("zero_loss_frac", "zero-loss fraction")):
@@ -247,6 +275,14 @@ def build_page(cfg: GrokConfig, members: Sequence[Any]) -> Page:
                     "decays and the validation loss collapses: circuit formation, then generalization.")
         page.heading("Spread over members")
         page.figure(accuracy_figure(members))
+        fc = forecast_figure(members)
+        if fc is not None:
+            page.heading("Forecast")
+            page.figure(fc, "From the rows logged up to each point only: the delay law's K/(lr·wd) after the "
+                            "memorization step, blended with where the ILDR (inter/intra-class distance ratio "
+                            "of the readout's representation on validation pairs, arXiv 2604.20923) reaches its "
+                            "level at generalization as it climbs; 'never' when neither the norm nor the ILDR moves "
+                            "(analysis.forecast_generalization). `grok --json` carries them as `forecasts`.")
         page.heading("Numerical stability")
         page.figure(collapse_figure(rec))
         prog = progress_figure(rec)
@@ -271,6 +307,31 @@ def build_page(cfg: GrokConfig, members: Sequence[Any]) -> Page:
     return page
 
 
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.1f}%"
+
+
+def _pct_n(v: dict[str, Any] | None) -> str:
+    return "—" if not v else f"{100 * v['mape']:.1f}% ({v['n']})"
+
+
+def _form_row(name: str, v: dict[str, Any]) -> dict[str, Any]:
+    ci = v.get("mape_heldout_ci") or [None, None]
+    cc = v.get("constant_ci") or [None, None]
+    const = v.get("constant")
+    by_arch = v.get("constant_by_architecture") or {}
+    return {"form": f"{name}: {v['form']}", "calibrated on": v.get("calibration", ""),
+            "held-out MAPE [95% CI]": f"{_pct(v.get('mape_heldout'))} [{_pct(ci[0])}, {_pct(ci[1])}]",
+            "held-out runs": v.get("n_heldout"),
+            "constant [95% CI]": "—" if const is None else (
+                f"{v.get('constant_name', '')} = {const:.3g} [{'—' if cc[0] is None else f'{cc[0]:.3g}'}, "
+                f"{'—' if cc[1] is None else f'{cc[1]:.3g}'}]"
+                + ("; " + ", ".join(f"{a}: {k:.3g}" for a, k in by_arch.items()) if by_arch else "")),
+            "theory": "none" if v.get("theory_constant") is None else v["theory_constant"],
+            "LOO MAPE (all)": _pct(v.get("mape_loo")),
+            "parameters (all trials)": ", ".join(f"{k} = {x:.4g}" for k, x in v["params"].items())}
+
+
 def write_sweep_report(result: dict[str, Any], store: Store) -> tuple[Path, analysis.DelayLaw]:
     from transferlab.store.run import Run
 
@@ -281,8 +342,9 @@ def write_sweep_report(result: dict[str, Any], store: Store) -> tuple[Path, anal
     page = Page(f"Sweep {result['sweep']}", f"{len(trials)} trials · grokking")
     page.heading("Trials")
     page.table([{k: v for k, v in t.items() if k != "records"} for t in trials],
-               columns=["run_id", "status", "seed", "lr", "weight_decay", "steps_to_memorize",
-                        "steps_to_generalize", "last_step", "final_val_acc", "error"])
+               columns=["run_id", "status", *[k for k in ("model", "operation") if any(k in t for t in trials)],
+                        "seed", "lr", "weight_decay", "steps_to_memorize", "steps_to_generalize", "last_step",
+                        "final_val_acc", "error"])
     page.figure(trial_curves_figure(trials))
     page.figure(steps_vs_gamma_figure(trials))
     all_clamped = bool(trials) and all(t.get("norm_clamp") not in (None, "none") for t in trials)
@@ -309,13 +371,25 @@ def write_sweep_report(result: dict[str, Any], store: Store) -> tuple[Path, anal
                 "trials used / censored": f"{law.n_used} / {law.n_censored}",
                 "spread of log ‖θ_post‖² across trials (sd)": law.log_norm_post_sd})
         if law.forms:
-            page.heading("The law against simpler forms")
-            page.text("The same generalized trials fitted three ways by least squares on the relative error (censored "
-                      "trials left out), each with its leave-one-out MAPE and the held-out MAPE of the split above. "
-                      "The goal is a held-out MAPE ≤ 25% (the follow-up paper, arXiv 2605.18845, reports 17.7%).")
-            page.table([{"form": v["form"], "parameters": ", ".join(f"{k} = {x:.4g}" for k, x in v["params"].items()),
-                         "LOO MAPE": v["mape_loo"], "held-out MAPE": v["mape_heldout"]} for v in law.forms.values()],
-                       columns=["form", "parameters", "LOO MAPE", "held-out MAPE"])
+            page.heading("The law against other forms, held out")
+            page.text("Each form is calibrated on a stated set and predicts every other generalized trial (censored "
+                      "trials left out): the law, the affine form and the decay rate alone by least squares on the "
+                      "relative error over seed 0's trials (V_post per architecture and operation from them); "
+                      "arXiv 2605.18845's first-passage form on one cell per architecture, as the paper does. The "
+                      "held-out MAPE's interval is a bootstrap over the held-out trials; the constant's, over the "
+                      "calibration trials. Goal: ≤ 15% on ≥ 26 held-out runs across architectures and operations "
+                      "(the paper: 17.7% on 26).")
+            page.table([_form_row(name, v) for name, v in law.forms.items()],
+                       columns=["form", "calibrated on", "held-out MAPE [95% CI]", "held-out runs", "constant [95% CI]",
+                                "theory", "LOO MAPE (all)", "parameters (all trials)"])
+            archs = sorted({a for v in law.forms.values() for a in v.get("by_architecture", {})})
+            ops = sorted({o for v in law.forms.values() for o in v.get("by_operation", {})})
+            if len(archs) > 1 or len(ops) > 1:
+                page.heading("Held-out MAPE per architecture and per operation")
+                page.table([{"form": name, **{f"{k} (n)": _pct_n(v.get(grp, {}).get(k))
+                                              for grp, keys in (("by_architecture", archs), ("by_operation", ops))
+                                              for k in keys}} for name, v in law.forms.items()],
+                           columns=["form", *[f"{k} (n)" for k in archs], *[f"{k} (n)" for k in ops]])
         if law.excluded:
             page.heading("Excluded trials")
             page.table(law.excluded)
@@ -349,6 +423,24 @@ def write_sweep_report(result: dict[str, Any], store: Store) -> tuple[Path, anal
                   "to generalization, with the norm drop taken from the other runs of the sweep (mean absolute "
                   f"error {100 * sum(p['abs_pct_error'] for p in preds) / len(preds):.1f}% over {len(preds)} runs).")
         page.table(preds)
+    seeds = sorted({t.get("seed") for t in done}, key=lambda v: (v is None, v))
+    if len(seeds) > 1 and any(r.get("ildr") for t in done for r in (t.get("records") or [])[-1:]):
+        cal = analysis.calibrate_forecast([t for t in done if t.get("seed") == seeds[0]])
+        fc = analysis.forecast_errors([t for t in done if t.get("seed") != seeds[0]], calibration=cal or None)
+        result["forecast"] = {"calibrated_on_seed": seeds[0], "calibration": cal, **fc}
+        consts = ", ".join(f"{a}: K {c['k']:.3g}, ILDR rise {c['ildr_rise']:.3g}" for a, c in cal.items())
+        page.heading("The forecast, held out")
+        page.text(f"The forecast of each run's generalization step (analysis.forecast_generalization: the law's "
+                  f"K/(lr·wd) blended with the ILDR's climb), its constants calibrated on seed {seeds[0]}'s runs "
+                  f"({consts}), "
+                  "made from each other run's rows up to 25% and 50% of its own T_grok. Median absolute relative "
+                  f"error at 25%: {_pct(fc['median_abs_rel_error_at_0.25'])} ({fc['n_forecast_at_0.25']} runs), at "
+                  f"50%: {_pct(fc['median_abs_rel_error_at_0.5'])} ({fc['n_forecast_at_0.5']} runs); a run not yet "
+                  "memorized at the point has no forecast. Goal: ≤ 20% at 50%. Per architecture: "
+                  + "; ".join(f"{a}: {_pct(d['median_abs_rel_error_at_0.25'])} ({d['n_forecast_at_0.25']}) at 25%, "
+                              f"{_pct(d['median_abs_rel_error_at_0.5'])} ({d['n_forecast_at_0.5']}) at 50%"
+                              for a, d in fc["by_architecture"].items()) + ".")
+        page.table(fc["runs"])
     path = store.root / GrokStudy.name / "reports" / f"{result['sweep']}.html"
     page.write(path)
     for t in trials:

@@ -107,6 +107,41 @@ class StopAfterGeneralized(Callback):
             control.should_stop = True
 
 
+class ForecastStop(Callback):
+    """``forecast_early_stop``: at every 5th evaluation, the forecast (analysis.forecast_generalization) of each
+    live member from its rows so far; training stops when no live member that has not generalized is forecast
+    to generalize within the budget (each forecast 'never', or a step past ``budget``) and one such member
+    exists. ``stopped`` keeps the step and each member's forecast."""
+
+    def __init__(self, cfgs: list[GrokConfig], budget: int, every: int = 5):
+        self.cfgs, self.budget, self.every = cfgs, budget, every
+        self.history: list[list[dict[str, Any]]] = [[] for _ in cfgs]
+        self.stopped: dict[str, Any] | None = None
+        self.n = 0
+
+    def on_resume(self, records: list[list[dict[str, Any]]]) -> None:
+        for k, recs in enumerate(records):
+            self.history[k] = list(recs)
+
+    def on_eval(self, step: int, records: list[dict[str, Any]], alive: list[bool], control: Control) -> None:
+        for k, r in enumerate(records):
+            self.history[k].append(r)
+        self.n += 1
+        if self.n % self.every or step >= self.budget:
+            return
+        verdicts = []
+        for k, (cfg, hist) in enumerate(zip(self.cfgs, self.history)):
+            if not alive[k]:
+                continue
+            fc = analysis.forecast_generalization(hist, cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.model.kind)
+            if fc["basis"] == "already generalized":
+                continue
+            verdicts.append((analysis.forecast_says_late(fc, self.budget), fc))
+        if verdicts and all(late for late, _ in verdicts):
+            self.stopped = {"at_step": step, "forecasts": [fc for _, fc in verdicts]}
+            control.should_stop = True
+
+
 class ProgressMeasures(Callback):
     """Nanda et al.'s progress measures (restricted and excluded loss, key frequencies) of every member,
     every ``every`` evaluations and at the last step (x+y only)."""
@@ -128,10 +163,40 @@ class ProgressMeasures(Callback):
             rec.update({**m, "key_freqs": freqs})
 
 
+class _Features(nn.Module):
+    """A model seen through its ``features`` (the representation its readout reads), for ``functional_call``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.m = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.m.features(x)
+
+
+class ILDRMeasure(Callback):
+    """The ILDR of every member's readout representation on the validation pairs (arXiv 2604.20923; the
+    forecast's progress measure), at every evaluation, as ``ildr`` in the records."""
+
+    def __init__(self, data: AlgorithmicData):
+        self.data = data
+
+    def on_measure(self, evaluation: Evaluation) -> None:
+        from torch.func import functional_call
+
+        view = _Features(evaluation.forward.base)
+        for i, rec in enumerate(evaluation.records):
+            feats = functional_call(view, {f"m.{n}": v[i] for n, v in evaluation.params.items()},
+                                    (self.data.x_val,))
+            rec["ildr"] = analysis.ildr(feats, self.data.y_val)
+
+
 def measurements(cfg: GrokConfig, data: AlgorithmicData, loss_fn: nn.Module) -> list[Callback]:
     """The engine callbacks that add the study's own measurements to each evaluation: the progress measures
     (x+y with ``progress_measures``) and the monitor table (``monitor_every`` > 0)."""
     out: list[Callback] = []
+    if cfg.monitors.forecast_ildr:
+        out.append(ILDRMeasure(data))
     if cfg.monitors.progress_measures and cfg.task.operation == "x+y":
         out.append(ProgressMeasures(cfg, data, every=5))
     if cfg.monitors.every > 0:
@@ -223,8 +288,10 @@ def _train(cfg0: GrokConfig, cfgs: list[GrokConfig], runs: list, data: Algorithm
     for r in runs:
         r.start()
     tuner = ReportEvals(reporter) if reporter else None
+    forecaster = ForecastStop(cfgs, cfg0.schedule.steps) if cfg0.schedule.forecast_early_stop else None
     engine = Engine(StackedForward(base, cfg0.ensemble_mode), params, loss_fn, chain, tdata, schedule, evaluator,
-                    runs=runs, callbacks=[*measurements(cfg0, data, loss_fn), stopper, *([tuner] if tuner else [])],
+                    runs=runs, callbacks=[*measurements(cfg0, data, loss_fn), stopper, *([tuner] if tuner else []),
+                                          *([forecaster] if forecaster else [])],
                     description=description)
     # the clamp's rho: the engine's own state tensor (checkpointed, restored in place on resume)
     clamp_rho = next((st["rho"] for t, st in zip(chain.transforms, engine.states) if isinstance(t, T.ProjectNorm)),
@@ -254,6 +321,8 @@ def _train(cfg0: GrokConfig, cfgs: list[GrokConfig], runs: list, data: Algorithm
             rho = float(clamp_rho[k])
             mode = "memorization" if cfg.optimizer.norm_clamp == "memorization" else "fixed"
             summary["norm_clamp"] = {"mode": mode, "rho": rho if math.isfinite(rho) else None}
+        if forecaster is not None and forecaster.stopped is not None:
+            summary["forecast_stopped"] = {"at_step": forecaster.stopped["at_step"], "budget": cfg0.schedule.steps}
         opt = cfg.optimizer
         diagnosis = analysis.diagnose(records, opt.lr, opt.weight_decay, opt.weight_decay_style)
         if diagnosis is not None and result.diverged[k] is None:
@@ -325,6 +394,15 @@ def member_json(m: MemberResult) -> dict[str, Any]:
             "weight_decay": m.config["weight_decay"], "status": s.get("status"),
             **{k: s.get(k) for k in PHASE_KEYS},
             "wall_seconds": s.get("wall_seconds"), "threads": s.get("threads"),
+            "forecasts": member_forecasts(m),
+            **({"forecast_stopped": s["forecast_stopped"]} if s.get("forecast_stopped") else {}),
             **({"norm_clamp": s["norm_clamp"]} if s.get("norm_clamp") else {}),
             **({"diagnosis": {"code": s["diagnosis"]["code"], "message": s["diagnosis"]["message"]}}
                if s.get("diagnosis") else {})}
+
+
+def member_forecasts(m: MemberResult) -> list[dict[str, Any]]:
+    """The forecast of the generalization step made at ten points of the member's run, each from its rows up to
+    that point (analysis.forecasts)."""
+    c = m.config
+    return analysis.forecasts(m.records, c["lr"], c["weight_decay"], c.get("model", "mlp"))

@@ -107,6 +107,8 @@ def contract(result: dict[str, Any], seeds: int) -> dict[str, Any]:
         m = members[0]
         return {**{k: m[k] for k in PHASE_KEYS}, "wall_seconds": result["wall_seconds"],
                 "report": result.get("report"), "run_id": m["run_id"], "threads": m["threads"],
+                "forecasts": m.get("forecasts", []),
+                **({"forecast_stopped": m["forecast_stopped"]} if "forecast_stopped" in m else {}),
                 **({"norm_clamp": m["norm_clamp"]} if "norm_clamp" in m else {}),
                 **({"diagnosis": m["diagnosis"]} if "diagnosis" in m else {})}
     agg = result["aggregate"]
