@@ -357,6 +357,11 @@ def write_sweep_report(result: dict[str, Any], store: Store) -> tuple[Path, anal
                   "arXiv 2605.18845). ‖θ_post‖² for each trial is the geometric mean of the other generalized trials' "
                   "norms at generalization, not its own; trials not generalized by their last step are censored "
                   "(their delay only has a lower bound) and fitted as such. Weight decay alone gives c = 1/2.")
+        mixed = [k for k in ("model", "operation") if len({t.get(k) for t in trials}) > 1]
+        if mixed and law.forms:
+            page.text(f"This one fit pools trials of every {' and '.join(mixed)} with one c and one ‖θ_post‖² "
+                      "reference, so its R² and errors mix them; the held-out comparison below calibrates "
+                      "per architecture and takes ‖θ_post‖² per architecture and operation.")
         if law.points:
             page.figure(delay_law_figure(law))
         if law.constant is None:
