@@ -248,8 +248,14 @@ def residual_losses(law: ChinchillaLaw, N: np.ndarray, D: np.ndarray, loss: np.n
     residual of the fit (:func:`inflated_residuals`) drawn with replacement (a residual bootstrap: the design
     stays the one that was fitted, so every resample can identify what the data could)."""
     pred = np.asarray(law.loss(N, D), dtype=float)
+    return simulated_losses(pred, loss, rng.integers(0, len(pred), size=(n_boot, len(pred))), n_free)
+
+
+def simulated_losses(pred: np.ndarray, loss: np.ndarray, idx: np.ndarray, n_free: int) -> np.ndarray:
+    """(B, n) losses of a residual bootstrap: the prediction ``pred`` times the exp of the fit's log residuals
+    (:func:`inflated_residuals` of ``loss`` against ``pred``) taken at the drawn indices ``idx`` (B, n)."""
+    pred = np.asarray(pred, dtype=float)
     r = inflated_residuals(np.log(np.asarray(loss, dtype=float)) - np.log(pred), n_free)
-    idx = rng.integers(0, len(r), size=(n_boot, len(r)))
     return pred[None, :] * np.exp(r[idx])
 
 

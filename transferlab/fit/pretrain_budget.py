@@ -42,7 +42,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from transferlab.core.errors import FitError
-from transferlab.fit.bootstrap import inflated_residuals, percentile_interval
+from transferlab.fit.bootstrap import percentile_interval, simulated_losses
 from transferlab.fit.chinchilla import ChinchillaLaw
 from transferlab.fit.powerlaw import fit_power_law
 from transferlab.fit.transfer import effective_data
@@ -201,15 +201,15 @@ def fit_pretrain_budget(
         used = ok
         pred = np.asarray(law.loss(N, D_F[used] + pf.predict(**{k: {"P": P, "D_F": D_F}[k][used]
                                                                    for k in pf.exponents})), dtype=float)
-        r = inflated_residuals(np.log(L[used]) - np.log(pred), 1 + len(pf.exponents))
-        idx = rng.integers(0, len(r), size=(B, len(r)))
+        sim = simulated_losses(pred, L[used], rng.integers(0, len(pred), size=(B, len(pred))),
+                               1 + len(pf.exponents))
         g = np.full(B, np.nan)
         for i in range(B):
             if not np.isfinite(thetas[i]).all():
                 continue
             lb = ChinchillaLaw.from_theta(thetas[i])
             try:
-                fb, _ = _power_fit(P[used], D_F[used], _dt(lb, N, D_F[used], pred * np.exp(r[idx[i]])))
+                fb, _ = _power_fit(P[used], D_F[used], _dt(lb, N, D_F[used], sim[i]))
             except FitError:
                 continue
             g[i] = fb.exponents["P"]
@@ -217,8 +217,7 @@ def fit_pretrain_budget(
         power["bootstrap"] = {"method": "residual", "resamples": B, "fitted": int(np.isfinite(g).sum())}
     if bl is not None and B > 0:
         pred = bl.loss(P, D_F)
-        r = inflated_residuals(np.log(L) - np.log(pred), 4)
-        idx = rng.integers(0, len(r), size=(B, len(r)))
+        sim = simulated_losses(pred, L, rng.integers(0, len(pred), size=(B, len(pred))), 4)
         samp = np.full((B, 4), np.nan)
         x0 = np.array([bl.A, bl.a, bl.G, bl.b])
         for i in range(B):
@@ -226,7 +225,7 @@ def fit_pretrain_budget(
                 continue
             Eb = float(ChinchillaLaw.from_theta(thetas[i]).loss_infinite_data(N))
             try:
-                fb = fit_barnett(P, D_F, pred * np.exp(r[idx[i]]), Eb, start=x0)
+                fb = fit_barnett(P, D_F, sim[i], Eb, start=x0)
             except FitError:
                 continue
             samp[i] = (fb.A, fb.a, fb.G, fb.b)

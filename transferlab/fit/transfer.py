@@ -67,10 +67,10 @@ from transferlab.fit.bootstrap import (
     ChinchillaBootstrap,
     bootstrap_chinchilla,
     bootstrap_chinchilla_residual,
-    inflated_residuals,
     percentile_interval,
     resample_counts,
     residual_losses,
+    simulated_losses,
 )
 from transferlab.fit.chinchilla import DELTA, ChinchillaFit, ChinchillaLaw, fit_chinchilla
 from transferlab.fit.powerlaw import PowerLawFit, fit_power_law
@@ -475,8 +475,7 @@ def _residual_bootstrap(scratch, sN, sD, sL, uN, uD, uL, laws, fixed, fix_beta, 
     samples = {m: np.full((n_boot, 3), np.nan) for m in laws}
     for m, law_t in laws.items():
         pred = finetune_prediction(scratch.law, law_t, uN, uD)
-        r = inflated_residuals(np.log(uL) - np.log(pred), 3 - (fix_beta is not None))
-        sim = pred[None, :] * np.exp(r[idx])
+        sim = simulated_losses(pred, uL, idx, 3 - (fix_beta is not None))
         for b in range(n_boot):
             if not np.isfinite(thetas[b]).all():
                 continue
