@@ -33,8 +33,6 @@ FEATURES_STUDY = "w2s-features"  # the store's folder for cached features (runs 
 BASELINE_STUDY = "w2s-baseline"  # ... and for the cached floor and ceiling
 ICL_MODEL_STUDY = "w2s-icl-model"  # ... and for the in-context model of the icl-concepts miniature
 ICL_TASK = "icl-concepts"  # the miniature of Somerstep et al.'s setting (studies/w2s/icl.py)
-ICL_MINIATURE_FIELDS = frozenset({"icl_ks", "icl_bits", "icl_noise", "icl_weak_error", "icl_pretrain_steps",
-                                  "icl_d_model", "icl_layers", "icl_ft_steps", "icl_ft_lr"})  # icl-concepts' own
 
 
 class Task(ConfigPart):
@@ -351,7 +349,8 @@ class W2SConfig(StudyConfig):
         if self.task.name == ICL_TASK and text_only:
             raise ValueError(f"{', '.join(text_only)} apply to text tasks; task {ICL_TASK}'s label words are its "
                              "example tokens: leave them unset")
-        mini_only = [k for k in sorted(ICL_MINIATURE_FIELDS) if not self.at_default(k)]
+        mini_keys = {k for k, path in config_keys(type(self)).paths.items() if path[0] == "icl_concepts"}
+        mini_only = [k for k in sorted(mini_keys | {"icl_ks"}) if not self.at_default(k)]  # icl-concepts' own
         if self.task.name != ICL_TASK and mini_only:
             raise ValueError(f"{', '.join(mini_only)} apply to task {ICL_TASK} only; leave them unset or set "
                              f"task={ICL_TASK}")
