@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         t_grok = t.get("steps_to_generalize")
         if t_grok is None or not t["records"]:
             continue
-        own = int(SWEEP_PLANS["delay-law-wide"].overrides["steps"])
+        own = int(t["steps"])  # the trial's own cap (the plan sets it per architecture)
         for label, budget in (("own budget", own), ("1.25 x T_grok", int(1.25 * t_grok))):
             at = A.early_stop_step(t["records"], t["lr"], t["weight_decay"], budget, t.get("model", "mlp"),
                                    calibration=cal or None)

@@ -117,7 +117,7 @@ def test_forms_recover_the_law_they_were_drawn_from():
     form recovers a and c."""
     law = A.delay_law(_sweep_trials(seeds=(0, 1), noise=0.02))
     f = law.forms
-    assert set(f) == {"law", "affine", "inverse", "first_passage"}
+    assert set(f) == {"law", "affine", "inverse", "power", "first_passage"}
     assert f["first_passage"]["constant"] == pytest.approx(1.0, rel=0.1) and f["first_passage"]["mape_heldout"] < 0.05
     assert f["law"]["params"]["c"] == pytest.approx(0.5, rel=0.05) and f["law"]["mape_heldout"] < 0.05
     assert f["affine"]["mape_heldout"] < 0.05 and abs(f["affine"]["params"]["a"]) < 0.1
@@ -244,3 +244,32 @@ def test_diagnose_tells_a_stalled_norm_from_a_falling_one():
     assert nowd["code"] == "no_weight_decay"
     assert A.diagnose(_fn_records(steps, mem, lambda s: 1.0 if s > 2000 else 0.02, lambda s: 300.0),
                       lr=3e-3, weight_decay=1.0) is None
+
+
+def test_power_form_recovers_unequal_exponents_that_the_decay_rate_forms_miss():
+    """Delays drawn as K / (lr^1.2 · wd^1.6) per architecture: the power form recovers each architecture's
+    exponents and predicts the held-out seed; K/(lr·wd), which forces a = b = 1, misses by far more."""
+    trials = _wide_trials(noise=0.02)
+    for t in trials:
+        k = 3.0 if t["model"] == "mlp" else 0.5
+        t["steps_to_generalize"] = t["steps_to_memorize"] + int(k / (t["lr"] ** 1.2 * t["weight_decay"] ** 1.6))
+    f = A.delay_law(trials).forms
+    pw = f["power"]
+    assert pw["theory_constant"] == 1.0 and pw["constant_name"] == "a"
+    for arch in ("mlp", "transformer"):
+        assert pw["params_by_architecture"][arch]["a"] == pytest.approx(1.2, abs=0.03)
+        assert pw["params_by_architecture"][arch]["b"] == pytest.approx(1.6, abs=0.03)
+    assert pw["mape_heldout"] < 0.02 and pw["n_heldout"] == 48
+    assert f["inverse"]["mape_heldout"] > 10 * pw["mape_heldout"]
+
+
+def test_power_form_with_one_weight_decay_still_predicts():
+    """One weight decay in the calibration set: b is not identified (log 1 = 0 column), K absorbs it, and the
+    held-out predictions at that weight decay are still right."""
+    trials = [t for t in _wide_trials(noise=0.0) if t["weight_decay"] == 1.0]
+    for t in trials:
+        t["steps_to_generalize"] = t["steps_to_memorize"] + int(2.0 / t["lr"] ** 1.3)
+    pw = A.delay_law(trials).forms["power"]
+    assert pw["params_by_architecture"]["mlp"]["a"] == pytest.approx(1.3, abs=0.02)
+    assert pw["params_by_architecture"]["mlp"]["b"] == pytest.approx(0.0, abs=1e-9)
+    assert pw["mape_heldout"] < 0.01

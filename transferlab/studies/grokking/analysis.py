@@ -279,16 +279,27 @@ FORMS = {
     "law": "T_grok − T_mem = c · log(V_mem / V_post) / (lr · wd)  (the chapter's law, no intercept)",
     "affine": "T_grok − T_mem = (a + c · log(V_mem / V_post)) / (lr · wd)  (the law plus a constant term)",
     "inverse": "T_grok − T_mem = K / (lr · wd)  (the decay rate alone, no norms)",
+    "power": "T_grok − T_mem = K / (lr^a · wd^b)  (an empirical power law with no theory behind it: it tests the "
+             "decay-rate forms' a = b = 1)",
 }
+# each form's parameters, and which of them is reported as its constant (beside THEORY_FORM_CONSTANT)
+FORM_PARAMS: dict[str, tuple[list[str], int]] = {"law": (["c"], 0), "affine": (["a", "c"], 1),
+                                                 "inverse": (["K"], 0), "power": (["log_K", "a", "b"], 1)}
 
 
 def _fit_form(form: str, pts: Sequence[dict[str, Any]]) -> list[float] | None:
     """Parameters of ``form`` over generalized points, by least squares on the relative error (what the MAPE
-    measures): rows r = log(V_mem / V_post) = x·γ and γ = lr·wd."""
-    if len(pts) < 2:
+    measures): rows r = log(V_mem / V_post) = x·γ and γ = lr·wd. The power form is fitted on log delays (to first
+    order the relative error too); where the points have one weight decay (or one lr), its exponent is not
+    identified and lstsq's minimum-norm solution sets it to what log(1) = 0 leaves (K takes the rest)."""
+    if len(pts) < len(FORM_PARAMS[form][0]) + 1:
         return None
     g = np.array([p["gamma_eff"] for p in pts])
     d = np.array([p["delay"] for p in pts])
+    if form == "power":
+        x = np.stack([np.ones(len(d)), -np.log([p["lr"] for p in pts]), -np.log([p["weight_decay"] for p in pts])], 1)
+        w, *_ = np.linalg.lstsq(x, np.log(d), rcond=None)
+        return [float(v) for v in w]
     r = np.array([p["x"] for p in pts]) * g
     if form == "law":
         a = (r / g / d)[:, None]
@@ -301,6 +312,8 @@ def _fit_form(form: str, pts: Sequence[dict[str, Any]]) -> list[float] | None:
 
 
 def _predict_form(form: str, w: list[float], p: dict[str, Any]) -> float:
+    if form == "power":
+        return math.exp(w[0] - w[1] * math.log(p["lr"]) - w[2] * math.log(p["weight_decay"]))
     g, r = p["gamma_eff"], p["x"] * p["gamma_eff"]
     return {"law": w[0] * r, "affine": w[0] + (w[-1] * r), "inverse": w[0]}[form] / g
 
@@ -331,8 +344,7 @@ def compare_forms(points: Sequence[dict[str, Any]], fit_pts: Sequence[dict[str, 
 
         ho = [(_predict_form(form, w_arch.get(str(p.get("architecture"))) or w_ho, p), p["delay"])
               for p in test_pts] if w_ho else []
-        names = {"law": ["c"], "affine": ["a", "c"], "inverse": ["K"]}[form]
-        key = {"law": 0, "affine": 1, "inverse": 0}[form]
+        names, key = FORM_PARAMS[form]
         boot = _bootstrap_params(form, fit_u, key)
         out[form] = {"form": text, "params": dict(zip(names, w)),
                      "mape_loo": _mape([a for a, _ in loo], [b for _, b in loo]),
@@ -340,7 +352,9 @@ def compare_forms(points: Sequence[dict[str, Any]], fit_pts: Sequence[dict[str, 
                      "calibration": "seed 0's trials (V_post per architecture and operation from them"
                                     + ("; constants per architecture)" if w_arch else ")"),
                      "constant": w_ho[key] if w_ho else None, "constant_name": names[key],
-                     **({"constant_by_architecture": {a: w[key] for a, w in w_arch.items() if w}} if w_arch else {}),
+                     **({"constant_by_architecture": {a: w[key] for a, w in w_arch.items() if w},
+                         "params_by_architecture": {a: dict(zip(names, w)) for a, w in w_arch.items() if w}}
+                        if w_arch else {}),
                      "constant_ci": boot, "theory_constant": THEORY_FORM_CONSTANT[form],
                      "params_calibrated": dict(zip(names, w_ho)) if w_ho else None,
                      **heldout_stats([(pr, p) for (pr, _), p in zip(ho, test_pts)])}
@@ -350,9 +364,10 @@ def compare_forms(points: Sequence[dict[str, Any]], fit_pts: Sequence[dict[str, 
     return out
 
 
-# each form's constant as the theory gives it (weight decay alone: c = 1/2, κ = 1; K has no theory value)
+# each form's constant as the theory gives it (weight decay alone: c = 1/2, κ = 1; the power form's lr exponent
+# a = 1, as its b; K has no theory value)
 THEORY_FORM_CONSTANT: dict[str, float | None] = {"law": THEORY_CONSTANT, "affine": THEORY_CONSTANT, "inverse": None,
-                                                 "first_passage": 1.0}
+                                                 "power": 1.0, "first_passage": 1.0}
 FIRST_PASSAGE = ("T_grok − T_mem = log(V_mem / V*) / (2κ · lr · wd)  (arXiv 2605.18845: κ per architecture and V* "
                  "per architecture and operation, from one cell)")
 

@@ -408,22 +408,22 @@ SWEEP_PLANS: dict[str, SweepPlan] = {
     ),
     "delay-law-wide": SweepPlan(
         "The delay law across models and tasks (issue 25): two architectures, the default MLP (x² MLP, width 256, "
-        "p = 97, 35% train; lr 1.5e-3, 5e-3, 1.5e-2) and Nanda et al.'s 1-layer transformer made CPU-sized as in "
-        "norm-clamp-layernorm (p = 31, 80% train, d_model 64, 4 heads, d_mlp 128; lr 1e-3, 3e-3, 1e-2), x "
-        "three operations (x+y, x-y, x/y) x weight decay 1 and 2, so lr x wd spans 1.5e-3 to 3e-2 (MLP) and "
-        "1e-3 to 2e-2 (transformer), 20x each; 2 seeds: 72 trials, trained as 6 ensembles of 12 (one per "
-        "architecture and operation). Evaluated every 10 steps; a trial runs until its ensemble has generalized "
-        "(+100 steps) or to the cap of 4,000 steps, where it is censored. The forms of the law are calibrated "
-        "on seed 0 (the first-passage form, as arXiv 2605.18845, on one cell per architecture) and predict the "
-        "rest.",
+        "p = 97, 35% train; lr 1.5e-3, 5e-3, 1.5e-2; a cap of 4,000 steps) and Nanda et al.'s 1-layer "
+        "transformer made CPU-sized (p = 59, 40% train, d_model 64, 4 heads, d_mlp 128, no LayerNorm; lr 2e-3, "
+        "6e-3, 2e-2; a cap of 8,000 steps, since its slowest cells take 4,000-8,000), x three operations (x+y, "
+        "x-y, x/y) x weight decay 1 and 2, so lr x wd spans 1.5e-3 to 3e-2 (MLP) and 2e-3 to 4e-2 "
+        "(transformer), 20x each; 2 seeds: 72 trials, trained as 6 ensembles of 12 (one per architecture and "
+        "operation). Evaluated every 10 steps; a trial runs until its ensemble has generalized (+100 steps) or "
+        "to its cap, where it is censored. The forms of the law are calibrated on seed 0 (the first-passage "
+        "form, as arXiv 2605.18845, on one cell per architecture) and predict the rest.",
         preset="default",
         grid={"operation": ["x+y", "x-y", "x/y"], "weight_decay": [1.0, 2.0]},
-        overrides={"steps": 4000, "stop_after_generalized": 100, "eval_every": 10, "monitor_every": 0,
+        overrides={"stop_after_generalized": 100, "eval_every": 10, "monitor_every": 0,
                    "progress_measures": False, "checkpoint_every": 1000},
         seeds=2,
-        variants=[*({"model": "mlp", "p": 97, "train_fraction": 0.35, "d_model": 128, "d_mlp": 512, "lr": lr}
-                    for lr in (1.5e-3, 5e-3, 1.5e-2)),
-                  *({"model": "transformer", "p": 31, "train_fraction": 0.8, "d_model": 64, "d_mlp": 128,
-                     "lr": lr} for lr in (1e-3, 3e-3, 1e-2))],
+        variants=[*({"model": "mlp", "p": 97, "train_fraction": 0.35, "d_model": 128, "d_mlp": 512, "lr": lr,
+                     "steps": 4000} for lr in (1.5e-3, 5e-3, 1.5e-2)),
+                  *({"model": "transformer", "p": 59, "train_fraction": 0.4, "d_model": 64, "d_mlp": 128,
+                     "lr": lr, "steps": 8000} for lr in (2e-3, 6e-3, 2e-2))],
     ),
 }
