@@ -90,6 +90,10 @@ def test_wide_plan_declares_two_architectures_three_operations_and_20x(cli, tmp_
     for arch in ("mlp", "transformer"):
         g = [t["lr"] * t["weight_decay"] for t in trials if t["model"] == arch]
         assert max(g) / min(g) >= 20 - 1e-9
+    # 99% validation accuracy must rest on enough pairs to mean something (the p = 31, 80%-train transformer it
+    # replaced had 192: its last two pairs set T_grok)
+    for t in trials:
+        assert t["p"] ** 2 * (1 - t["train_fraction"]) >= 2000, t
     assert not any(tmp_path.iterdir())
 
 

@@ -218,6 +218,7 @@ class DelayLaw:
     theory_constant: float = THEORY_CONSTANT
     why_not: str | None = None
     forms: dict[str, dict[str, Any]] = field(default_factory=dict)  # the law next to two simpler forms
+    seed_floor: dict[str, Any] | None = None  # the least MAPE any function of the cell can reach (``seed_floor``)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -481,6 +482,49 @@ def first_passage_form(cand: Sequence[dict[str, Any]], rule_seed: Any = None) ->
             **stats_}
 
 
+def _best_constant(delays: Sequence[float]) -> float:
+    """The one number with the least mean relative error over ``delays``: mean |c − d|/d is convex and piecewise
+    linear in c, so its minimum is at one of the d."""
+    return min(delays, key=lambda c: sum(abs(c - d) / d for d in delays))
+
+
+# the keys of a sweep's trial dict that are not its settings: its identity, its seed and its measurements
+_NOT_SETTINGS = {"run_id", "status", "error", "seed", "last_step", "final_val_acc", "norm_at_memorize",
+                 "norm_at_generalize", *PHASE_KEYS}
+
+
+def seed_floor(cand: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """How much of the delay no form can predict: trials that share a cell (architecture, operation, lr, weight
+    decay and every other setting but the seed) differ only in their seed, and a form of the settings gives them
+    one prediction. Over cells where ≥ 2 seeds generalized, the least mean relative error any single prediction
+    per cell reaches on those trials (in-sample: a bound below every form's MAPE on them, held out or not), with
+    the cells' seed-to-seed spread (max / min delay). None with no such cell."""
+    cells: dict[tuple[Any, ...], list[tuple[float, dict[str, Any]]]] = {}
+    for t in cand:
+        if t.get("steps_to_generalize") is None or t["steps_to_generalize"] <= t["steps_to_memorize"]:
+            continue
+        key = tuple(sorted((k, str(v)) for k, v in t.items() if k not in _NOT_SETTINGS
+                           and isinstance(v, (str, int, float, bool))))
+        cells.setdefault(key, []).append((float(t["steps_to_generalize"] - t["steps_to_memorize"]), t))
+    errs: list[tuple[float, dict[str, Any]]] = []
+    spreads: list[float] = []
+    for members in cells.values():
+        if len(members) < 2:
+            continue
+        d = [x for x, _ in members]
+        c = _best_constant(d)
+        errs += [(abs(c - x) / x, t) for x, t in members]
+        spreads.append(max(d) / min(d))
+    if not errs:
+        return None
+    by_arch: dict[str, list[float]] = {}
+    for e, t in errs:
+        by_arch.setdefault(str(t.get("model")), []).append(e)
+    return {"mape_floor": float(np.mean([e for e, _ in errs])), "n_trials": len(errs), "n_cells": len(spreads),
+            "median_spread": float(np.median(spreads)), "max_spread": float(max(spreads)),
+            "by_architecture": {a: {"mape_floor": float(np.mean(v)), "n": len(v)} for a, v in sorted(by_arch.items())}}
+
+
 def _mape(pred: Sequence[float], actual: Sequence[float]) -> float | None:
     errs = [abs(p - a) / a for p, a in zip(pred, actual) if a > 0]
     return float(np.mean(errs)) if errs else None
@@ -599,7 +643,7 @@ def delay_law(trials: Sequence[dict[str, Any]]) -> DelayLaw:
     if fp is not None:
         forms["first_passage"] = fp
     return DelayLaw(c, ci, sigma, r2, _mape(loo_pred, loo_act), mape_ho, rule, n_unc, n_cens, points, excluded, sd,
-                    forms=forms)
+                    forms=forms, seed_floor=seed_floor(cand))
 
 
 # ---------------------------------------------------------------------------- progress measures
@@ -763,8 +807,7 @@ def clamp_laws(trials: Sequence[dict[str, Any]],
     clamped = [t for t in trials if t.get("norm_clamp") not in (None, "none")]
     if not clamped:
         return []
-    measured = set(PHASE_KEYS) | {"last_step", "final_val_acc", "norm_at_memorize", "norm_at_generalize"}
-    keys = sorted({k for t in clamped for k, v in t.items() if k not in ignore and k not in measured
+    keys = sorted({k for t in clamped for k, v in t.items() if k not in ignore and k not in _NOT_SETTINGS
                    and isinstance(v, (str, int, float, bool)) and len({str(u.get(k)) for u in clamped}) > 1})
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for t in clamped:

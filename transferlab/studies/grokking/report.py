@@ -389,6 +389,17 @@ def write_sweep_report(result: dict[str, Any], store: Store) -> tuple[Path, anal
             page.table([_form_row(name, v) for name, v in law.forms.items()],
                        columns=["form", "calibrated on", "held-out MAPE [95% CI]", "held-out runs", "constant [95% CI]",
                                 "theory", "LOO MAPE (all)", "parameters (all trials)"])
+            fl = law.seed_floor
+            if fl:
+                page.text(
+                    f"How much no form can predict: {fl['n_cells']} cells (every setting the same but the seed) had "
+                    f"≥ 2 seeds generalize; their delays differ {fl['median_spread']:.2g}x between seeds at the "
+                    f"median cell, {fl['max_spread']:.2g}x at most. A form of the settings gives one prediction per "
+                    f"cell, so its mean relative error on those {fl['n_trials']} trials is at least "
+                    f"{_pct(fl['mape_floor'])} ("
+                    + ", ".join(f"{a}: {_pct(v['mape_floor'])} on {v['n']}" for a, v in fl["by_architecture"].items())
+                    + "), whatever it is calibrated on. The held-out MAPEs above are on seed 1's trials only, so "
+                      "this is their scale, not a strict bound.")
             archs = sorted({a for v in law.forms.values() for a in v.get("by_architecture", {})})
             ops = sorted({o for v in law.forms.values() for o in v.get("by_operation", {})})
             if len(archs) > 1 or len(ops) > 1:

@@ -87,7 +87,7 @@ class GrokStudy(Study[GrokConfig, GrokOptions]):
         result["report"] = str(path)
         result["delay_law"] = {k: getattr(law, k) for k in (
             "constant", "constant_ci", "r2", "mape_loo", "mape_heldout", "heldout_rule", "n_used", "n_censored",
-            "excluded", "theory_constant", "why_not", "forms")}
+            "excluded", "theory_constant", "why_not", "forms", "seed_floor")}
         result["delay_law"]["points"] = [{k: p[k] for k in ("run_id", "x", "delay", "censored", "predicted")
                                           if k in p} for p in law.points]
         return True
