@@ -141,3 +141,28 @@ def test_an_ildr_at_its_level_is_never_never():
     fc = A.forecast_generalization(rows, 3e-3, 1.0, "mlp", CAL)
     assert not fc["never"] and fc["predicted_generalize_step"] == 3000 and "any step now" in fc["basis"]
     assert A.early_stop_step(rows, 3e-3, 1.0, budget=4000, calibration=CAL) is None
+
+
+def test_calibration_measures_how_far_the_law_spreads():
+    runs = [_run(t_grok=100 + int(k / (lr * 1.0)), lr=lr) for k, lr in ((2.0, 1e-3), (3.0, 2e-3), (4.5, 4e-3))]
+    cal = A.calibrate_forecast(runs)["mlp"]
+    assert cal["k"] == pytest.approx(3.0, rel=0.02)
+    assert cal["early"] == pytest.approx(2.0 / 3.0, rel=0.03) and cal["late"] == pytest.approx(1.5, rel=0.03)
+
+
+def test_early_stop_allows_for_the_spread_of_the_law():
+    """A run the law puts at 1,000 (K 2.7 at lr 3e-3) under a budget of 900: stopped when every calibration run
+    came at the law's K (early = 1), kept when the earliest came at 0.8 of it (its earliest step 820 is within
+    the budget); and the "never" rule waits ``late`` times longer."""
+    rows = _run()["records"]
+    tight = {"mlp": {"k": 2.7, "ildr_rise": 1.3}}
+    spread = {"mlp": {"k": 2.7, "ildr_rise": 1.3, "early": 0.8, "late": 2.0}}
+    assert A.early_stop_step(rows, 3e-3, 1.0, budget=900, calibration=tight) is not None
+    assert A.early_stop_step(rows, 3e-3, 1.0, budget=900, calibration=spread) is None
+    fc = A.forecast_generalization([r for r in rows if r["step"] <= 150], 3e-3, 1.0, "mlp", spread)
+    assert fc["earliest_generalize_step"] < fc["predicted_generalize_step"]
+    stalled = [{"step": s, "train_acc": 1.0 if s >= 100 else 0.5, "val_acc": 0.01, "val_loss": 1.0,
+                "weight_norm_sq": 1000.0, "ildr": 0.2} for s in range(0, 5001, 10)]
+    assert A.early_stop_step(stalled, 3e-3, 1.0, budget=5000, calibration=tight) <= 2100  # 2 x 900
+    at = A.early_stop_step(stalled, 3e-3, 1.0, budget=5000, calibration=spread)
+    assert 3700 <= at <= 3900  # 2 x 2 x 900 after memorization at 100

@@ -822,16 +822,16 @@ def clamp_laws(trials: Sequence[dict[str, Any]],
 
 # --------------------------------------------------------------------------- the forecast of T_grok
 # Per architecture: ``k`` = (T_grok − T_mem)·lr·wd, the decay-rate form of the delay law (the best held-out form
-# of the delay-law-wide plan on the MLP), and ``ildr_rise`` = log(ILDR at T_grok / ILDR at T_mem), how far the
-# ILDR climbs by generalization: medians over seed 0's generalized trials of `transferlab sweep grok --plan
-# delay-law-wide` (60 of its 72 trials finished: the MLP on x+y, x−y, x/y; the transformer on x+y, x−y;
-# docs/RESULTS.md, issue 25). The transformer's come from that CPU-sized p = 31 model only (its delays follow
-# lr·wd poorly), so they are no calibration for other transformers; "*" pools both. ``calibrate_forecast``
-# recomputes them from any runs.
+# of the delay-law-wide plan on the MLP), ``ildr_rise`` = log(ILDR at T_grok / ILDR at T_mem), how far the ILDR
+# climbs by generalization, and ``early`` / ``late``, the least and largest K over the median (how far the law
+# spreads): from seed 0's 36 trials of `transferlab sweep grok --plan delay-law-wide` (the MLP at p = 97 and the
+# transformer at p = 59, 40% train; 32 generalized; docs/RESULTS.md, issue 25, session 11). The transformer's
+# come from that CPU-sized model only, whose delays differ up to 4.6x between seeds at one setting, so they are
+# no calibration for other transformers; "*" pools both. ``calibrate_forecast`` recomputes them from any runs.
 FORECAST_CALIBRATION: dict[str, dict[str, float]] = {
-    "mlp": {"k": 2.91, "ildr_rise": 1.45},
-    "transformer": {"k": 0.81, "ildr_rise": 0.57},
-    "*": {"k": 2.8, "ildr_rise": 1.32},
+    "mlp": {"k": 2.91, "ildr_rise": 1.45, "early": 0.89, "late": 1.34},
+    "transformer": {"k": 11.06, "ildr_rise": 2.04, "early": 0.51, "late": 1.75},
+    "*": {"k": 3.6, "ildr_rise": 1.56, "early": 0.72, "late": 5.37},
 }
 
 
@@ -841,7 +841,9 @@ def _median(xs: Sequence[float]) -> float:
 
 def calibrate_forecast(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """The forecast's constants per architecture (``model``) from generalized runs (dicts with model, lr,
-    weight_decay and records, the metrics table): the median K and the median ILDR rise; "*" pools them all."""
+    weight_decay and records, the metrics table): the median K and the median ILDR rise, and how far the law's
+    K/(lr·wd) spreads over those runs (``early``: the least K over the median, ``late``: the largest), which the
+    early stop and the "never" rule allow for; "*" pools them all."""
     by: dict[str, dict[str, list[float]]] = {}
     for r in runs:
         rec = r.get("records") or []
@@ -857,15 +859,19 @@ def calibrate_forecast(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, fl
         il = {int(x["step"]): x.get("ildr") for x in rec}
         if il.get(t_mem) and il.get(t_grok) and il[t_mem] > 0 and il[t_grok] > 0:
             d["ildr_rise"].append(math.log(il[t_grok] / il[t_mem]))
+    def consts(d: dict[str, list[float]]) -> dict[str, float]:
+        k = _median(d["k"])
+        return {"k": k, "ildr_rise": _median(d["ildr_rise"]), "early": min(d["k"]) / k, "late": max(d["k"]) / k}
+
     out: dict[str, dict[str, float]] = {}
     pooled: dict[str, list[float]] = {"k": [], "ildr_rise": []}
     for arch, d in by.items():
         if d["k"] and d["ildr_rise"]:
-            out[arch] = {"k": _median(d["k"]), "ildr_rise": _median(d["ildr_rise"])}
+            out[arch] = consts(d)
             pooled["k"] += d["k"]
             pooled["ildr_rise"] += d["ildr_rise"]
     if pooled["k"]:
-        out["*"] = {"k": _median(pooled["k"]), "ildr_rise": _median(pooled["ildr_rise"])}
+        out["*"] = consts(pooled)
     return out
 
 
@@ -881,12 +887,14 @@ def forecast_generalization(records: Sequence[dict[str, Any]], lr: float, weight
       a line through ℓ over the latter half of the rows since T_mem, extended to that level, gives D_ildr.
     They are averaged in log space with the weight w = ℓ(now) / ildr_rise (0 to 1) on D_ildr: the law
     speaks first, the progress measure takes over as it climbs. "Never" (``predicted_generalize_step`` None,
-    ``never`` True): when twice the law's delay has passed and either neither ‖θ‖² nor the ILDR is moving toward
-    generalization (the norm fell less than 1% over the latter half of the rows and ℓ, below its level at
-    generalization, did not rise), or the ILDR has climbed less than a quarter of its rise at generalization.
+    ``never`` True): when twice the law's delay has passed (times ``late``, how much later than the law the
+    latest calibration run came) and either neither ‖θ‖² nor the ILDR is moving toward generalization (the norm
+    fell less than 1% over the latter half of the rows and ℓ, below its level at generalization, did not rise),
+    or the ILDR has climbed less than a quarter of its rise at generalization.
 
-    Returns made_at_step, predicted_generalize_step (None: cannot tell yet, or never), never, basis, and the
-    parts (t_mem, d_law, d_ildr, weight)."""
+    Returns made_at_step, predicted_generalize_step (None: cannot tell yet, or never), never, basis, the parts
+    (t_mem, d_law, d_ildr, weight) and earliest_generalize_step: the delay scaled by ``early`` (how much sooner
+    than the law the earliest calibration run came), which the early stop compares with its budget."""
     cal = calibration or FORECAST_CALIBRATION
     c = cal.get(model) or cal.get("*") or FORECAST_CALIBRATION["*"]
     out: dict[str, Any] = {"made_at_step": int(records[-1]["step"]) if records else 0,
@@ -922,16 +930,17 @@ def forecast_generalization(records: Sequence[dict[str, Any]], lr: float, weight
         if slope > 0:
             d_ildr = max(float(now + max(c["ildr_rise"] - ell_now, 0.0) / slope - t_mem), float(now - t_mem))
     out.update(d_ildr=d_ildr, weight=w)
-    if now - t_mem > 2 * d_law:
+    late, early = c.get("late", 1.0), c.get("early", 1.0)
+    if now - t_mem > 2 * late * d_law:  # twice the delay of the latest calibration run, relative to the law
         tail = after[len(after) // 2:]
         v0, v1 = tail[0].get("weight_norm_sq"), tail[-1].get("weight_norm_sq")
         if slope <= 0 and w < 1 and v0 and v1 and v1 > 0.99 * v0:
-            out.update(never=True, basis="twice the law's delay has passed and neither the norm nor the ILDR "
-                                         "moves toward generalization")
+            out.update(never=True, basis="twice the law's delay (its latest) has passed and neither the norm nor "
+                                         "the ILDR moves toward generalization")
             return out
         if il0 and ell_now < 0.25 * c["ildr_rise"]:
-            out.update(never=True, basis="twice the law's delay has passed and the ILDR has climbed less than a "
-                                         "quarter of its rise at generalization: no circuit is forming")
+            out.update(never=True, basis="twice the law's delay (its latest) has passed and the ILDR has climbed "
+                                         "less than a quarter of its rise at generalization: no circuit is forming")
             return out
     if w >= 1:
         delay, basis = float(now - t_mem), "the ILDR is at its level at generalization: any step now"
@@ -941,7 +950,11 @@ def forecast_generalization(records: Sequence[dict[str, Any]], lr: float, weight
         delay = math.exp((1 - w) * math.log(d_law) + w * math.log(max(d_ildr, 1.0)))
         basis = f"the law and the ILDR (weight {w:.2f} on the ILDR)"
     delay = max(delay, float(now - t_mem))  # it has not generalized by now
-    out.update(predicted_generalize_step=int(round(t_mem + delay)), basis=basis)
+    # the earliest it could come: as much sooner than the forecast as the earliest calibration run came against
+    # the law (the early stop compares this with its budget, so a run that may still make it runs on)
+    soon = delay * early if w < 1 else delay
+    out.update(predicted_generalize_step=int(round(t_mem + delay)), basis=basis,
+               earliest_generalize_step=int(round(t_mem + max(soon, float(now - t_mem)))))
     return out
 
 
@@ -995,8 +1008,9 @@ def forecast_errors(runs: Sequence[dict[str, Any]], fractions: Sequence[float] =
 
 
 def forecast_says_late(fc: dict[str, Any], budget: int) -> bool:
-    """Whether a forecast says its run will not generalize within ``budget`` steps (never, or past it)."""
-    pred = fc.get("predicted_generalize_step")
+    """Whether a forecast says its run will not generalize within ``budget`` steps: never, or even its earliest
+    step (the law as early as its earliest calibration run) is past the budget."""
+    pred = fc.get("earliest_generalize_step", fc.get("predicted_generalize_step"))
     return bool(fc.get("never")) or (pred is not None and pred > budget)
 
 
