@@ -307,3 +307,16 @@ def test_seed_floor_in_the_delay_law_of_seeded_trials():
     assert 0.02 < fl["mape_floor"] < 0.3 and set(fl["by_architecture"]) == {"mlp", "transformer"}
     for f in law.forms.values():  # held out on seed 1 only, so not a strict bound there: a check of scale
         assert f["mape_heldout"] > 0.5 * fl["mape_floor"]
+
+
+def test_trial_curves_name_the_settings_that_differ():
+    """Trials that differ only in norm_clamp and layer_norm (the clamp plans) must not share one legend label."""
+    from transferlab.studies.grokking.report import trial_curves_figure
+
+    rows = [{"step": s, "val_acc": 0.5, "weight_norm_sq": 10.0} for s in (0, 10)]
+    trials = [{"run_id": f"r{i}", "lr": 6e-3, "weight_decay": 1.0, "seed": 0, "operation": "x+y", "p": 59,
+               "norm_clamp": c, "layer_norm": ln, "steps_to_memorize": 10, "records": rows}
+              for i, (c, ln) in enumerate(((510.0, False), (850.0, False), (460.0, True)))]
+    names = [tr.name for tr in trial_curves_figure(trials).data if tr.showlegend]
+    assert len(set(names)) == 3
+    assert names[0] == "lr 0.006 wd 1 s0 layer_norm=False norm_clamp=510.0"  # not operation or p: the same

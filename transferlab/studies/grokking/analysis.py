@@ -489,7 +489,7 @@ def _best_constant(delays: Sequence[float]) -> float:
 
 
 # the keys of a sweep's trial dict that are not its settings: its identity, its seed and its measurements
-_NOT_SETTINGS = {"run_id", "status", "error", "seed", "last_step", "final_val_acc", "norm_at_memorize",
+NOT_SETTINGS = {"run_id", "status", "error", "seed", "last_step", "final_val_acc", "norm_at_memorize",
                  "norm_at_generalize", *PHASE_KEYS}
 
 
@@ -503,7 +503,7 @@ def seed_floor(cand: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     for t in cand:
         if t.get("steps_to_generalize") is None or t["steps_to_generalize"] <= t["steps_to_memorize"]:
             continue
-        key = tuple(sorted((k, str(v)) for k, v in t.items() if k not in _NOT_SETTINGS
+        key = tuple(sorted((k, str(v)) for k, v in t.items() if k not in NOT_SETTINGS
                            and isinstance(v, (str, int, float, bool))))
         cells.setdefault(key, []).append((float(t["steps_to_generalize"] - t["steps_to_memorize"]), t))
     errs: list[tuple[float, dict[str, Any]]] = []
@@ -807,7 +807,7 @@ def clamp_laws(trials: Sequence[dict[str, Any]],
     clamped = [t for t in trials if t.get("norm_clamp") not in (None, "none")]
     if not clamped:
         return []
-    keys = sorted({k for t in clamped for k, v in t.items() if k not in ignore and k not in _NOT_SETTINGS
+    keys = sorted({k for t in clamped for k, v in t.items() if k not in ignore and k not in NOT_SETTINGS
                    and isinstance(v, (str, int, float, bool)) and len({str(u.get(k)) for u in clamped}) > 1})
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for t in clamped:

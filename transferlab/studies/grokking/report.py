@@ -195,12 +195,17 @@ def trial_curves_figure(trials: Sequence[dict[str, Any]]) -> go.Figure:
                         subplot_titles=["validation accuracy", "squared weight norm ‖θ‖²"])
     gammas = [t["lr"] * t["weight_decay"] for t in trials]
     lo, hi = (min(gammas), max(gammas)) if gammas else (0, 1)
+    # the other settings that differ between trials (operation, norm_clamp, layer_norm, ...) go in the labels
+    varied = sorted({k for t in trials for k, v in t.items() if k not in analysis.NOT_SETTINGS
+                     and k not in ("lr", "weight_decay") and isinstance(v, (str, int, float, bool))
+                     and len({str(u.get(k)) for u in trials}) > 1})
     for t in trials:
         rec = t.get("records") or []
         g = t["lr"] * t["weight_decay"]
         frac = 0.0 if hi <= lo or g <= 0 or lo <= 0 else (math.log(g) - math.log(lo)) / (math.log(hi) - math.log(lo))
         color = f"rgb({int(40 + 200 * frac)},{int(90 + 40 * (1 - frac))},{int(220 - 180 * frac)})"
-        label = f"lr {t['lr']:g} wd {t['weight_decay']:g} s{t.get('seed', 0)}"
+        label = " ".join([f"lr {t['lr']:g} wd {t['weight_decay']:g} s{t.get('seed', 0)}",
+                          *(f"{k}={t.get(k)}" for k in varied)])
         for row, key in ((1, "val_acc"), (2, "weight_norm_sq")):
             x, y = _series(rec, key)
             fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=label, legendgroup=label, showlegend=row == 1,
