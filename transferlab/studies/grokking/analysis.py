@@ -490,7 +490,18 @@ def _best_constant(delays: Sequence[float]) -> float:
 
 # the keys of a sweep's trial dict that are not its settings: its identity, its seed and its measurements
 NOT_SETTINGS = {"run_id", "status", "error", "seed", "last_step", "final_val_acc", "norm_at_memorize",
-                 "norm_at_generalize", *PHASE_KEYS}
+                "norm_at_generalize", *PHASE_KEYS}
+
+
+def settings_of(t: dict[str, Any]) -> dict[str, Any]:
+    """A sweep trial's settings: its scalar keys apart from its identity, seed and measurements."""
+    return {k: v for k, v in t.items() if k not in NOT_SETTINGS and isinstance(v, (str, int, float, bool))}
+
+
+def varied_settings(trials: Sequence[dict[str, Any]], ignore: Sequence[str] = ()) -> list[str]:
+    """The settings (``settings_of``) that take more than one value across ``trials``, apart from ``ignore``."""
+    return sorted({k for t in trials for k in settings_of(t) if k not in ignore
+                   and len({str(u.get(k)) for u in trials}) > 1})
 
 
 def seed_floor(cand: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
@@ -503,8 +514,7 @@ def seed_floor(cand: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     for t in cand:
         if t.get("steps_to_generalize") is None or t["steps_to_generalize"] <= t["steps_to_memorize"]:
             continue
-        key = tuple(sorted((k, str(v)) for k, v in t.items() if k not in NOT_SETTINGS
-                           and isinstance(v, (str, int, float, bool))))
+        key = tuple(sorted((k, str(v)) for k, v in settings_of(t).items()))
         cells.setdefault(key, []).append((float(t["steps_to_generalize"] - t["steps_to_memorize"]), t))
     errs: list[tuple[float, dict[str, Any]]] = []
     spreads: list[float] = []
@@ -799,16 +809,15 @@ def clamp_law(trials: Sequence[dict[str, Any]]) -> ClampLaw | None:
 
 
 def clamp_laws(trials: Sequence[dict[str, Any]],
-               ignore: tuple[str, ...] = ("run_id", "status", "error", "seed", "norm_clamp")
+               ignore: tuple[str, ...] = ("norm_clamp",)
                ) -> list[tuple[dict[str, Any], ClampLaw]]:
     """``clamp_law`` apart for each group of clamped trials that share their other swept settings (e.g.
     ``layer_norm``), as (the group's settings, its law); [] when no trial clamped its norm. The settings are the
-    trial keys that vary across the clamped trials, apart from ``ignore`` and the trials' own measurements."""
+    settings that vary across the clamped trials (``varied_settings``), apart from ``ignore``."""
     clamped = [t for t in trials if t.get("norm_clamp") not in (None, "none")]
     if not clamped:
         return []
-    keys = sorted({k for t in clamped for k, v in t.items() if k not in ignore and k not in NOT_SETTINGS
-                   and isinstance(v, (str, int, float, bool)) and len({str(u.get(k)) for u in clamped}) > 1})
+    keys = varied_settings(clamped, ignore)
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for t in clamped:
         groups.setdefault(tuple(str(t.get(k)) for k in keys), []).append(t)
@@ -952,9 +961,8 @@ def forecast_generalization(records: Sequence[dict[str, Any]], lr: float, weight
     delay = max(delay, float(now - t_mem))  # it has not generalized by now
     # the earliest it could come: as much sooner than the forecast as the earliest calibration run came against
     # the law (the early stop compares this with its budget, so a run that may still make it runs on)
-    soon = delay * early if w < 1 else delay
     out.update(predicted_generalize_step=int(round(t_mem + delay)), basis=basis,
-               earliest_generalize_step=int(round(t_mem + max(soon, float(now - t_mem)))))
+               earliest_generalize_step=int(round(t_mem + max(delay * early, float(now - t_mem)))))
     return out
 
 

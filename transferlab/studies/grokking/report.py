@@ -196,9 +196,7 @@ def trial_curves_figure(trials: Sequence[dict[str, Any]]) -> go.Figure:
     gammas = [t["lr"] * t["weight_decay"] for t in trials]
     lo, hi = (min(gammas), max(gammas)) if gammas else (0, 1)
     # the other settings that differ between trials (operation, norm_clamp, layer_norm, ...) go in the labels
-    varied = sorted({k for t in trials for k, v in t.items() if k not in analysis.NOT_SETTINGS
-                     and k not in ("lr", "weight_decay") and isinstance(v, (str, int, float, bool))
-                     and len({str(u.get(k)) for u in trials}) > 1})
+    varied = analysis.varied_settings(trials, ignore=("lr", "weight_decay"))
     for t in trials:
         rec = t.get("records") or []
         g = t["lr"] * t["weight_decay"]
