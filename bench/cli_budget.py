@@ -40,7 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args:
         ap.error("give the transferlab command after --, e.g. -- tour --json")
     store = tempfile.mkdtemp(prefix="tl-budget-")
-    exe = shutil.which("transferlab") or "transferlab"
+    # the entry point beside this interpreter (a venv's bin/), else the one on PATH
+    here = os.path.join(os.path.dirname(sys.executable), "transferlab")
+    exe = here if os.path.exists(here) else shutil.which("transferlab")
+    if exe is None:
+        print("error: no transferlab command beside this python or on PATH: install the project (make install) "
+              "or run this with the venv's python", file=sys.stderr)
+        return 2
     samples = [load1()]
     done = threading.Event()
 
